@@ -1,0 +1,192 @@
+"""The C{mailraven} command: accounts, verify, quickstart.
+
+Works whether or not the server runs (SQLite in WAL mode takes a second
+writer). Every sub-command takes C{--config FILE} and honours the same
+environment as the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import secrets
+import sys
+from typing import Sequence
+
+from mailraven import __version__
+from mailraven import config as configuration
+from mailraven.quickstart import quickstart
+from mailraven.startup import StartupError, databasePath, ensureLayout
+from mailraven.store.db import openDatabase
+from mailraven.store.integrity import checkIntegrity
+from mailraven.store.users import (
+    BadAddress,
+    UserExists,
+    addUser,
+    hashPassword,
+    listUsers,
+    normaliseAddress,
+    removeUser,
+    setPasswordHash,
+)
+
+
+class CommandError(Exception):
+    """Printed as C{mailraven: <message>}, exit status 1."""
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise CommandError("the passwords differ")
+    else:
+        raise CommandError("no terminal to ask for a password: use --password-stdin")
+    if not password:
+        raise CommandError("the password must not be empty")
+    return password
+
+
+def _open(config: configuration.Config):
+    ensureLayout(config.dataDir)
+    return openDatabase(databasePath(config.dataDir))
+
+
+def _address(text: str) -> str:
+    try:
+        return normaliseAddress(text)
+    except BadAddress as e:
+        raise CommandError(str(e)) from None
+
+
+def userAdd(config, args) -> int:
+    email = _address(args.email)
+    hashed = hashPassword(_password(args))
+    conn = _open(config)
+    try:
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            addUser(conn, email, hashed)
+    except UserExists:
+        raise CommandError(f"{email} already exists") from None
+    domains = config["server.domains"]
+    print(f"added {email}")
+    if email.rpartition("@")[2] not in domains:
+        print(f"note: {email.rpartition('@')[2]} is not in server.domains; mail to it"
+              " is accepted because an account exists there")
+    return 0
+
+
+def userPasswd(config, args) -> int:
+    email = _address(args.email)
+    hashed = hashPassword(_password(args))
+    conn = _open(config)
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        found = setPasswordHash(conn, email, hashed)
+    if not found:
+        raise CommandError(f"no such user: {email}")
+    print(f"password changed for {email}")
+    return 0
+
+
+def userDel(config, args) -> int:
+    email = _address(args.email)
+    conn = _open(config)
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        found = removeUser(conn, email)
+    if not found:
+        raise CommandError(f"no such user: {email}")
+    print(f"removed {email}")
+    return 0
+
+
+def userList(config, args) -> int:
+    for email in listUsers(_open(config)):
+        print(email)
+    return 0
+
+
+def verify(config, args) -> int:
+    if not os.path.exists(databasePath(config.dataDir)):
+        raise CommandError(f"no MailRaven data in {config.dataDir}")
+    report = checkIntegrity(_open(config), config.dataDir, readFiles=not args.quick)
+    for line in report.damage:
+        print(f"DAMAGED {line}")
+    for relpath in report.orphans:
+        print(f"orphan  {relpath} (no row refers to it)")
+    print(f"{report.messages} messages checked: "
+          + ("OK" if report.ok else f"{len(report.damage)} problems"))
+    return 0 if report.ok else 2
+
+
+def runQuickstart(config, args) -> int:
+    email = _address(args.email)
+    password = _password(args) if args.password_stdin else secrets.token_urlsafe(12)
+    conn = _open(config)
+    try:
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            addUser(conn, email, hashPassword(password))
+    except UserExists:
+        raise CommandError(f"{email} already exists") from None
+    print(quickstart(config, email, args.config or "mailraven.toml",
+                     args.hostname, password if not args.password_stdin else None))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mailraven", description=__doc__.split("\n")[0])
+    p.add_argument("--version", action="version", version=__version__)
+    p.add_argument("--config", default=os.environ.get(configuration.CONFIG_FILE_VARIABLE),
+                   help="TOML configuration file")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    user = sub.add_parser("user", help="manage accounts").add_subparsers(
+        dest="action", required=True)
+    for name, func, helptext in (
+        ("add", userAdd, "create an account"),
+        ("passwd", userPasswd, "change a password"),
+    ):
+        cmd = user.add_parser(name, help=helptext)
+        cmd.add_argument("email")
+        cmd.add_argument("--password-stdin", action="store_true",
+                         help="read the password from the first line of stdin")
+        cmd.set_defaults(func=func)
+    cmd = user.add_parser("del", help="remove an account and its mailbox entries")
+    cmd.add_argument("email")
+    cmd.set_defaults(func=userDel)
+    user.add_parser("list", help="list accounts").set_defaults(func=userList)
+
+    cmd = sub.add_parser("verify", help="check the database and every message file")
+    cmd.add_argument("--quick", action="store_true",
+                     help="check that files exist, do not read them")
+    cmd.set_defaults(func=verify)
+
+    cmd = sub.add_parser("quickstart", help="config, first account, DKIM key, DNS")
+    cmd.add_argument("email")
+    cmd.add_argument("--hostname", help="this server's public name (default mail.DOMAIN)")
+    cmd.add_argument("--password-stdin", action="store_true")
+    cmd.set_defaults(func=runQuickstart)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "quickstart" and args.config and os.path.exists(args.config):
+            raise CommandError(f"{args.config} exists already; not overwriting it")
+        config = configuration.load(
+            args.config if args.command != "quickstart" else None)
+        return args.func(config, args)
+    except (CommandError, configuration.ConfigError, StartupError) as e:
+        print(f"mailraven: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""Configuration: embedded defaults, a TOML file, then C{MAILRAVEN_<SECTION>_<KEY>}.
+
+The key names are the operators' interface (see docs/configuration.md). An unknown
+key or a bad value stops start-up with a L{ConfigError} naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+ENV_PREFIX = "MAILRAVEN_"
+CONFIG_FILE_VARIABLE = "MAILRAVEN_CONFIG"  # a path, not a key
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key."""
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected an integer")
+    if isinstance(value, str):
+        value = int(value.strip())
+    if not isinstance(value, int):
+        raise ValueError("expected an integer")
+    return value
+
+
+def _positiveInt(value: Any) -> int:
+    value = _int(value)
+    if value <= 0:
+        raise ValueError("expected an integer greater than 0")
+    return value
+
+
+def _percent(value: Any) -> float:
+    value = _float(value)
+    if not 0 < value <= 100:
+        raise ValueError("expected a percentage between 0 and 100")
+    return value
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number")
+    if isinstance(value, str):
+        value = float(value.strip())
+    if not isinstance(value, (int, float)):
+        raise ValueError("expected a number")
+    return float(value)
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _strList(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return list(value)
+
+
+def _domainList(value: Any) -> list[str]:
+    return [d.lower().rstrip(".") for d in _strList(value)]
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        value = _str(value).lower()
+        if value not in choices:
+            raise ValueError("expected one of " + ", ".join(choices))
+        return value
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Key:
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+
+
+def _fqdn() -> str:
+    return socket.getfqdn() or "localhost"
+
+
+# section -> key -> Key. A default that is callable is computed at load time.
+SCHEMA: dict[str, dict[str, Key]] = {
+    "server": {
+        "hostname": Key(_str, _fqdn, "name in the SMTP greeting and Received headers"),
+        "domains": Key(_domainList, ["localhost"], "local mail domains"),
+        "data_dir": Key(_str, "./mailraven-data", "db, messages, certs, keys"),
+    },
+    "smtp": {
+        "listen": Key(_strList, ["tcp:2525"], "MX listeners (endpoint strings)"),
+        "max_message_size": Key(_positiveInt, 26214400, "bytes; advertised in SIZE"),
+        "max_recipients": Key(_positiveInt, 50, "recipients per message"),
+        "timeout": Key(_positiveInt, 300, "seconds idle before 421 (RFC 5321)"),
+        "shutdown_grace": Key(_positiveInt, 30, "seconds in-flight DATA may finish"),
+    },
+    "submission": {
+        "listen": Key(_strList, ["tcp:2587"], "submission listeners"),
+    },
+    "api": {
+        "listen": Key(_strList, ["tcp:8080"], "HTTP API, /health, /metrics"),
+    },
+    "tls": {
+        "cert_file": Key(_str, "", "operator certificate chain (PEM)"),
+        "key_file": Key(_str, "", "operator private key (PEM)"),
+    },
+    "store": {
+        "threads": Key(_positiveInt, 4, "threads compressing and fsyncing messages"),
+        "compression_level": Key(_int, 6, "gzip level 1..9 for message files"),
+        "disk_warn_percent": Key(_percent, 80.0, "log a warning above this"),
+        "disk_reject_percent": Key(_percent, 95.0, "452 4.3.1 for new mail above"),
+    },
+    "log": {
+        "format": Key(_choice("text", "json"), "text", "text or json"),
+        "level": Key(
+            _choice("debug", "info", "warn", "error", "critical"), "info", "level"
+        ),
+    },
+}
+
+
+class Config:
+    """
+    A validated configuration. Read values with C{config["section.key"]}.
+    """
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def asDict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    @property
+    def dataDir(self) -> str:
+        return os.path.abspath(self["server.data_dir"])
+
+    def with_(self, **overrides: Any) -> Config:
+        """A copy with C{section__key=value} overrides, validated like a file."""
+        raw = {name.replace("__", "."): value for name, value in overrides.items()}
+        values = self.asDict()
+        for name, value in raw.items():
+            values[name] = _parseKey(name, value, "override")
+        return Config(values)
+
+
+def _parseKey(name: str, value: Any, origin: str) -> Any:
+    section, _, key = name.partition(".")
+    spec = SCHEMA.get(section, {}).get(key)
+    if spec is None:
+        raise ConfigError(f"unknown configuration key {name!r} ({origin})")
+    try:
+        return spec.parse(value)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"bad value for {name} ({origin}): {e}") from None
+
+
+def _fromFile(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read configuration file {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {e}") from e
+    values = {}
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"unknown configuration key {section!r} ({path})")
+        for key, value in table.items():
+            name = f"{section}.{key}"
+            values[name] = _parseKey(name, value, path)
+    return values
+
+
+def _fromEnvironment(environ: Mapping[str, str]) -> dict[str, Any]:
+    values = {}
+    for var, value in environ.items():
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_FILE_VARIABLE:
+            continue
+        section, _, key = var[len(ENV_PREFIX) :].lower().partition("_")
+        values[f"{section}.{key}"] = _parseKey(f"{section}.{key}", value, var)
+    return values
+
+
+def load(
+    path: str | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """
+    Embedded defaults, overridden by the file at C{path}, then by the environment.
+    """
+    values = {}
+    for section, keys in SCHEMA.items():
+        for key, spec in keys.items():
+            default = spec.default() if callable(spec.default) else spec.default
+            values[f"{section}.{key}"] = default
+    if path:
+        values.update(_fromFile(path))
+    values.update(_fromEnvironment(os.environ if environ is None else environ))
+    _crossCheck(values)
+    return Config(values)
+
+
+def _crossCheck(values: dict[str, Any]) -> None:
+    if bool(values["tls.cert_file"]) != bool(values["tls.key_file"]):
+        raise ConfigError("tls.cert_file and tls.key_file must be set together")
+    if not 1 <= values["store.compression_level"] <= 9:
+        raise ConfigError("bad value for store.compression_level: expected 1..9")
+    if values["store.disk_warn_percent"] > values["store.disk_reject_percent"]:
+        raise ConfigError(
+            "store.disk_warn_percent must not be above store.disk_reject_percent"
+        )

@@ -1,0 +1,26 @@
+"""What the SMTP dialogue established about one message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """A local recipient that RCPT TO accepted: the address as given, the user."""
+
+    address: str
+    userId: int
+
+
+@dataclass
+class Envelope:
+    mailFrom: str
+    helo: str = ""
+    peerIP: str = ""
+    recipients: list[Recipient] = field(default_factory=list)
+    body8bit: bool = False
+    smtputf8: bool = False
+    tls: bool = False
+    receivedAt: datetime = field(default_factory=lambda: datetime.now(timezone.utc))

@@ -1,0 +1,102 @@
+"""The contracts between MailRaven's parts.
+
+Every adapter (SQLite now, PostgreSQL + object storage later) and every fake in
+L{mailraven.testing} provides these; tests check them with C{verifyObject}.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IMessageStore(Interface):
+    """
+    Durable message storage.
+
+    A Deferred from L{deliver} fires only once the message file and its rows are
+    on stable storage: a caller may acknowledge the message (SMTP 250) then.
+    """
+
+    def deliver(envelope, spool):
+        """
+        Store one message for every recipient of C{envelope}.
+
+        @param envelope: a L{mailraven.envelope.Envelope}.
+        @param spool: a L{mailraven.spool.Spool} holding the raw message bytes
+            (header lines we prepend included); the store owns it afterwards.
+        @return: Deferred firing with the message id (a UUID string), or failing;
+            on failure nothing of the message is visible.
+        """
+
+    def get(entryId, userId):
+        """
+        Deferred firing with the mailbox entry (a dict, see L{list}) plus
+        C{"raw"}: the message bytes, or None if it is not that user's.
+        """
+
+    def list(userId, mailbox, limit, offset):
+        """
+        Deferred firing with a list of mailbox entries (dicts), newest first.
+        """
+
+    def updateFlags(entryId, userId, flags):
+        """
+        Deferred firing with True when C{flags} (a dict with any of
+        C{read_state}, C{starred}, C{mailbox}) were applied, False if no such entry.
+        """
+
+    def delete(entryId, userId):
+        """
+        Deferred firing with True when the entry was moved to C{trash}.
+        """
+
+
+class IUserStore(Interface):
+    """
+    Mail accounts. Addresses are compared case-insensitively.
+    """
+
+    def add(email, password):
+        """Deferred firing with the new user's id; fails with L{UserExists}."""
+
+    def setPassword(email, password):
+        """Deferred firing with True if the user existed."""
+
+    def remove(email):
+        """Deferred firing with True if the user existed."""
+
+    def lookup(email):
+        """Deferred firing with the user's id, or None when there is no such user."""
+
+    def authenticate(email, password):
+        """Deferred firing with the user's id when the password matches, else None."""
+
+    def listUsers():
+        """Deferred firing with a list of addresses."""
+
+    def domains():
+        """Deferred firing with the set of domains that have at least one user."""
+
+
+class IPolicyCheck(Interface):
+    """
+    One check of the acceptance chain (DNSBL, rate limits, scoring).
+    """
+
+    name = Attribute("Short name used in logs and metrics labels.")
+
+    def check(session):
+        """
+        Deferred firing with a L{mailraven.policy.Verdict}; never blocks.
+        """
+
+
+class IDiskGuard(Interface):
+    """
+    Knows how full the data volume is, without touching the disk on the caller's
+    thread.
+    """
+
+    def acceptingMail():
+        """True while new mail may be accepted (below the reject threshold)."""
+
+    def status():
+        """A dict: C{used_percent}, C{free_bytes}, C{state} (ok|warn|full)."""

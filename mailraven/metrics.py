@@ -1,0 +1,49 @@
+"""Prometheus metrics of one service tree (its own registry, so several trees
+can live in one process, as they do in tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.smtpSessions = Counter(
+            "mailraven_smtp_sessions", "SMTP sessions accepted", registry=r
+        )
+        self.smtpActive = Gauge(
+            "mailraven_smtp_active_sessions", "SMTP sessions open now", registry=r
+        )
+        self.smtpMessages = Counter(
+            "mailraven_smtp_messages",
+            "Messages at the end of DATA by result",
+            ["result"],
+            registry=r,
+        )
+        self.smtpRejections = Counter(
+            "mailraven_smtp_rejections",
+            "Rejected SMTP commands by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.storeCommitSeconds = Histogram(
+            "mailraven_store_commit_seconds",
+            "Duration of one group commit on the writer thread",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
+            registry=r,
+        )
+        self.storeCommitBatch = Histogram(
+            "mailraven_store_commit_batch_size",
+            "Writes carried by one group commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.diskUsedRatio = Gauge(
+            "mailraven_disk_used_ratio", "Used fraction of the data volume", registry=r
+        )
+
+    def observeCommit(self, seconds: float, batch: int) -> None:
+        self.storeCommitSeconds.observe(seconds)
+        self.storeCommitBatch.observe(batch)

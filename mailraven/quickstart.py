@@ -1,0 +1,98 @@
+"""C{mailraven quickstart EMAIL}: a configuration, a DKIM key, the DNS to publish."""
+
+from __future__ import annotations
+
+import base64
+import os
+from datetime import datetime, timezone
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from mailraven.config import Config
+from mailraven.tls import writePrivate
+
+
+def dkimSelector(now: datetime | None = None) -> str:
+    now = now or datetime.now(timezone.utc)
+    return f"mailraven{now:%Y%m}"
+
+
+def createDKIMKey(dkimDir: str, selector: str) -> str:
+    """A 2048-bit RSA key, 0600; returns the public key for the TXT record."""
+    os.makedirs(dkimDir, mode=0o700, exist_ok=True)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    writePrivate(
+        os.path.join(dkimDir, f"{selector}.key"),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(der).decode()
+
+
+def configText(hostname: str, domain: str, dataDir: str) -> str:
+    return (
+        "# Written by `mailraven quickstart`; every key is in docs/configuration.md\n"
+        "[server]\n"
+        f'hostname = "{hostname}"\n'
+        f'domains = ["{domain}"]\n'
+        f'data_dir = "{dataDir}"\n'
+    )
+
+
+def dnsRecords(hostname: str, domain: str, selector: str, publicKey: str) -> str:
+    stsId = datetime.now(timezone.utc).strftime("%Y%m%d%H%M")
+    return "\n".join(
+        [
+            f"{domain}.                    MX   10 {hostname}.",
+            f"{hostname}.                  A    <this server's IPv4>  (and AAAA for IPv6)",
+            f'{domain}.                    TXT  "v=spf1 mx -all"',
+            f'{selector}._domainkey.{domain}. TXT "v=DKIM1; k=rsa; p={publicKey}"',
+            f'_dmarc.{domain}.             TXT  "v=DMARC1; p=reject; '
+            f'rua=mailto:postmaster@{domain}"',
+            f'_mta-sts.{domain}.           TXT  "v=STSv1; id={stsId}"',
+            f'_smtp._tls.{domain}.         TXT  "v=TLSRPTv1; '
+            f'rua=mailto:postmaster@{domain}"',
+            "",
+            f"MTA-STS policy, served at https://mta-sts.{domain}/.well-known/mta-sts.txt:",
+            "  version: STSv1",
+            "  mode: enforce",
+            f"  mx: {hostname}",
+            "  max_age: 604800",
+        ]
+    )
+
+
+def quickstart(
+    config: Config,
+    email: str,
+    configPath: str,
+    hostname: str | None,
+    password: str | None,
+) -> str:
+    """Write config and DKIM key; return what the operator must read."""
+    domain = email.rpartition("@")[2]
+    hostname = hostname or f"mail.{domain}"
+    selector = dkimSelector()
+    publicKey = createDKIMKey(os.path.join(config.dataDir, "dkim"), selector)
+    fd = os.open(configPath, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(configText(hostname, domain, config.dataDir))
+    lines = [
+        f"Configuration written to {configPath}",
+        f"Account {email} created"
+        + (f" with password: {password}" if password else ""),
+        f"DKIM key: {os.path.join(config.dataDir, 'dkim', selector + '.key')}",
+        "",
+        "Publish these DNS records:",
+        dnsRecords(hostname, domain, selector, publicKey),
+        "",
+        f"Then start the server: twistd -n mailraven --config {configPath}",
+    ]
+    return "\n".join(lines)

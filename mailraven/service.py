@@ -1,0 +1,171 @@
+"""The whole MailRaven service tree, built in one place.
+
+The twistd plugin and an operator's .tac file both call L{makeService}.
+Children start in the order added and stop in reverse, one after another:
+listeners go first, SMTP sessions drain, then the store closes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
+from twisted.python.threadpool import ThreadPool
+
+from mailraven.api.health import HealthResource
+from mailraven.api.site import makeSite
+from mailraven.config import Config
+from mailraven.diskguard import DiskGuard
+from mailraven.listeners import Listener
+from mailraven.logs import makeObserver
+from mailraven.metrics import Metrics
+from mailraven.smtp.recipients import RecipientResolver
+from mailraven.smtp.server import MailRavenSMTPFactory, SMTPSettings
+from mailraven.smtp.submission import SubmissionSMTPFactory
+from mailraven.spool import Spool
+from mailraven.startup import prepareDataDir
+from mailraven.store.db import Database
+from mailraven.store.messages import SQLiteMessageStore
+from mailraven.store.users import SQLiteUserStore
+from mailraven.tls import serverContext
+
+
+class ThreadPoolService(Service):
+    """A thread pool that lives and dies with the service tree."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self.pool = ThreadPool(1, size, name=name)
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.pool.stop()
+
+
+class SMTPService(MultiService):
+    """SMTP listeners; on stop, in-flight messages may finish for C{grace} s."""
+
+    def __init__(self, factory: MailRavenSMTPFactory, grace: float) -> None:
+        super().__init__()
+        self.factory = factory
+        self._grace = grace
+
+    @inlineCallbacks
+    def stopService(self):
+        yield super().stopService()
+        yield self.factory.drain(self._grace)
+
+
+class MailRavenService(MultiService):
+    log = Logger()
+
+    def __init__(self, config: Config, logObserver: Any = None) -> None:
+        super().__init__()
+        self.config = config
+        self.logObserver = logObserver
+
+    def setServiceParent(self, parent: Any) -> None:
+        # twistd (and a .tac) read the application's ILogObserver after the
+        # plugin returned its service: this is where log.format can take effect.
+        if (
+            self.logObserver is not None
+            and isinstance(parent, Componentized)
+            and parent.getComponent(ILogObserver) is None
+        ):
+            parent.setComponent(ILogObserver, self.logObserver)
+        super().setServiceParent(parent)
+
+    @inlineCallbacks
+    def stopService(self):
+        Service.stopService(self)
+        for child in reversed(list(self)):
+            yield child.stopService()
+        self.log.info("mailraven stopped", event="stopped")
+
+    def listeners(self) -> list[Listener]:
+        return [
+            listener
+            for name in ("smtp", "submission", "api")
+            for listener in self.getServiceNamed(name)
+        ]
+
+
+def makeService(
+    config: Config,
+    reactor: Any = None,
+    onListenFailure: Callable[[str], None] | None = None,
+) -> MailRavenService:
+    if reactor is None:
+        from twisted.internet import reactor
+    dataDir = config.dataDir
+    prepareDataDir(dataDir)
+    metrics = Metrics()
+    root = MailRavenService(
+        config, makeObserver(config["log.format"], config["log.level"])
+    )
+    root.metrics = metrics
+
+    db = Database(os.path.join(dataDir, "mailraven.db"), reactor,
+                  onCommit=metrics.observeCommit)
+    db.setName("db")
+    db.setServiceParent(root)
+    files = ThreadPoolService(config["store.threads"], "mailraven-files")
+    files.setName("files")
+    files.setServiceParent(root)
+    diskGuard = DiskGuard(dataDir, config["store.disk_warn_percent"],
+                          config["store.disk_reject_percent"], metrics)
+    diskGuard.setName("disk")
+    diskGuard.setServiceParent(root)
+
+    root.store = SQLiteMessageStore(db, dataDir, reactor, files.pool,
+                                    config["store.compression_level"])
+    root.users = SQLiteUserStore(db)
+    tmpDir = os.path.join(dataDir, "tmp")
+
+    def discardSpool(spool: Spool) -> None:
+        d = deferToThreadPool(reactor, files.pool, spool.discard)
+        d.addErrback(lambda f: root.log.failure("discarding spool failed", f))
+
+    smtpArgs = dict(
+        settings=SMTPSettings(
+            hostname=config["server.hostname"],
+            maxMessageSize=config["smtp.max_message_size"],
+            maxRecipients=config["smtp.max_recipients"],
+            timeout=config["smtp.timeout"],
+        ),
+        resolver=RecipientResolver(db, config["server.domains"]),
+        store=root.store,
+        spoolFactory=lambda: Spool(tmpDir, reactor, files.pool),
+        discardSpool=discardSpool,
+        diskGuard=diskGuard,
+        metrics=metrics,
+        tlsContext=serverContext(config, dataDir),
+        clock=reactor,
+    )
+    for name, factory in (
+        ("smtp", MailRavenSMTPFactory(**smtpArgs)),
+        ("submission", SubmissionSMTPFactory(**smtpArgs)),
+    ):
+        service = SMTPService(factory, config["smtp.shutdown_grace"])
+        service.setName(name)
+        service.setServiceParent(root)
+        for description in config[f"{name}.listen"]:
+            Listener(reactor, description, factory, onListenFailure
+                     ).setServiceParent(service)
+
+    health = HealthResource(reactor, files.pool, tmpDir, diskGuard, root.listeners)
+    api = MultiService()
+    api.setName("api")
+    api.setServiceParent(root)
+    site = makeSite(health, metrics)
+    for description in config["api.listen"]:
+        Listener(reactor, description, site, onListenFailure).setServiceParent(api)
+    return root

@@ -1,0 +1,141 @@
+"""RFC 5321 paths and ESMTP parameters, parsed strictly.
+
+twisted.mail's own regexes ignore ESMTP parameters and reject UTF-8 local parts
+(notes/twisted.md); this parser handles both and keeps the relay-relevant parts
+(source routes, quoted local parts, address literals) explicit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_LOCAL = 64
+MAX_DOMAIN = 255
+MAX_PATH = 256
+
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
+_DOT_ATOM_ASCII = re.compile(rf"[{_ATEXT}]+(\.[{_ATEXT}]+)*\Z")
+_DOT_ATOM_UTF8 = re.compile(rf"[{_ATEXT}\u0080-\U0010ffff]+(\.[{_ATEXT}\u0080-\U0010ffff]+)*\Z")
+_QUOTED = re.compile(r'"([\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"\Z')
+_LABEL_ASCII = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+_LABEL_UTF8 = re.compile(r"[A-Za-z0-9\u0080-\U0010ffff]([A-Za-z0-9\u0080-\U0010ffff-]*[A-Za-z0-9\u0080-\U0010ffff])?\Z")
+_LITERAL = re.compile(r"\[[\x21-\x5a\x5e-\x7e]+\]\Z")
+_ROUTE = re.compile(r"@[^,:]+(,@[^,:]+)*:")
+_PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
+
+
+class AddressError(ValueError):
+    """Not a valid path; the message says why (it goes into the 501 reply)."""
+
+
+@dataclass(frozen=True)
+class Address:
+    local: str
+    domain: str
+
+    def __str__(self) -> str:
+        return f"{self.local}@{self.domain}" if self.domain else self.local
+
+    @property
+    def isLiteral(self) -> bool:
+        return self.domain.startswith("[")
+
+
+NULL_PATH = Address("", "")
+
+
+def splitPathAndParams(argument: str) -> tuple[str, list[str]]:
+    """C{<path> KEY=VALUE ...} -> (path, params); the path must be in brackets."""
+    argument = argument.strip()
+    if not argument.startswith("<"):
+        raise AddressError("path must be in angle brackets")
+    end = _closingBracket(argument)
+    return argument[1:end], argument[end + 1 :].split()
+
+
+def _closingBracket(argument: str) -> int:
+    inQuote = escaped = False
+    for i, char in enumerate(argument):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            inQuote = not inQuote
+        elif char == ">" and not inQuote:
+            return i
+    raise AddressError("missing closing angle bracket")
+
+
+def parsePath(path: str, utf8: bool = False, allowNull: bool = False) -> Address:
+    """
+    Parse the inside of C{<...>}. A source route (C{@a,@b:user@c}) is accepted
+    and ignored, as RFC 5321 section 4.1.1.3 requires: the mailbox is what counts.
+    """
+    if path == "":
+        if allowNull:
+            return NULL_PATH
+        raise AddressError("an empty path is not allowed here")
+    if len(path) > MAX_PATH:
+        raise AddressError("path too long")
+    route = _ROUTE.match(path)
+    if route:
+        path = path[route.end() :]
+    local, at, domain = _splitMailbox(path)
+    if not at:
+        raise AddressError("address must have a domain")
+    return Address(_checkLocal(local, utf8), _checkDomain(domain, utf8))
+
+
+def _splitMailbox(mailbox: str) -> tuple[str, str, str]:
+    if mailbox.startswith('"'):
+        end = _closingQuote(mailbox)
+        return mailbox[: end + 1], mailbox[end + 1 : end + 2], mailbox[end + 2 :]
+    return mailbox.partition("@")
+
+
+def _closingQuote(text: str) -> int:
+    escaped = False
+    for i, char in enumerate(text[1:], 1):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            return i
+    raise AddressError("unterminated quoted local part")
+
+
+def _checkLocal(local: str, utf8: bool) -> str:
+    if not local or len(local.encode()) > MAX_LOCAL:
+        raise AddressError("bad local part length")
+    atom = _DOT_ATOM_UTF8 if utf8 else _DOT_ATOM_ASCII
+    if not (atom.match(local) or _QUOTED.match(local)):
+        raise AddressError("bad local part syntax")
+    if not utf8 and not local.isascii():
+        raise AddressError("non-ASCII address without SMTPUTF8")
+    return local
+
+
+def _checkDomain(domain: str, utf8: bool) -> str:
+    if _LITERAL.match(domain):
+        return domain
+    if not domain or len(domain) > MAX_DOMAIN:
+        raise AddressError("bad domain length")
+    label = _LABEL_UTF8 if utf8 else _LABEL_ASCII
+    labels = domain.rstrip(".").split(".")
+    if not all(label.match(part) for part in labels):
+        raise AddressError("bad domain syntax")
+    return ".".join(labels).lower()
+
+
+def parseParams(params: list[str]) -> dict[str, str | None]:
+    """C{KEY=VALUE} / C{KEY} words -> {KEY (upper case): value or None}."""
+    parsed: dict[str, str | None] = {}
+    for word in params:
+        key, eq, value = word.partition("=")
+        if not _PARAM_KEY.match(key) or (eq and not value):
+            raise AddressError(f"bad parameter {word!r}")
+        parsed[key.upper()] = value if eq else None
+    return parsed

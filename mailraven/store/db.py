@@ -1,0 +1,171 @@
+"""SQLite access off the reactor thread: one writer thread with group commit, a
+small pool of read connections.
+
+One writer is SQLite's own model (a single write lock); doing every write from
+one thread lets us commit the rows of all messages that became ready while the
+previous commit was running in a single transaction (group commit), which is
+where durable acceptance gets most of its throughput back (notes/perf.md).
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+import time
+from typing import Any, Callable, TypeVar
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from mailraven.store.schema import migrate
+
+T = TypeVar("T")
+_STOP = object()
+MAX_BATCH = 256
+
+
+def connect(path: str, readOnly: bool = False) -> sqlite3.Connection:
+    """A connection with the settings every MailRaven connection must use."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if readOnly:
+        conn.execute("PRAGMA query_only = ON")
+    else:
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a commit is on stable storage before we answer 250.
+        conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def openDatabase(path: str) -> sqlite3.Connection:
+    """Open (creating and migrating if needed) the database for synchronous use."""
+    conn = connect(path)
+    migrate(conn)
+    return conn
+
+
+class Database(Service):
+    """
+    The database of one data dir. C{write} work runs on the writer thread inside
+    a transaction shared with whatever else is queued; C{read} work runs on the
+    read pool.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        path: str,
+        reactor: Any,
+        readThreads: int = 2,
+        onCommit: Callable[[float, int], None] | None = None,
+    ) -> None:
+        self.path = path
+        self._reactor = reactor
+        self._queue: queue.Queue = queue.Queue()
+        self._readPool = ThreadPool(1, readThreads, name="mailraven-db-read")
+        self._local = threading.local()
+        self._onCommit = onCommit
+        self._writer: threading.Thread | None = None
+        self._stopped: Deferred | None = None
+
+    def startService(self) -> None:
+        conn = openDatabase(self.path)
+        self._writer = threading.Thread(
+            target=self._writerLoop, args=(conn,), name="mailraven-db-writer"
+        )
+        self._writer.start()
+        self._readPool.start()
+        super().startService()
+
+    def stopService(self) -> Deferred:
+        """Drain queued writes, then close; fires when the writer has exited."""
+        super().stopService()
+        self._stopped = Deferred()
+        self._queue.put(_STOP)
+        self._readPool.stop()
+        return self._stopped
+
+    def write(self, work: Callable[[sqlite3.Connection], T]) -> Deferred:
+        """
+        Run C{work(conn)} in the next group-committed transaction; the Deferred
+        fires with its result after COMMIT, or fails with its exception (its
+        changes rolled back, the other work in the batch unaffected).
+        """
+        d: Deferred = Deferred()
+        self._queue.put((work, d))
+        return d
+
+    def read(self, work: Callable[[sqlite3.Connection], T]) -> Deferred:
+        """Run C{work(conn)} on a read connection of the pool."""
+        return deferToThreadPool(self._reactor, self._readPool, self._readWith, work)
+
+    def _readWith(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path, readOnly=True)
+        return work(conn)
+
+    def _writerLoop(self, conn: sqlite3.Connection) -> None:
+        stopping = False
+        while not stopping:
+            batch = [self._queue.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if _STOP in batch:
+                stopping = True
+                batch = [item for item in batch if item is not _STOP]
+                # Anything queued behind the sentinel is still ours to commit.
+                while True:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is not _STOP:
+                        batch.append(item)
+            if batch:
+                self._commitBatch(conn, batch)
+        conn.close()
+        self._reactor.callFromThread(self._stopped.callback, None)
+
+    def _commitBatch(self, conn: sqlite3.Connection, batch: list) -> None:
+        results: list[Any] = []
+        started = time.monotonic()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for work, _ in batch:
+                results.append(self._runIsolated(conn, work))
+            conn.execute("COMMIT")
+        except Exception:
+            failure = Failure()
+            self.log.failure("group commit of {n} items failed", failure, n=len(batch))
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            results = [failure] * len(batch)
+        if self._onCommit is not None:
+            self._onCommit(time.monotonic() - started, len(batch))
+        for (_, d), result in zip(batch, results):
+            fire = d.errback if isinstance(result, Failure) else d.callback
+            self._reactor.callFromThread(fire, result)
+
+    @staticmethod
+    def _runIsolated(conn: sqlite3.Connection, work: Callable) -> Any:
+        conn.execute("SAVEPOINT item")
+        try:
+            result = work(conn)
+        except Exception:
+            conn.execute("ROLLBACK TO item")
+            conn.execute("RELEASE item")
+            return Failure()
+        conn.execute("RELEASE item")
+        return result

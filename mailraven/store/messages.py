@@ -1,0 +1,196 @@
+"""The SQLite + gzip-file message store (L{IMessageStore})."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from mailraven.envelope import Envelope
+from mailraven.interfaces import IMessageStore
+from mailraven.spool import Spool
+from mailraven.store.db import Database
+from mailraven.store.files import (
+    StoredFile,
+    readMessageFile,
+    removeMessageFile,
+    writeMessageFile,
+)
+from mailraven.store.metadata import Metadata, MetadataParser
+
+MAILBOXES = ("inbox", "archive", "junk", "trash", "sent")
+_ENTRY_COLUMNS = """
+    e.id, e.message_id AS file_id, e.recipient, e.mailbox, e.read_state, e.starred,
+    e.received_at, m.mail_from, m.header_from, m.subject, m.snippet, m.size,
+    m.has_attachments, m.spam_score, m.message_id, m.path, m.attachments
+"""
+
+
+@dataclass(frozen=True)
+class PreparedMessage:
+    """A message whose file is durable, waiting for its rows."""
+
+    messageId: str
+    envelope: Envelope
+    stored: StoredFile
+    metadata: Metadata
+
+
+@implementer(IMessageStore)
+class SQLiteMessageStore:
+    """
+    Files are compressed and fsynced in C{filePool} (several at once: zlib and
+    fsync release the GIL), rows are committed by the database's single writer.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        db: Database,
+        dataDir: str,
+        reactor: Any,
+        filePool: Any,
+        compressionLevel: int = 6,
+    ) -> None:
+        self._db = db
+        self._dataDir = dataDir
+        self._reactor = reactor
+        self._pool = filePool
+        self._level = compressionLevel
+
+    @inlineCallbacks
+    def deliver(self, envelope: Envelope, spool: Spool) -> Deferred:
+        yield spool.finished()
+        prepared = yield deferToThreadPool(
+            self._reactor, self._pool, self._prepare, envelope, spool
+        )
+        try:
+            yield self._db.write(lambda conn: _insertMessage(conn, prepared))
+        except BaseException:
+            yield deferToThreadPool(
+                self._reactor,
+                self._pool,
+                removeMessageFile,
+                self._dataDir,
+                prepared.stored.relpath,
+            )
+            raise
+        return prepared.messageId
+
+    def _prepare(self, envelope: Envelope, spool: Spool) -> PreparedMessage:
+        messageId = str(uuid.uuid4())
+        parser = MetadataParser()
+        try:
+            stored = writeMessageFile(
+                self._dataDir, messageId, spool.chunks(), self._level, parser.feed
+            )
+        finally:
+            spool.discard()
+        return PreparedMessage(messageId, envelope, stored, parser.result())
+
+    def get(self, entryId: str, userId: int) -> Deferred:
+        def work(conn):
+            row = conn.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM mailbox_entries e JOIN messages m"
+                " ON m.id = e.message_id WHERE e.id = ? AND e.user_id = ?",
+                (entryId, userId),
+            ).fetchone()
+            if row is None:
+                return None
+            entry = _entry(row)
+            entry["raw"] = readMessageFile(self._dataDir, row["path"])
+            return entry
+
+        return self._db.read(work)
+
+    def list(self, userId: int, mailbox: str, limit: int, offset: int) -> Deferred:
+        def work(conn):
+            rows = conn.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM mailbox_entries e JOIN messages m"
+                " ON m.id = e.message_id WHERE e.user_id = ? AND e.mailbox = ?"
+                " ORDER BY e.received_at DESC, e.rowid DESC LIMIT ? OFFSET ?",
+                (userId, mailbox, limit, offset),
+            ).fetchall()
+            return [_entry(row) for row in rows]
+
+        return self._db.read(work)
+
+    def updateFlags(self, entryId: str, userId: int, flags: dict) -> Deferred:
+        unknown = set(flags) - {"read_state", "starred", "mailbox"}
+        if unknown or flags.get("mailbox", "inbox") not in MAILBOXES:
+            raise ValueError(f"bad flags: {flags!r}")
+
+        def work(conn):
+            assignments = ", ".join(f"{name} = ?" for name in flags)
+            cursor = conn.execute(
+                f"UPDATE mailbox_entries SET {assignments}"
+                " WHERE id = ? AND user_id = ?",
+                (*flags.values(), entryId, userId),
+            )
+            return cursor.rowcount == 1
+
+        return self._db.write(work)
+
+    def delete(self, entryId: str, userId: int) -> Deferred:
+        return self.updateFlags(entryId, userId, {"mailbox": "trash"})
+
+
+def _entry(row: Any) -> dict[str, Any]:
+    entry = dict(row)
+    entry["read_state"] = bool(entry["read_state"])
+    entry["starred"] = bool(entry["starred"])
+    entry["has_attachments"] = bool(entry["has_attachments"])
+    entry["attachments"] = json.loads(entry["attachments"])
+    del entry["path"]
+    return entry
+
+
+def _insertMessage(conn: Any, prepared: PreparedMessage) -> None:
+    envelope, meta, stored = prepared.envelope, prepared.metadata, prepared.stored
+    receivedAt = envelope.receivedAt.isoformat()
+    conn.execute(
+        "INSERT INTO messages (id, path, size, stored_size, sha256, received_at,"
+        " mail_from, rcpt_to, helo, peer_ip, header_from, header_to, subject, date,"
+        " message_id, snippet, attachments, has_attachments)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            prepared.messageId,
+            stored.relpath,
+            stored.size,
+            stored.storedSize,
+            stored.sha256,
+            receivedAt,
+            envelope.mailFrom,
+            json.dumps([r.address for r in envelope.recipients]),
+            envelope.helo,
+            envelope.peerIP,
+            meta.headerFrom,
+            meta.headerTo,
+            meta.subject,
+            meta.date,
+            meta.messageId,
+            meta.snippet,
+            json.dumps(meta.attachments),
+            bool(meta.attachments),
+        ),
+    )
+    conn.executemany(
+        "INSERT INTO mailbox_entries (id, message_id, user_id, recipient, received_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [
+            (str(uuid.uuid4()), prepared.messageId, r.userId, r.address, receivedAt)
+            for r in envelope.recipients
+        ],
+    )
+
+
+def messageFilePath(dataDir: str, relpath: str) -> str:
+    return os.path.join(dataDir, relpath)

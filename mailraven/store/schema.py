@@ -1,0 +1,82 @@
+"""Numbered schema migrations, applied in order at start (PRAGMA user_version)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: list[str] = [
+    # 1: users, messages (one row per stored file), mailbox entries (one per recipient)
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        password_hash TEXT NOT NULL,
+        is_admin INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        path TEXT NOT NULL UNIQUE,
+        size INTEGER NOT NULL,
+        stored_size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        mail_from TEXT NOT NULL,
+        rcpt_to TEXT NOT NULL,
+        helo TEXT,
+        peer_ip TEXT,
+        header_from TEXT,
+        header_to TEXT,
+        subject TEXT,
+        date TEXT,
+        message_id TEXT,
+        snippet TEXT,
+        attachments TEXT NOT NULL DEFAULT '[]',
+        has_attachments INTEGER NOT NULL DEFAULT 0,
+        spam_score REAL NOT NULL DEFAULT 0
+    );
+    CREATE TABLE mailbox_entries (
+        id TEXT PRIMARY KEY,
+        message_id TEXT NOT NULL REFERENCES messages(id),
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        recipient TEXT NOT NULL,
+        mailbox TEXT NOT NULL DEFAULT 'inbox',
+        read_state INTEGER NOT NULL DEFAULT 0,
+        starred INTEGER NOT NULL DEFAULT 0,
+        received_at TEXT NOT NULL
+    );
+    CREATE INDEX entries_by_user
+        ON mailbox_entries (user_id, mailbox, received_at DESC);
+    CREATE INDEX entries_by_message ON mailbox_entries (message_id);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(Exception):
+    """The database was written by a newer MailRaven; refuse rather than damage it."""
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to L{SCHEMA_VERSION}; each step is one transaction."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"database schema {current} is newer than this MailRaven ({SCHEMA_VERSION})"
+        )
+    for number in range(current + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[number - 1]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return SCHEMA_VERSION
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
