@@ -141,7 +141,7 @@ def makeService(
             maxRecipients=config["smtp.max_recipients"],
             timeout=config["smtp.timeout"],
         ),
-        resolver=RecipientResolver(db, config["server.domains"]),
+        resolver=RecipientResolver(root.users, config["server.domains"]),
         store=root.store,
         spoolFactory=lambda: Spool(tmpDir, reactor, files.pool),
         discardSpool=discardSpool,

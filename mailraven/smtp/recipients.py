@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, inlineCallbacks
 
 from mailraven.envelope import Recipient
+from mailraven.interfaces import IUserStore
 from mailraven.smtp.addresses import Address
-from mailraven.store.db import Database
-from mailraven.store.users import lookupUser, userDomains
 
 
 @dataclass(frozen=True)
@@ -37,21 +36,21 @@ class RecipientResolver:
     to start receiving for a new domain.
     """
 
-    def __init__(self, db: Database, domains: Iterable[str]) -> None:
-        self._db = db
+    def __init__(self, users: IUserStore, domains: Iterable[str]) -> None:
+        self._users = users
         self._domains = frozenset(domains)
 
+    @inlineCallbacks
     def resolve(self, address: Address) -> Deferred:
         """Deferred firing with a L{Recipient}, or failing with a L{Rejection}."""
         if address.isLiteral:
             raise RELAY_DENIED
-        return self._db.read(lambda conn: self._resolve(conn, address))
-
-    def _resolve(self, conn, address: Address) -> Recipient:
         text = str(address)
-        userId = lookupUser(conn, text)
+        userId = yield self._users.lookup(text)
         if userId is not None:
             return Recipient(text, userId)
-        if address.domain in self._domains or address.domain in userDomains(conn):
+        if address.domain in self._domains:
+            raise UNKNOWN_USER
+        if address.domain in (yield self._users.domains()):
             raise UNKNOWN_USER
         raise RELAY_DENIED

@@ -1,0 +1,152 @@
+"""In-memory fakes of MailRaven's interfaces, for tests of what sits on top.
+
+The same contract tests run against these and the real adapters
+(tests/test_store.py), so a fake cannot quietly drift from the real thing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from mailraven.envelope import Envelope
+from mailraven.interfaces import IDiskGuard, IMessageStore, IUserStore
+from mailraven.spool import Spool
+from mailraven.store.messages import MAILBOXES
+from mailraven.store.users import UserExists, normaliseAddress
+
+
+@implementer(IMessageStore)
+class MemoryMessageStore:
+    """
+    Keeps messages in a dict. C{failWith} makes C{deliver} fail; C{hold} makes it
+    return Deferreds the test fires (see C{pending}).
+    """
+
+    def __init__(self) -> None:
+        self.messages: dict[str, tuple[Envelope, bytes]] = {}
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.failWith: Exception | None = None
+        self.hold = False
+        self.pending: list[tuple[Deferred, str]] = []
+        self._order = 0
+
+    def deliver(self, envelope: Envelope, spool: Spool) -> Deferred:
+        if self.failWith is not None:
+            return fail(self.failWith)
+        raw = b"".join(spool.chunks())
+        messageId = str(uuid.uuid4())
+        self.messages[messageId] = (envelope, raw)
+        for recipient in envelope.recipients:
+            self._order += 1
+            self.entries[str(uuid.uuid4())] = {
+                "file_id": messageId,
+                "user_id": recipient.userId,
+                "recipient": recipient.address,
+                "mailbox": "inbox",
+                "read_state": False,
+                "starred": False,
+                "order": self._order,
+            }
+        if self.hold:
+            d: Deferred = Deferred()
+            self.pending.append((d, messageId))
+            return d
+        return succeed(messageId)
+
+    def release(self) -> None:
+        pending, self.pending = self.pending, []
+        for d, messageId in pending:
+            d.callback(messageId)
+
+    def _public(self, entryId: str, entry: dict[str, Any]) -> dict[str, Any]:
+        public = {k: v for k, v in entry.items() if k not in ("user_id", "order")}
+        public["id"] = entryId
+        return public
+
+    def get(self, entryId: str, userId: int) -> Deferred:
+        entry = self.entries.get(entryId)
+        if entry is None or entry["user_id"] != userId:
+            return succeed(None)
+        result = self._public(entryId, entry)
+        result["raw"] = self.messages[entry["file_id"]][1]
+        return succeed(result)
+
+    def list(self, userId: int, mailbox: str, limit: int, offset: int) -> Deferred:
+        mine = [
+            (entryId, e)
+            for entryId, e in self.entries.items()
+            if e["user_id"] == userId and e["mailbox"] == mailbox
+        ]
+        mine.sort(key=lambda item: item[1]["order"], reverse=True)
+        return succeed([self._public(i, e) for i, e in mine[offset : offset + limit]])
+
+    def updateFlags(self, entryId: str, userId: int, flags: dict) -> Deferred:
+        if set(flags) - {"read_state", "starred", "mailbox"} or flags.get(
+            "mailbox", "inbox"
+        ) not in MAILBOXES:
+            raise ValueError(f"bad flags: {flags!r}")
+        entry = self.entries.get(entryId)
+        if entry is None or entry["user_id"] != userId:
+            return succeed(False)
+        entry.update(flags)
+        return succeed(True)
+
+    def delete(self, entryId: str, userId: int) -> Deferred:
+        return self.updateFlags(entryId, userId, {"mailbox": "trash"})
+
+
+@implementer(IUserStore)
+class MemoryUserStore:
+    def __init__(self) -> None:
+        self._users: dict[str, tuple[int, str]] = {}
+        self._next = 1
+
+    def add(self, email: str, password: str) -> Deferred:
+        key = normaliseAddress(email).lower()
+        if key in self._users:
+            return fail(UserExists(email))
+        self._users[key] = (self._next, password)
+        self._next += 1
+        return succeed(self._users[key][0])
+
+    def setPassword(self, email: str, password: str) -> Deferred:
+        key = email.lower()
+        if key not in self._users:
+            return succeed(False)
+        self._users[key] = (self._users[key][0], password)
+        return succeed(True)
+
+    def remove(self, email: str) -> Deferred:
+        return succeed(self._users.pop(email.lower(), None) is not None)
+
+    def lookup(self, email: str) -> Deferred:
+        found = self._users.get(email.lower())
+        return succeed(None if found is None else found[0])
+
+    def authenticate(self, email: str, password: str) -> Deferred:
+        found = self._users.get(email.lower())
+        return succeed(found[0] if found and found[1] == password else None)
+
+    def listUsers(self) -> Deferred:
+        return succeed(sorted(self._users))
+
+    def domains(self) -> Deferred:
+        return succeed({email.rpartition("@")[2] for email in self._users})
+
+
+@implementer(IDiskGuard)
+class FakeDiskGuard:
+    def __init__(self, usedPercent: float = 10.0) -> None:
+        self.usedPercent = usedPercent
+
+    def acceptingMail(self) -> bool:
+        return self.usedPercent < 95
+
+    def status(self) -> dict:
+        state = "full" if self.usedPercent >= 95 else (
+            "warn" if self.usedPercent >= 80 else "ok")
+        return {"used_percent": self.usedPercent, "free_bytes": 0, "state": state}

@@ -1,0 +1,258 @@
+"""The store contract, run against the SQLite adapter and the in-memory fake."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import sqlite3
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import TestCase
+from zope.interface.verify import verifyObject
+
+from mailraven.envelope import Envelope, Recipient
+from mailraven.interfaces import IMessageStore, IUserStore
+from mailraven.spool import Spool, memorySpool
+from mailraven.startup import ensureLayout
+from mailraven.store.db import Database, openDatabase
+from mailraven.store.integrity import checkIntegrity
+from mailraven.store.messages import SQLiteMessageStore
+from mailraven.store.users import SQLiteUserStore, UserExists
+from mailraven.testing import MemoryMessageStore, MemoryUserStore
+
+MESSAGE = (
+    b"From: Bob <bob@example.org>\r\n"
+    b"To: alice@example.test\r\n"
+    b"Subject: Lunch\r\n"
+    b"Message-ID: <lunch-1@example.org>\r\n"
+    b"Date: Wed, 25 Nov 2026 12:00:00 +0000\r\n"
+    b"\r\n"
+    b"Shall we meet at noon?\r\n"
+)
+
+
+def envelope(*recipients: Recipient) -> Envelope:
+    return Envelope(mailFrom="bob@example.org", helo="client", peerIP="127.0.0.1",
+                    recipients=list(recipients))
+
+
+class MessageStoreContract:
+    """What every IMessageStore must do. Subclasses define makeStore()."""
+
+    def test_providesInterface(self):
+        self.assertTrue(verifyObject(IMessageStore, self.makeStore()))
+
+    @inlineCallbacks
+    def test_deliverThenEachRecipientSeesTheMessage(self):
+        store = self.makeStore()
+        yield store.deliver(envelope(Recipient("alice@example.test", 1),
+                                     Recipient("carol@example.test", 2)),
+                            memorySpool(MESSAGE))
+        for userId, address in ((1, "alice@example.test"), (2, "carol@example.test")):
+            [entry] = yield store.list(userId, "inbox", 10, 0)
+            self.assertEqual(entry["recipient"], address)
+            self.assertFalse(entry["read_state"])
+            full = yield store.get(entry["id"], userId)
+            self.assertEqual(full["raw"], MESSAGE)
+
+    @inlineCallbacks
+    def test_anotherUsersEntryIsInvisible(self):
+        store = self.makeStore()
+        yield store.deliver(envelope(Recipient("alice@example.test", 1)),
+                            memorySpool(MESSAGE))
+        [entry] = yield store.list(1, "inbox", 10, 0)
+        self.assertIsNone((yield store.get(entry["id"], 2)))
+        self.assertFalse((yield store.updateFlags(entry["id"], 2, {"read_state": True})))
+
+    @inlineCallbacks
+    def test_listIsNewestFirstAndPages(self):
+        store = self.makeStore()
+        ids = []
+        for _ in range(3):
+            yield store.deliver(envelope(Recipient("alice@example.test", 1)),
+                                memorySpool(MESSAGE))
+            [newest] = yield store.list(1, "inbox", 1, 0)
+            ids.append(newest["id"])
+        listed = yield store.list(1, "inbox", 10, 0)
+        self.assertEqual([e["id"] for e in listed], ids[::-1])
+        second = yield store.list(1, "inbox", 1, 1)
+        self.assertEqual([e["id"] for e in second], [ids[1]])
+
+    @inlineCallbacks
+    def test_flagsAndDelete(self):
+        store = self.makeStore()
+        yield store.deliver(envelope(Recipient("alice@example.test", 1)),
+                            memorySpool(MESSAGE))
+        [entry] = yield store.list(1, "inbox", 10, 0)
+        self.assertTrue((yield store.updateFlags(entry["id"], 1, {"read_state": True})))
+        self.assertTrue((yield store.get(entry["id"], 1))["read_state"])
+        self.assertTrue((yield store.delete(entry["id"], 1)))
+        self.assertEqual((yield store.list(1, "inbox", 10, 0)), [])
+        [trashed] = yield store.list(1, "trash", 10, 0)
+        self.assertEqual(trashed["id"], entry["id"])
+
+    def test_unknownFlagIsRefused(self):
+        store = self.makeStore()
+        self.assertRaises(ValueError, store.updateFlags, "x", 1, {"mailbox": "nowhere"})
+        self.assertRaises(ValueError, store.updateFlags, "x", 1, {"evil = 1; --": 1})
+
+
+class UserStoreContract:
+    def test_providesInterface(self):
+        self.assertTrue(verifyObject(IUserStore, self.makeUsers()))
+
+    @inlineCallbacks
+    def test_addLookupCaseInsensitive(self):
+        users = self.makeUsers()
+        userId = yield users.add("Alice@Example.TEST", "pw")
+        self.assertEqual((yield users.lookup("alice@example.test")), userId)
+        self.assertEqual((yield users.lookup("ALICE@EXAMPLE.TEST")), userId)
+        self.assertIsNone((yield users.lookup("bob@example.test")))
+        self.assertIn("example.test", (yield users.domains()))
+
+    @inlineCallbacks
+    def test_duplicateRefused(self):
+        users = self.makeUsers()
+        yield users.add("alice@example.test", "pw")
+        yield self.assertFailure(users.add("ALICE@example.test", "pw2"), UserExists)
+
+    @inlineCallbacks
+    def test_authenticateAndChangePassword(self):
+        users = self.makeUsers()
+        userId = yield users.add("alice@example.test", "old")
+        self.assertEqual((yield users.authenticate("alice@example.test", "old")), userId)
+        self.assertIsNone((yield users.authenticate("alice@example.test", "wrong")))
+        self.assertTrue((yield users.setPassword("alice@example.test", "new")))
+        self.assertIsNone((yield users.authenticate("alice@example.test", "old")))
+        self.assertEqual((yield users.authenticate("alice@example.test", "new")), userId)
+
+    @inlineCallbacks
+    def test_remove(self):
+        users = self.makeUsers()
+        yield users.add("alice@example.test", "pw")
+        self.assertTrue((yield users.remove("alice@example.test")))
+        self.assertFalse((yield users.remove("alice@example.test")))
+        self.assertEqual((yield users.listUsers()), [])
+
+
+class MemoryStoreTests(MessageStoreContract, TestCase):
+    def makeStore(self):
+        return MemoryMessageStore()
+
+
+class MemoryUserStoreTests(UserStoreContract, TestCase):
+    def makeUsers(self):
+        return MemoryUserStore()
+
+
+class SQLiteFixture:
+    """A real Database + file pool in a temp data dir, stopped after the test."""
+
+    def setUpStore(self):
+        self.dataDir = os.path.abspath(self.mktemp())
+        ensureLayout(self.dataDir)
+        self.commits = []
+        self.db = Database(os.path.join(self.dataDir, "mailraven.db"), reactor,
+                           onCommit=lambda s, n: self.commits.append(n))
+        self.db.startService()
+        self.addCleanup(self.db.stopService)
+        self.pool = ThreadPool(1, 4, name="test-files")
+        self.pool.start()
+        self.addCleanup(self.pool.stop)
+        # users 1 and 2 exist: mailbox entries reference them
+        for email in ("alice@example.test", "carol@example.test"):
+            self.db.write(lambda c, e=email: c.execute(
+                "INSERT INTO users (email, password_hash, created_at)"
+                " VALUES (?, 'x', 'now')", (e,)))
+
+    def sqliteStore(self):
+        if not hasattr(self, "db"):
+            self.setUpStore()
+        return SQLiteMessageStore(self.db, self.dataDir, reactor, self.pool)
+
+
+class SQLiteStoreTests(SQLiteFixture, MessageStoreContract, TestCase):
+    def makeStore(self):
+        return self.sqliteStore()
+
+    @inlineCallbacks
+    def test_fileIsGzipWithPrivateModeAndRowMatches(self):
+        store = self.makeStore()
+        messageId = yield store.deliver(
+            envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE))
+        conn = sqlite3.connect(os.path.join(self.dataDir, "mailraven.db"))
+        path, size, subject, header_from, message_id, snippet = conn.execute(
+            "SELECT path, size, subject, header_from, message_id, snippet"
+            " FROM messages WHERE id = ?", (messageId,)).fetchone()
+        full = os.path.join(self.dataDir, path)
+        self.assertEqual(path, f"messages/{messageId[:2]}/{messageId[2:4]}/"
+                         f"{messageId}.eml.gz")
+        self.assertEqual(os.stat(full).st_mode & 0o777, 0o600)
+        with gzip.open(full) as f:
+            self.assertEqual(f.read(), MESSAGE)
+        self.assertEqual((size, subject, header_from, message_id, snippet),
+                         (len(MESSAGE), "Lunch", "Bob <bob@example.org>",
+                          "<lunch-1@example.org>", "Shall we meet at noon?"))
+
+    @inlineCallbacks
+    def test_concurrentDeliveriesShareCommits(self):
+        store = self.makeStore()
+        yield store.deliver(envelope(Recipient("alice@example.test", 1)),
+                            memorySpool(MESSAGE))
+        del self.commits[:]
+        ids = yield gatherResults([
+            store.deliver(envelope(Recipient("alice@example.test", 1)),
+                          memorySpool(MESSAGE)) for _ in range(40)])
+        self.assertEqual(len(set(ids)), 40)
+        self.assertEqual(sum(self.commits), 40)
+        self.assertLess(len(self.commits), 40, "no two messages shared a commit")
+
+    @inlineCallbacks
+    def test_malformedMimeIsStoredWithBestEffortMetadata(self):
+        store = self.makeStore()
+        broken = (b"Subject: =?utf-8?B?broken\r\nContent-Type: multipart/mixed;"
+                  b" boundary=\r\nFrom: \xff\xfe<<>>\r\n\r\n--\r\n\x00\x01 body\r\n")
+        messageId = yield store.deliver(
+            envelope(Recipient("alice@example.test", 1)), memorySpool(broken))
+        [entry] = yield store.list(1, "inbox", 10, 0)
+        full = yield store.get(entry["id"], 1)
+        self.assertEqual(full["raw"], broken)
+        self.assertEqual(full["file_id"], messageId)
+
+    @inlineCallbacks
+    def test_failedCommitLeavesNoFile(self):
+        store = self.makeStore()
+        # user 99 does not exist: the foreign key fails the row, after the file
+        # was written; the file must go again.
+        yield self.assertFailure(
+            store.deliver(envelope(Recipient("ghost@example.test", 99)),
+                          memorySpool(MESSAGE)),
+            sqlite3.IntegrityError)
+        conn = openDatabase(os.path.join(self.dataDir, "mailraven.db"))
+        report = checkIntegrity(conn, self.dataDir)
+        self.assertEqual((report.messages, report.orphans, report.damage), (0, [], []))
+
+    @inlineCallbacks
+    def test_largeMessageSpillsToDiskAndIsStoredWhole(self):
+        store = self.makeStore()
+        spool = Spool(os.path.join(self.dataDir, "tmp"), reactor, self.pool,
+                      memoryLimit=64 * 1024)
+        body = b"".join(b"line %06d of a long message\r\n" % i for i in range(20000))
+        spilled = [spool.write(body[i:i + 8192]) for i in range(0, len(body), 8192)]
+        self.assertTrue(any(d is not None for d in spilled))
+        yield store.deliver(envelope(Recipient("alice@example.test", 1)), spool)
+        [entry] = yield store.list(1, "inbox", 10, 0)
+        self.assertEqual((yield store.get(entry["id"], 1))["raw"], body)
+        self.assertEqual(os.listdir(os.path.join(self.dataDir, "tmp")), [])
+
+
+class SQLiteUserStoreTests(SQLiteFixture, UserStoreContract, TestCase):
+    def makeUsers(self):
+        self.dataDir = os.path.abspath(self.mktemp())
+        ensureLayout(self.dataDir)
+        self.db = Database(os.path.join(self.dataDir, "mailraven.db"), reactor)
+        self.db.startService()
+        self.addCleanup(self.db.stopService)
+        return SQLiteUserStore(self.db)
