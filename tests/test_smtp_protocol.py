@@ -1,0 +1,362 @@
+"""The ESMTP state machine, driven through StringTransport and a Clock."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import ITLSTransport
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+
+from mailraven.metrics import Metrics
+from mailraven.smtp.recipients import RecipientResolver
+from mailraven.smtp.server import MailRavenSMTPFactory, SMTPSettings
+from mailraven.smtp.submission import SubmissionSMTPFactory
+from mailraven.spool import Spool
+from mailraven.testing import FakeDiskGuard, MemoryMessageStore, MemoryUserStore
+
+
+@implementer(ITLSTransport)
+class TLSStringTransport(StringTransport):
+    tlsStarted = None
+
+    def startTLS(self, contextFactory):
+        self.tlsStarted = contextFactory
+
+
+class SlowUsers(MemoryUserStore):
+    """Lookups wait until the test fires them, like a busy database."""
+
+    def __init__(self):
+        super().__init__()
+        self.waiting: list[tuple[Deferred, str]] = []
+
+    def lookup(self, email):
+        d = Deferred()
+        self.waiting.append((d, email))
+        return d
+
+    def fireNext(self):
+        d, email = self.waiting.pop(0)
+        super().lookup(email).chainDeferred(d)
+
+
+class ProtocolTestCase(SynchronousTestCase):
+    maxMessageSize = 10000
+    factoryClass = MailRavenSMTPFactory
+
+    def setUp(self):
+        self.clock = Clock()
+        self.users = self.makeUsers()
+        self.users.add("alice@example.test", "pw")
+        self.users.add("carol@example.test", "pw")
+        self.store = MemoryMessageStore()
+        self.disk = FakeDiskGuard()
+        self.metrics = Metrics()
+        self.tls = object()
+        self.factory = self.factoryClass(
+            settings=SMTPSettings("mx.example.test", self.maxMessageSize, 3, 300),
+            resolver=RecipientResolver(self.users, ["example.test"]),
+            store=self.store,
+            spoolFactory=lambda: Spool("", None, None, memoryLimit=1 << 30),
+            discardSpool=lambda spool: spool.discard(),
+            diskGuard=self.disk,
+            metrics=self.metrics,
+            tlsContext=self.tls,
+            clock=self.clock,
+        )
+        self.proto = self.factory.buildProtocol(None)
+        self.transport = TLSStringTransport()
+        self.proto.makeConnection(self.transport)
+        self.assertEqual(self.replies(), ["220 mx.example.test ESMTP MailRaven"])
+
+    def makeUsers(self):
+        return MemoryUserStore()
+
+    def send(self, data: bytes) -> None:
+        self.proto.dataReceived(data)
+
+    def replies(self) -> list[str]:
+        out = self.transport.value().decode()
+        self.transport.clear()
+        return out.splitlines()
+
+    def codes(self) -> list[str]:
+        return [line[:3] for line in self.replies() if line[3:4] == " "]
+
+    def ehlo(self) -> None:
+        self.send(b"EHLO client.example.org\r\n")
+        self.replies()
+
+    def transaction(self, rcpts=(b"alice@example.test",)) -> None:
+        self.send(b"MAIL FROM:<bob@example.org>\r\n"
+                  + b"".join(b"RCPT TO:<%s>\r\n" % r for r in rcpts) + b"DATA\r\n")
+
+
+class DialogueTests(ProtocolTestCase):
+    def test_ehloAdvertisesExtensions(self):
+        self.send(b"EHLO client.example.org\r\n")
+        lines = self.replies()
+        self.assertEqual(lines[0], "250-mx.example.test Hello client.example.org")
+        for ext in ("PIPELINING", "SIZE 10000", "8BITMIME", "ENHANCEDSTATUSCODES",
+                    "STARTTLS", "SMTPUTF8"):
+            self.assertTrue(any(line[4:] == ext for line in lines), ext)
+        self.assertTrue(lines[-1].startswith("250 "))
+
+    def test_acceptsAMessageAndRepliesWithItsId(self):
+        self.ehlo()
+        self.transaction()
+        self.assertEqual(self.codes(), ["250", "250", "354"])
+        self.send(b"Subject: hi\r\n\r\n..leading dot\r\nbody\r\n.\r\n")
+        [reply] = self.replies()
+        [(messageId, (envelope, raw))] = self.store.messages.items()
+        self.assertEqual(reply, f"250 2.0.0 Ok {messageId}")
+        self.assertTrue(raw.startswith(b"Return-Path: <bob@example.org>\r\nReceived: "))
+        self.assertTrue(raw.endswith(b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"))
+        self.assertEqual([r.address for r in envelope.recipients],
+                         ["alice@example.test"])
+
+    def test_emptyMessageBody(self):
+        self.ehlo()
+        self.transaction()
+        self.replies()
+        self.send(b".\r\n")
+        self.assertEqual(self.codes(), ["250"])
+
+    def test_dataSplitAcrossManyReadsIsReassembled(self):
+        self.ehlo()
+        self.transaction()
+        self.replies()
+        payload = b"a\r\n.b\r\n..\r\nlast line\r\n.\r\n"
+        for i in range(len(payload)):
+            self.send(payload[i:i + 1])
+        self.assertEqual(self.codes(), ["250"])
+        [(_, raw)] = self.store.messages.values()
+        self.assertTrue(raw.endswith(b"\r\na\r\nb\r\n.\r\nlast line\r\n"), raw)
+
+    def test_noopRsetVrfyHelp(self):
+        self.ehlo()
+        self.send(b"NOOP\r\nVRFY alice\r\nHELP\r\nRSET\r\n")
+        lines = self.replies()
+        self.assertEqual(lines[0], "250 2.0.0 OK")
+        self.assertTrue(lines[1].startswith("252 2.5.2 "))
+        self.assertTrue(lines[2].startswith("214-2.0.0 "))
+        self.assertEqual(lines[-1], "250 2.0.0 Reset OK")
+
+    def test_everyReplyAfterEhloCarriesAnEnhancedCode(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<nobody@example.test>\r\n"
+                  b"RCPT TO:<x@elsewhere.org>\r\nBDAT 10\r\nDATA x\r\nQUIT\r\n")
+        for line in self.replies():
+            self.assertRegex(line, r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3} ")
+
+    def test_mailBeforeEhloIsRefused(self):
+        self.send(b"MAIL FROM:<bob@example.org>\r\n")
+        self.assertEqual(self.replies(), ["503 5.5.1 Send EHLO/HELO first"])
+
+    def test_sizeParameterOverTheCapRefusedAtMail(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<bob@example.org> SIZE=10001 BODY=8BITMIME\r\n")
+        self.assertEqual(self.replies(), ["552 5.3.4 Message size exceeds fixed limit"])
+        self.send(b"MAIL FROM:<bob@example.org> SIZE=9000 BODY=8BITMIME\r\n")
+        self.assertEqual(self.codes(), ["250"])
+
+    def test_unknownParameterIs555(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<bob@example.org> XFOO=1\r\n")
+        self.assertTrue(self.replies()[0].startswith("555 5.5.4 "))
+        self.send(b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<alice@example.test>"
+                  b" NOTIFY=NEVER\r\n")
+        self.assertEqual(self.codes(), ["250", "555"])
+
+    def test_unknownLocalUserAndRelay(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<nobody@example.test>\r\n"
+                  b"RCPT TO:<someone@elsewhere.org>\r\n")
+        lines = self.replies()
+        self.assertTrue(lines[1].startswith("550 5.1.1 "))
+        self.assertEqual(lines[2], "554 5.7.1 Relay access denied")
+
+    def test_tooManyRecipients(self):
+        self.users.add("d@example.test", "pw")
+        self.users.add("e@example.test", "pw")
+        self.ehlo()
+        self.send(b"MAIL FROM:<bob@example.org>\r\n" + b"".join(
+            b"RCPT TO:<%s@example.test>\r\n" % n for n in (b"alice", b"carol", b"d",
+                                                            b"e")))
+        self.assertEqual(self.codes(), ["250", "250", "250", "250", "452"])
+
+    def test_duplicateRecipientStoredOnce(self):
+        self.ehlo()
+        self.transaction(rcpts=(b"alice@example.test", b"ALICE@example.test"))
+        self.send(b"x\r\n.\r\n")
+        self.assertEqual(self.codes(), ["250", "250", "250", "354", "250"])
+        [(envelope, _)] = self.store.messages.values()
+        self.assertEqual(len(envelope.recipients), 1)
+
+    def test_storeFailureIs451NotTwisted550(self):
+        self.store.failWith = OSError("disk on fire")
+        self.ehlo()
+        self.transaction()
+        self.send(b"x\r\n.\r\n")
+        lines = self.replies()
+        self.assertEqual(lines[-1], "451 4.3.0 Error storing message, try again later")
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+    def test_diskFullRefusesNewMail(self):
+        self.disk.usedPercent = 96
+        self.ehlo()
+        self.send(b"MAIL FROM:<bob@example.org>\r\n")
+        self.assertEqual(self.replies(), ["452 4.3.1 Insufficient system storage"])
+
+    def test_tooManyErrorsCloseTheSession(self):
+        self.ehlo()
+        self.send(b"FOO\r\n" * 25)
+        lines = self.replies()
+        self.assertEqual(lines[-1], "421 4.7.0 Too many errors, closing connection")
+        self.assertEqual(len(lines), 21)
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_quit(self):
+        self.send(b"QUIT\r\n")
+        self.assertEqual(self.replies(), ["221 2.0.0 Bye"])
+        self.assertTrue(self.transport.disconnecting)
+
+
+class HardeningTests(ProtocolTestCase):
+    def test_overlongDataLineFailsTheMessageAtTheDot(self):
+        self.ehlo()
+        self.transaction()
+        self.replies()
+        self.send(b"Subject: x\r\n\r\n" + b"A" * 1200 + b"\r\nRSET\r\n"
+                  b"MAIL FROM:<smuggled@evil.test>\r\n.\r\n")
+        self.assertEqual(self.replies(), ["500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"])
+        self.assertEqual(self.store.messages, {})
+        self.send(b"NOOP\r\n")
+        self.assertEqual(self.replies(), ["250 2.0.0 OK"])
+
+    def test_overlongPartialDataLineIsNotBuffered(self):
+        self.ehlo()
+        self.transaction()
+        self.replies()
+        for _ in range(100):
+            self.send(b"B" * 10000)
+        self.assertLess(len(self.proto._buffer), 1001)
+        self.send(b"\r\n.\r\n")
+        self.assertEqual(self.codes(), ["500"])
+
+    def test_unterminatedCommandLineClosesTheSession(self):
+        self.send(b"EHLO " + b"x" * 5000)
+        self.assertEqual(self.replies(), ["500 5.5.2 Line too long"])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_onlyCRLFDotCRLFEndsData(self):
+        self.ehlo()
+        self.transaction()
+        self.replies()
+        self.send(b"a\n.\nMAIL FROM:<x@evil.test>\r\nb\r.\r\nc\r\n")
+        self.assertEqual(self.replies(), [])
+        self.send(b".\r\n")
+        self.assertEqual(self.codes(), ["250"])
+        [(_, raw)] = self.store.messages.values()
+        self.assertIn(b"a\n.\nMAIL FROM:<x@evil.test>\r\nb\r.\r\nc\r\n", raw)
+
+    def test_messageOverSizeCapIs552AtTheDot(self):
+        self.ehlo()
+        self.transaction()
+        self.replies()
+        self.send((b"x" * 98 + b"\r\n") * 150 + b".\r\n")
+        self.assertEqual(self.replies(), ["552 5.3.4 Message size exceeds fixed limit"])
+        self.assertEqual(self.store.messages, {})
+
+    def test_starttlsDiscardsPipelinedCommandsAndResets(self):
+        self.ehlo()
+        self.send(b"STARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n")
+        self.assertEqual(self.replies(), ["220 2.0.0 Ready to start TLS"])
+        self.assertIs(self.transport.tlsStarted, self.tls)
+        self.send(b"MAIL FROM:<bob@example.org>\r\n")
+        self.assertEqual(self.replies(), ["503 5.5.1 Send EHLO/HELO first"])
+        self.send(b"EHLO client.example.org\r\n")
+        self.assertNotIn("250-STARTTLS", self.replies())
+
+    def test_idleSessionTimesOutAfterFiveMinutes(self):
+        self.clock.advance(299)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertEqual(self.replies(),
+                         ["421 4.4.2 mx.example.test Error: timeout exceeded"])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_activityResetsTheTimeout(self):
+        self.clock.advance(200)
+        self.send(b"NOOP\r\n")
+        self.clock.advance(200)
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_shutdownClosesIdleSession(self):
+        self.factory.drain(30)
+        self.assertEqual(self.replies(),
+                         ["421 4.3.2 Service shutting down, try again later"])
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_shutdownLetsDataInFlightFinish(self):
+        self.ehlo()
+        self.transaction()
+        self.replies()
+        self.send(b"Subject: x\r\n")
+        drained = self.factory.drain(30)
+        self.assertEqual(self.replies(), [])
+        self.send(b"\r\nbody\r\n.\r\n")
+        lines = self.replies()
+        self.assertTrue(lines[0].startswith("250 2.0.0 Ok "))
+        self.assertEqual(lines[1], "421 4.3.2 Service shutting down, try again later")
+        self.proto.connectionLost(None)
+        self.assertIsNone(self.successResultOf(drained))
+
+    def test_shutdownGraceCutsOffSlowSession(self):
+        self.ehlo()
+        self.transaction()
+        drained = self.factory.drain(30)
+        self.assertNoResult(drained)
+        self.transport.abortConnection = lambda: self.proto.connectionLost(None)
+        self.clock.advance(30)
+        self.assertIsNone(self.successResultOf(drained))
+
+
+class PipeliningTests(ProtocolTestCase):
+    def makeUsers(self):
+        return SlowUsers()
+
+    def test_pipelinedRepliesKeepOrderWhileRcptCheckPending(self):
+        self.ehlo()
+        self.transaction(rcpts=(b"alice@example.test", b"carol@example.test"))
+        self.assertEqual(self.replies(), ["250 2.1.0 Sender OK"])
+        self.assertEqual(self.transport.producerState, "paused")
+        self.users.fireNext()
+        self.assertEqual(self.replies(), ["250 2.1.5 Recipient OK"])
+        self.users.fireNext()
+        self.assertEqual(self.replies(), ["250 2.1.5 Recipient OK",
+                                          "354 End data with <CR><LF>.<CR><LF>"])
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_pendingStoreHoldsLaterCommands(self):
+        self.users = MemoryUserStore()
+        self.factory.resolver = RecipientResolver(self.users, ["example.test"])
+        self.users.add("alice@example.test", "pw")
+        self.store.hold = True
+        self.ehlo()
+        self.transaction()
+        self.send(b"x\r\n.\r\nNOOP\r\nQUIT\r\n")
+        self.assertEqual(self.codes(), ["250", "250", "354"])
+        self.store.release()
+        self.assertEqual(self.codes(), ["250", "250", "221"])
+
+
+class SubmissionPlaceholderTests(ProtocolTestCase):
+    factoryClass = SubmissionSMTPFactory
+
+    def test_refusesUnauthenticatedMail(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<alice@example.test>\r\n")
+        self.assertEqual(self.replies(), ["530 5.7.0 Authentication required"])
