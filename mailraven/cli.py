@@ -75,8 +75,10 @@ def userAdd(config, args) -> int:
     domains = config["server.domains"]
     print(f"added {email}")
     if email.rpartition("@")[2] not in domains:
-        print(f"note: {email.rpartition('@')[2]} is not in server.domains; mail to it"
-              " is accepted because an account exists there")
+        print(
+            f"note: {email.rpartition('@')[2]} is not in server.domains; mail to it"
+            " is accepted because an account exists there"
+        )
     return 0
 
 
@@ -119,13 +121,17 @@ def verify(config, args) -> int:
         print(f"DAMAGED {line}")
     for relpath in report.orphans:
         print(f"orphan  {relpath} (no row refers to it)")
-    print(f"{report.messages} messages checked: "
-          + ("OK" if report.ok else f"{len(report.damage)} problems"))
+    print(
+        f"{report.messages} messages checked: "
+        + ("OK" if report.ok else f"{len(report.damage)} problems")
+    )
     return 0 if report.ok else 2
 
 
 def runQuickstart(config, args) -> int:
     email = _address(args.email)
+    if args.data_dir:
+        config = config.with_(server__data_dir=os.path.abspath(args.data_dir))
     password = _password(args) if args.password_stdin else secrets.token_urlsafe(12)
     conn = _open(config)
     try:
@@ -134,28 +140,42 @@ def runQuickstart(config, args) -> int:
             addUser(conn, email, hashPassword(password))
     except UserExists:
         raise CommandError(f"{email} already exists") from None
-    print(quickstart(config, email, args.config or "mailraven.toml",
-                     args.hostname, password if not args.password_stdin else None))
+    print(
+        quickstart(
+            config,
+            email,
+            args.config or "mailraven.toml",
+            args.hostname,
+            password if not args.password_stdin else None,
+        )
+    )
     return 0
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mailraven", description=__doc__.split("\n")[0])
     p.add_argument("--version", action="version", version=__version__)
-    p.add_argument("--config", default=os.environ.get(configuration.CONFIG_FILE_VARIABLE),
-                   help="TOML configuration file")
+    p.add_argument(
+        "--config",
+        default=os.environ.get(configuration.CONFIG_FILE_VARIABLE),
+        help="TOML configuration file",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     user = sub.add_parser("user", help="manage accounts").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     for name, func, helptext in (
         ("add", userAdd, "create an account"),
         ("passwd", userPasswd, "change a password"),
     ):
         cmd = user.add_parser(name, help=helptext)
         cmd.add_argument("email")
-        cmd.add_argument("--password-stdin", action="store_true",
-                         help="read the password from the first line of stdin")
+        cmd.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from the first line of stdin",
+        )
         cmd.set_defaults(func=func)
     cmd = user.add_parser("del", help="remove an account and its mailbox entries")
     cmd.add_argument("email")
@@ -163,13 +183,20 @@ def parser() -> argparse.ArgumentParser:
     user.add_parser("list", help="list accounts").set_defaults(func=userList)
 
     cmd = sub.add_parser("verify", help="check the database and every message file")
-    cmd.add_argument("--quick", action="store_true",
-                     help="check that files exist, do not read them")
+    cmd.add_argument(
+        "--quick", action="store_true", help="check that files exist, do not read them"
+    )
     cmd.set_defaults(func=verify)
 
     cmd = sub.add_parser("quickstart", help="config, first account, DKIM key, DNS")
     cmd.add_argument("email")
-    cmd.add_argument("--hostname", help="this server's public name (default mail.DOMAIN)")
+    cmd.add_argument(
+        "--hostname", help="this server's public name (default mail.DOMAIN)"
+    )
+    cmd.add_argument(
+        "--data-dir",
+        help="where the data will live (default: server.data_dir, ./mailraven-data)",
+    )
     cmd.add_argument("--password-stdin", action="store_true")
     cmd.set_defaults(func=runQuickstart)
     return p
@@ -181,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "quickstart" and args.config and os.path.exists(args.config):
             raise CommandError(f"{args.config} exists already; not overwriting it")
         config = configuration.load(
-            args.config if args.command != "quickstart" else None)
+            args.config if args.command != "quickstart" else None
+        )
         return args.func(config, args)
     except (CommandError, configuration.ConfigError, StartupError) as e:
         print(f"mailraven: {e}", file=sys.stderr)

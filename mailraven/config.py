@@ -208,9 +208,7 @@ def _fromEnvironment(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-def load(
-    path: str | None = None, environ: Mapping[str, str] | None = None
-) -> Config:
+def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """
     Embedded defaults, overridden by the file at C{path}, then by the environment.
     """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True)
@@ -23,4 +23,4 @@ class Envelope:
     body8bit: bool = False
     smtputf8: bool = False
     tls: bool = False
-    receivedAt: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    receivedAt: datetime = field(default_factory=lambda: datetime.now(UTC))

@@ -41,13 +41,21 @@ class Listener(Service):
 
     def _listened(self, port: Any) -> None:
         self.port = port
-        self.log.info("listening on {desc} ({address})", desc=self.description,
-                      address=str(port.getHost()), event="listening")
+        self.log.info(
+            "listening on {desc} ({address})",
+            desc=self.description,
+            address=str(port.getHost()),
+            event="listening",
+        )
 
     def _failed(self, failure: Any) -> None:
         self.error = failure.getErrorMessage()
-        self.log.critical("cannot listen on {desc}: {error}", desc=self.description,
-                          error=self.error, event="listen_failed")
+        self.log.critical(
+            "cannot listen on {desc}: {error}",
+            desc=self.description,
+            error=self.error,
+            event="listen_failed",
+        )
         if self._onFailure is not None:
             self._onFailure(f"cannot listen on {self.description}: {self.error}")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from twisted.logger import (
@@ -28,9 +28,9 @@ _SKIP = {"log_logger", "log_source", "log_io", "log_trace", "log_failure"}
 def flatten(event: dict[str, Any]) -> dict[str, Any]:
     """The JSON-ready form of one event."""
     out: dict[str, Any] = {
-        "time": datetime.fromtimestamp(
-            event.get("log_time", 0), timezone.utc
-        ).isoformat(timespec="milliseconds"),
+        "time": datetime.fromtimestamp(event.get("log_time", 0), UTC).isoformat(
+            timespec="milliseconds"
+        ),
         "level": getattr(event.get("log_level"), "name", "info"),
         "msg": formatEvent(event),
         "namespace": event.get("log_namespace", ""),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -14,7 +14,7 @@ from mailraven.tls import writePrivate
 
 
 def dkimSelector(now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"mailraven{now:%Y%m}"
 
 
@@ -47,11 +47,12 @@ def configText(hostname: str, domain: str, dataDir: str) -> str:
 
 
 def dnsRecords(hostname: str, domain: str, selector: str, publicKey: str) -> str:
-    stsId = datetime.now(timezone.utc).strftime("%Y%m%d%H%M")
+    stsId = datetime.now(UTC).strftime("%Y%m%d%H%M")
     return "\n".join(
         [
             f"{domain}.                    MX   10 {hostname}.",
-            f"{hostname}.                  A    <this server's IPv4>  (and AAAA for IPv6)",
+            f"{hostname}.                  A    <this server's IPv4>",
+            f"{hostname}.                  AAAA <this server's IPv6, if it has one>",
             f'{domain}.                    TXT  "v=spf1 mx -all"',
             f'{selector}._domainkey.{domain}. TXT "v=DKIM1; k=rsa; p={publicKey}"',
             f'_dmarc.{domain}.             TXT  "v=DMARC1; p=reject; '

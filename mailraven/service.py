@@ -113,20 +113,26 @@ def makeService(
     )
     root.metrics = metrics
 
-    db = Database(os.path.join(dataDir, "mailraven.db"), reactor,
-                  onCommit=metrics.observeCommit)
+    db = Database(
+        os.path.join(dataDir, "mailraven.db"), reactor, onCommit=metrics.observeCommit
+    )
     db.setName("db")
     db.setServiceParent(root)
     files = ThreadPoolService(config["store.threads"], "mailraven-files")
     files.setName("files")
     files.setServiceParent(root)
-    diskGuard = DiskGuard(dataDir, config["store.disk_warn_percent"],
-                          config["store.disk_reject_percent"], metrics)
+    diskGuard = DiskGuard(
+        dataDir,
+        config["store.disk_warn_percent"],
+        config["store.disk_reject_percent"],
+        metrics,
+    )
     diskGuard.setName("disk")
     diskGuard.setServiceParent(root)
 
-    root.store = SQLiteMessageStore(db, dataDir, reactor, files.pool,
-                                    config["store.compression_level"])
+    root.store = SQLiteMessageStore(
+        db, dataDir, reactor, files.pool, config["store.compression_level"]
+    )
     root.users = SQLiteUserStore(db)
     tmpDir = os.path.join(dataDir, "tmp")
 
@@ -158,8 +164,9 @@ def makeService(
         service.setName(name)
         service.setServiceParent(root)
         for description in config[f"{name}.listen"]:
-            Listener(reactor, description, factory, onListenFailure
-                     ).setServiceParent(service)
+            Listener(reactor, description, factory, onListenFailure).setServiceParent(
+                service
+            )
 
     health = HealthResource(reactor, files.pool, tmpDir, diskGuard, root.listeners)
     api = MultiService()

@@ -85,9 +85,10 @@ class MemoryMessageStore:
         return succeed([self._public(i, e) for i, e in mine[offset : offset + limit]])
 
     def updateFlags(self, entryId: str, userId: int, flags: dict) -> Deferred:
-        if set(flags) - {"read_state", "starred", "mailbox"} or flags.get(
-            "mailbox", "inbox"
-        ) not in MAILBOXES:
+        if (
+            set(flags) - {"read_state", "starred", "mailbox"}
+            or flags.get("mailbox", "inbox") not in MAILBOXES
+        ):
             raise ValueError(f"bad flags: {flags!r}")
         entry = self.entries.get(entryId)
         if entry is None or entry["user_id"] != userId:
@@ -147,6 +148,9 @@ class FakeDiskGuard:
         return self.usedPercent < 95
 
     def status(self) -> dict:
-        state = "full" if self.usedPercent >= 95 else (
-            "warn" if self.usedPercent >= 80 else "ok")
+        state = (
+            "full"
+            if self.usedPercent >= 95
+            else ("warn" if self.usedPercent >= 80 else "ok")
+        )
         return {"used_percent": self.usedPercent, "free_bytes": 0, "state": state}

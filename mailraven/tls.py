@@ -42,7 +42,7 @@ def ensureSelfSigned(certDir: str, hostname: str) -> tuple[str, str]:
         return cert, key
     privateKey = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -72,8 +72,10 @@ def contextFactory(certFile: str, keyFile: str) -> ssl.CertificateOptions:
         chainPEM = f.read()
     with open(keyFile, "rb") as f:
         keyPEM = f.read()
-    certs = [crypto.X509.from_cryptography(c)
-             for c in x509.load_pem_x509_certificates(chainPEM)]
+    certs = [
+        crypto.X509.from_cryptography(c)
+        for c in x509.load_pem_x509_certificates(chainPEM)
+    ]
     key = crypto.PKey.from_cryptography_key(
         serialization.load_pem_private_key(keyPEM, password=None)
     )

@@ -53,7 +53,10 @@ def writeConfig(directory: str, **sections: dict) -> tuple[str, dict[str, int]]:
 def cli(*args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, "-m", "mailraven.cli", *args],
-        input=stdin.encode(), capture_output=True, env=environment(), cwd=ROOT,
+        input=stdin.encode(),
+        capture_output=True,
+        env=environment(),
+        cwd=ROOT,
         timeout=120,
     )
     if check and result.returncode != 0:
@@ -65,9 +68,20 @@ class ServerProcess:
     def __init__(self, configPath: str, logPath: str) -> None:
         self.log = open(logPath, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-             "-n", "--pidfile=", "mailraven", "--config", configPath],
-            stdout=self.log, stderr=subprocess.STDOUT, env=environment(), cwd=ROOT,
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "mailraven",
+                "--config",
+                configPath,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=environment(),
+            cwd=ROOT,
         )
 
     def waitForPort(self, port: int, timeout: float = 30) -> None:

@@ -21,8 +21,10 @@ def deliverLoop(port: int, recorded: dict, stop: threading.Event, errors: list) 
     """Send until stopped or the server dies; record every id answered with 250."""
     while not stop.is_set():
         token = uuid.uuid4().hex
-        body = (f"From: load@example.org\r\nSubject: {token}\r\n\r\n"
-                f"payload {token}\r\n" + "filler line\r\n" * 50).encode()
+        body = (
+            f"From: load@example.org\r\nSubject: {token}\r\n\r\n"
+            f"payload {token}\r\n" + "filler line\r\n" * 50
+        ).encode()
         try:
             with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
                 client.ehlo("load.example.org")
@@ -43,8 +45,15 @@ class CrashTests(SynchronousTestCase):
         self.dir = os.path.abspath(self.mktemp())
         os.makedirs(self.dir)
         self.config, self.ports = writeConfig(self.dir)
-        cli("--config", self.config, "user", "add", "alice@example.test",
-            "--password-stdin", stdin="pw\n")
+        cli(
+            "--config",
+            self.config,
+            "user",
+            "add",
+            "alice@example.test",
+            "--password-stdin",
+            stdin="pw\n",
+        )
 
     def start(self) -> ServerProcess:
         server = ServerProcess(self.config, os.path.join(self.dir, "server.log"))
@@ -56,9 +65,12 @@ class CrashTests(SynchronousTestCase):
         server = self.start()
         recorded: dict[str, bytes] = {}
         stop, errors = threading.Event(), []
-        clients = [threading.Thread(target=deliverLoop,
-                                    args=(self.ports["smtp"], recorded, stop, errors))
-                   for _ in range(6)]
+        clients = [
+            threading.Thread(
+                target=deliverLoop, args=(self.ports["smtp"], recorded, stop, errors)
+            )
+            for _ in range(6)
+        ]
         for client in clients:
             client.start()
         deadline = time.monotonic() + 30
@@ -74,8 +86,9 @@ class CrashTests(SynchronousTestCase):
         dataDir = os.path.join(self.dir, "data")
         conn = sqlite3.connect(os.path.join(dataDir, "mailraven.db"))
         for messageId, body in recorded.items():
-            row = conn.execute("SELECT path FROM messages WHERE id = ?",
-                               (messageId,)).fetchone()
+            row = conn.execute(
+                "SELECT path FROM messages WHERE id = ?", (messageId,)
+            ).fetchone()
             self.assertIsNotNone(row, f"acknowledged {messageId} is missing")
             with gzip.open(os.path.join(dataDir, row[0])) as f:
                 self.assertTrue(f.read().endswith(body))
@@ -88,8 +101,10 @@ class CrashTests(SynchronousTestCase):
         sock = socket.create_connection(("127.0.0.1", self.ports["smtp"]), timeout=20)
         reader = sock.makefile("rb")
         reader.readline()
-        sock.sendall(b"EHLO c\r\nMAIL FROM:<bob@example.org>\r\n"
-                     b"RCPT TO:<alice@example.test>\r\nDATA\r\nSubject: late\r\n")
+        sock.sendall(
+            b"EHLO c\r\nMAIL FROM:<bob@example.org>\r\n"
+            b"RCPT TO:<alice@example.test>\r\nDATA\r\nSubject: late\r\n"
+        )
         while not reader.readline().startswith(b"354"):
             pass
         server.proc.terminate()
@@ -100,8 +115,9 @@ class CrashTests(SynchronousTestCase):
         sock.close()
         self.assertTrue(server.stoppedCleanly())
         # a new connection is refused: the listener went first
-        self.assertRaises(OSError, socket.create_connection,
-                          ("127.0.0.1", self.ports["smtp"]), 2)
+        self.assertRaises(
+            OSError, socket.create_connection, ("127.0.0.1", self.ports["smtp"]), 2
+        )
 
 
 class LoggingTests(SynchronousTestCase):
@@ -142,16 +158,28 @@ class StartupTests(SynchronousTestCase):
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
         config, ports = writeConfig(directory)
-        cli("--config", config, "user", "add", "alice@example.test",
-            "--password-stdin", stdin="pw\n")
+        cli(
+            "--config",
+            config,
+            "user",
+            "add",
+            "alice@example.test",
+            "--password-stdin",
+            stdin="pw\n",
+        )
         server = ServerProcess(config, os.path.join(directory, "server.log"))
         server.waitForPort(ports["smtp"])
         with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=10) as client:
-            client.sendmail("bob@example.org", ["alice@example.test"], b"Subject: x\r\n\r\nx")
+            client.sendmail(
+                "bob@example.org", ["alice@example.test"], b"Subject: x\r\n\r\nx"
+            )
         server.terminate()
         dataDir = os.path.join(directory, "data")
-        (path,) = sqlite3.connect(os.path.join(dataDir, "mailraven.db")).execute(
-            "SELECT path FROM messages").fetchone()
+        (path,) = (
+            sqlite3.connect(os.path.join(dataDir, "mailraven.db"))
+            .execute("SELECT path FROM messages")
+            .fetchone()
+        )
         os.unlink(os.path.join(dataDir, path))
         server = ServerProcess(config, os.path.join(directory, "server2.log"))
         self.assertNotEqual(server.proc.wait(60), 0)

@@ -16,20 +16,24 @@ from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.helpers import RunningServer, sendWithSmtplib
 
-MESSAGE = (b"From: Bob <bob@example.org>\r\nTo: alice@example.test\r\n"
-           b"Subject: hello\r\nMessage-ID: <m1@example.org>\r\n\r\nHi Alice!\r\n")
+MESSAGE = (
+    b"From: Bob <bob@example.org>\r\nTo: alice@example.test\r\n"
+    b"Subject: hello\r\nMessage-ID: <m1@example.org>\r\n\r\nHi Alice!\r\n"
+)
 
 
 def storedMessage(dataDir: str, messageId: str) -> bytes:
     conn = sqlite3.connect(os.path.join(dataDir, "mailraven.db"))
-    (path,) = conn.execute("SELECT path FROM messages WHERE id = ?",
-                           (messageId,)).fetchone()
+    (path,) = conn.execute(
+        "SELECT path FROM messages WHERE id = ?", (messageId,)
+    ).fetchone()
     with gzip.open(os.path.join(dataDir, path)) as f:
         return f.read()
 
 
-def rawSession(port: int, chunks: list[bytes], expectReplies: int,
-               timeout: float = 10) -> list[str]:
+def rawSession(
+    port: int, chunks: list[bytes], expectReplies: int, timeout: float = 10
+) -> list[str]:
     """
     Blocking: connect, read the greeting, send C{chunks} (each in one write), and
     read until C{expectReplies} final reply lines (after the greeting) arrived or
@@ -59,6 +63,11 @@ def rawSession(port: int, chunks: list[bytes], expectReplies: int,
         sock.close()
 
 
+OPEN_TRANSACTION = (
+    b"EHLO c\r\nMAIL FROM:<bob@example.org>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"
+)
+
+
 def finals(lines: list[str]) -> list[str]:
     return [line for line in lines if line[3:4] == " "]
 
@@ -75,8 +84,12 @@ class SMTPClientTests(TestCase):
     @inlineCallbacks
     def test_smtplibDeliveryIsStoredDurably(self):
         refused, (code, resp) = yield deferToThread(
-            sendWithSmtplib, self.server.smtpPort, "bob@example.org",
-            ["alice@example.test", "carol@example.test"], MESSAGE)
+            sendWithSmtplib,
+            self.server.smtpPort,
+            "bob@example.org",
+            ["alice@example.test", "carol@example.test"],
+            MESSAGE,
+        )
         self.assertEqual((refused, code), ({}, 250))
         self.assertTrue(resp.startswith(b"2.0.0 Ok "))
         messageId = resp.split()[-1].decode()
@@ -90,27 +103,45 @@ class SMTPClientTests(TestCase):
     @inlineCallbacks
     def test_smtplibStarttls(self):
         refused, (code, resp) = yield deferToThread(
-            sendWithSmtplib, self.server.smtpPort, "bob@example.org",
-            ["alice@example.test"], MESSAGE, True)
+            sendWithSmtplib,
+            self.server.smtpPort,
+            "bob@example.org",
+            ["alice@example.test"],
+            MESSAGE,
+            True,
+        )
         self.assertEqual(code, 250)
-        raw = yield deferToThread(storedMessage, self.server.dataDir,
-                                  resp.split()[-1].decode())
+        raw = yield deferToThread(
+            storedMessage, self.server.dataDir, resp.split()[-1].decode()
+        )
         self.assertIn(b"with ESMTPS", raw)
 
     @inlineCallbacks
     def test_smtplibRefusals(self):
         refused, _ = yield deferToThread(
-            sendWithSmtplib, self.server.smtpPort, "bob@example.org",
-            ["nobody@example.test", "someone@elsewhere.org"], MESSAGE)
+            sendWithSmtplib,
+            self.server.smtpPort,
+            "bob@example.org",
+            ["nobody@example.test", "someone@elsewhere.org"],
+            MESSAGE,
+        )
         self.assertEqual(refused["nobody@example.test"][0], 550)
         self.assertEqual(refused["someone@elsewhere.org"][0], 554)
 
     @inlineCallbacks
     def test_concurrentClients(self):
-        results = yield gatherResults([
-            deferToThread(sendWithSmtplib, self.server.smtpPort, "bob@example.org",
-                          ["alice@example.test"], MESSAGE)
-            for _ in range(20)])
+        results = yield gatherResults(
+            [
+                deferToThread(
+                    sendWithSmtplib,
+                    self.server.smtpPort,
+                    "bob@example.org",
+                    ["alice@example.test"],
+                    MESSAGE,
+                )
+                for _ in range(20)
+            ]
+        )
         ids = {resp.split()[-1] for _, (code, resp) in results if code == 250}
         self.assertEqual(len(ids), 20)
         entries = yield self.server.root.store.list(1, "inbox", 100, 0)
@@ -122,10 +153,23 @@ class SMTPClientTests(TestCase):
             raise SkipTest("swaks is not installed (.ci/run installs it)")
         result = yield deferToThread(
             subprocess.run,
-            ["swaks", "--server", f"127.0.0.1:{self.server.smtpPort}",
-             "--from", "bob@example.org", "--to", "alice@example.test",
-             "--tls", "--header", "Subject: caf\u00e9", "--body", "Gr\u00fc\u00dfe"],
-            capture_output=True, timeout=30)
+            [
+                "swaks",
+                "--server",
+                f"127.0.0.1:{self.server.smtpPort}",
+                "--from",
+                "bob@example.org",
+                "--to",
+                "alice@example.test",
+                "--tls",
+                "--header",
+                "Subject: caf\u00e9",
+                "--body",
+                "Gr\u00fc\u00dfe",
+            ],
+            capture_output=True,
+            timeout=30,
+        )
         out = result.stdout.decode()
         self.assertEqual(result.returncode, 0, out)
         self.assertIn("<~  250 2.0.0 Ok ", out)
@@ -143,12 +187,23 @@ class SMTPClientTests(TestCase):
         yield server.addUser("alice@example.test")
         result = yield deferToThread(
             subprocess.run,
-            ["swaks", "--server", f"127.0.0.1:{server.smtpPort}",
-             "--from", "bob@example.org", "--to", "alice@example.test",
-             "--body", "x" * 70 + ("\n" + "y" * 70) * 400],
-            capture_output=True, timeout=30)
-        self.assertIn("552 5.3.4 Message size exceeds fixed limit",
-                      result.stdout.decode())
+            [
+                "swaks",
+                "--server",
+                f"127.0.0.1:{server.smtpPort}",
+                "--from",
+                "bob@example.org",
+                "--to",
+                "alice@example.test",
+                "--body",
+                "x" * 70 + ("\n" + "y" * 70) * 400,
+            ],
+            capture_output=True,
+            timeout=30,
+        )
+        self.assertIn(
+            "552 5.3.4 Message size exceeds fixed limit", result.stdout.decode()
+        )
 
 
 class RawSocketTests(TestCase):
@@ -167,32 +222,44 @@ class RawSocketTests(TestCase):
 
     @inlineCallbacks
     def test_pipelinedBurstKeepsOrder(self):
-        lines = yield self.session([
-            b"EHLO c.example.org\r\nMAIL FROM:<bob@example.org>\r\n"
-            b"RCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\n"
-            b"RCPT TO:<carol@example.test>\r\nDATA\r\n"
-            b"Subject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n"], 8)
-        self.assertEqual([line[:3] for line in finals(lines)],
-                         ["250", "250", "250", "550", "250", "354", "250", "221"])
+        lines = yield self.session(
+            [
+                b"EHLO c.example.org\r\nMAIL FROM:<bob@example.org>\r\n"
+                b"RCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\n"
+                b"RCPT TO:<carol@example.test>\r\nDATA\r\n"
+                b"Subject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n"
+            ],
+            8,
+        )
+        self.assertEqual(
+            [line[:3] for line in finals(lines)],
+            ["250", "250", "250", "550", "250", "354", "250", "221"],
+        )
 
     @inlineCallbacks
     def test_starttlsInjectionIsDiscarded(self):
-        lines = yield self.session([
-            b"EHLO c.example.org\r\nSTARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n"], 2)
+        lines = yield self.session(
+            [b"EHLO c.example.org\r\nSTARTTLS\r\nMAIL FROM:<injected@evil.test>\r\n"], 2
+        )
         self.assertEqual(finals(lines)[-1], "220 2.0.0 Ready to start TLS")
         # The injected MAIL must not have been answered in plain text either.
         self.assertFalse(any(line.startswith("250 2.1.0") for line in lines))
 
     @inlineCallbacks
     def test_overlongBodyLineFailsMessageWithoutCommandMode(self):
-        lines = yield self.session([
-            b"EHLO c\r\nMAIL FROM:<bob@example.org>\r\nRCPT TO:<alice@example.test>\r\n"
-            b"DATA\r\n",
-            b"Subject: long\r\n\r\n" + b"z" * 5000 + b"\r\nRSET\r\n"
-            b"MAIL FROM:<smuggled@evil.test>\r\nRCPT TO:<carol@example.test>\r\n"
-            b".\r\nQUIT\r\n"], 6)
-        self.assertEqual([line[:3] for line in finals(lines)],
-                         ["250", "250", "250", "354", "500", "221"])
+        lines = yield self.session(
+            [
+                OPEN_TRANSACTION,
+                b"Subject: long\r\n\r\n" + b"z" * 5000 + b"\r\nRSET\r\n"
+                b"MAIL FROM:<smuggled@evil.test>\r\nRCPT TO:<carol@example.test>\r\n"
+                b".\r\nQUIT\r\n",
+            ],
+            6,
+        )
+        self.assertEqual(
+            [line[:3] for line in finals(lines)],
+            ["250", "250", "250", "354", "500", "221"],
+        )
         self.assertEqual((yield self.server.root.store.list(2, "inbox", 10, 0)), [])
 
     @inlineCallbacks
@@ -202,13 +269,18 @@ class RawSocketTests(TestCase):
 
     @inlineCallbacks
     def test_bareLFDotDoesNotEndData(self):
-        lines = yield self.session([
-            b"EHLO c\r\nMAIL FROM:<bob@example.org>\r\nRCPT TO:<alice@example.test>\r\n"
-            b"DATA\r\n",
-            b"Subject: smuggle\r\n\r\nhi\n.\nMAIL FROM:<x@evil.test>\r\n"
-            b"RCPT TO:<carol@example.test>\r\n.\r\nQUIT\r\n"], 6)
-        self.assertEqual([line[:3] for line in finals(lines)],
-                         ["250", "250", "250", "354", "250", "221"])
+        lines = yield self.session(
+            [
+                OPEN_TRANSACTION,
+                b"Subject: smuggle\r\n\r\nhi\n.\nMAIL FROM:<x@evil.test>\r\n"
+                b"RCPT TO:<carol@example.test>\r\n.\r\nQUIT\r\n",
+            ],
+            6,
+        )
+        self.assertEqual(
+            [line[:3] for line in finals(lines)],
+            ["250", "250", "250", "354", "250", "221"],
+        )
         self.assertEqual((yield self.server.root.store.list(2, "inbox", 10, 0)), [])
         [entry] = yield self.server.root.store.list(1, "inbox", 10, 0)
         full = yield self.server.root.store.get(entry["id"], 1)
@@ -234,10 +306,11 @@ class RawSocketTests(TestCase):
         commands = b"".join(b"RCPT TO:" + a + b"\r\n" for a in attempts)
         lines = yield self.session(
             [b"EHLO c\r\nMAIL FROM:<bob@example.org>\r\n" + commands + b"DATA\r\n"],
-            3 + len(attempts))
+            3 + len(attempts),
+        )
         replies = finals(lines)
-        rcptReplies = replies[2:2 + len(attempts)]
-        for attempt, reply in zip(attempts, rcptReplies):
+        rcptReplies = replies[2 : 2 + len(attempts)]
+        self.assertEqual(len(rcptReplies), len(attempts))
+        for attempt, reply in zip(attempts, rcptReplies, strict=True):
             self.assertIn(reply[:3], ("550", "554", "501"), (attempt, reply))
         self.assertEqual(replies[-1][:3], "503", "DATA with no recipient accepted")
-        self.assertEqual(len(rcptReplies), len(attempts))

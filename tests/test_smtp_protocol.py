@@ -90,8 +90,11 @@ class ProtocolTestCase(SynchronousTestCase):
         self.replies()
 
     def transaction(self, rcpts=(b"alice@example.test",)) -> None:
-        self.send(b"MAIL FROM:<bob@example.org>\r\n"
-                  + b"".join(b"RCPT TO:<%s>\r\n" % r for r in rcpts) + b"DATA\r\n")
+        self.send(
+            b"MAIL FROM:<bob@example.org>\r\n"
+            + b"".join(b"RCPT TO:<%s>\r\n" % r for r in rcpts)
+            + b"DATA\r\n"
+        )
 
 
 class DialogueTests(ProtocolTestCase):
@@ -99,8 +102,14 @@ class DialogueTests(ProtocolTestCase):
         self.send(b"EHLO client.example.org\r\n")
         lines = self.replies()
         self.assertEqual(lines[0], "250-mx.example.test Hello client.example.org")
-        for ext in ("PIPELINING", "SIZE 10000", "8BITMIME", "ENHANCEDSTATUSCODES",
-                    "STARTTLS", "SMTPUTF8"):
+        for ext in (
+            "PIPELINING",
+            "SIZE 10000",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+            "STARTTLS",
+            "SMTPUTF8",
+        ):
             self.assertTrue(any(line[4:] == ext for line in lines), ext)
         self.assertTrue(lines[-1].startswith("250 "))
 
@@ -114,8 +123,9 @@ class DialogueTests(ProtocolTestCase):
         self.assertEqual(reply, f"250 2.0.0 Ok {messageId}")
         self.assertTrue(raw.startswith(b"Return-Path: <bob@example.org>\r\nReceived: "))
         self.assertTrue(raw.endswith(b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"))
-        self.assertEqual([r.address for r in envelope.recipients],
-                         ["alice@example.test"])
+        self.assertEqual(
+            [r.address for r in envelope.recipients], ["alice@example.test"]
+        )
 
     def test_emptyMessageBody(self):
         self.ehlo()
@@ -130,7 +140,7 @@ class DialogueTests(ProtocolTestCase):
         self.replies()
         payload = b"a\r\n.b\r\n..\r\nlast line\r\n.\r\n"
         for i in range(len(payload)):
-            self.send(payload[i:i + 1])
+            self.send(payload[i : i + 1])
         self.assertEqual(self.codes(), ["250"])
         [(_, raw)] = self.store.messages.values()
         self.assertTrue(raw.endswith(b"\r\na\r\nb\r\n.\r\nlast line\r\n"), raw)
@@ -146,8 +156,10 @@ class DialogueTests(ProtocolTestCase):
 
     def test_everyReplyAfterEhloCarriesAnEnhancedCode(self):
         self.ehlo()
-        self.send(b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<nobody@example.test>\r\n"
-                  b"RCPT TO:<x@elsewhere.org>\r\nBDAT 10\r\nDATA x\r\nQUIT\r\n")
+        self.send(
+            b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<nobody@example.test>\r\n"
+            b"RCPT TO:<x@elsewhere.org>\r\nBDAT 10\r\nDATA x\r\nQUIT\r\n"
+        )
         for line in self.replies():
             self.assertRegex(line, r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3} ")
 
@@ -166,14 +178,18 @@ class DialogueTests(ProtocolTestCase):
         self.ehlo()
         self.send(b"MAIL FROM:<bob@example.org> XFOO=1\r\n")
         self.assertTrue(self.replies()[0].startswith("555 5.5.4 "))
-        self.send(b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<alice@example.test>"
-                  b" NOTIFY=NEVER\r\n")
+        self.send(
+            b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<alice@example.test>"
+            b" NOTIFY=NEVER\r\n"
+        )
         self.assertEqual(self.codes(), ["250", "555"])
 
     def test_unknownLocalUserAndRelay(self):
         self.ehlo()
-        self.send(b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<nobody@example.test>\r\n"
-                  b"RCPT TO:<someone@elsewhere.org>\r\n")
+        self.send(
+            b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<nobody@example.test>\r\n"
+            b"RCPT TO:<someone@elsewhere.org>\r\n"
+        )
         lines = self.replies()
         self.assertTrue(lines[1].startswith("550 5.1.1 "))
         self.assertEqual(lines[2], "554 5.7.1 Relay access denied")
@@ -182,9 +198,13 @@ class DialogueTests(ProtocolTestCase):
         self.users.add("d@example.test", "pw")
         self.users.add("e@example.test", "pw")
         self.ehlo()
-        self.send(b"MAIL FROM:<bob@example.org>\r\n" + b"".join(
-            b"RCPT TO:<%s@example.test>\r\n" % n for n in (b"alice", b"carol", b"d",
-                                                            b"e")))
+        self.send(
+            b"MAIL FROM:<bob@example.org>\r\n"
+            + b"".join(
+                b"RCPT TO:<%s@example.test>\r\n" % n
+                for n in (b"alice", b"carol", b"d", b"e")
+            )
+        )
         self.assertEqual(self.codes(), ["250", "250", "250", "250", "452"])
 
     def test_duplicateRecipientStoredOnce(self):
@@ -229,9 +249,13 @@ class HardeningTests(ProtocolTestCase):
         self.ehlo()
         self.transaction()
         self.replies()
-        self.send(b"Subject: x\r\n\r\n" + b"A" * 1200 + b"\r\nRSET\r\n"
-                  b"MAIL FROM:<smuggled@evil.test>\r\n.\r\n")
-        self.assertEqual(self.replies(), ["500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"])
+        self.send(
+            b"Subject: x\r\n\r\n" + b"A" * 1200 + b"\r\nRSET\r\n"
+            b"MAIL FROM:<smuggled@evil.test>\r\n.\r\n"
+        )
+        self.assertEqual(
+            self.replies(), ["500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"]
+        )
         self.assertEqual(self.store.messages, {})
         self.send(b"NOOP\r\n")
         self.assertEqual(self.replies(), ["250 2.0.0 OK"])
@@ -284,8 +308,9 @@ class HardeningTests(ProtocolTestCase):
         self.clock.advance(299)
         self.assertFalse(self.transport.disconnecting)
         self.clock.advance(1)
-        self.assertEqual(self.replies(),
-                         ["421 4.4.2 mx.example.test Error: timeout exceeded"])
+        self.assertEqual(
+            self.replies(), ["421 4.4.2 mx.example.test Error: timeout exceeded"]
+        )
         self.assertTrue(self.transport.disconnecting)
 
     def test_activityResetsTheTimeout(self):
@@ -296,8 +321,9 @@ class HardeningTests(ProtocolTestCase):
 
     def test_shutdownClosesIdleSession(self):
         self.factory.drain(30)
-        self.assertEqual(self.replies(),
-                         ["421 4.3.2 Service shutting down, try again later"])
+        self.assertEqual(
+            self.replies(), ["421 4.3.2 Service shutting down, try again later"]
+        )
         self.assertTrue(self.transport.disconnecting)
 
     def test_shutdownLetsDataInFlightFinish(self):
@@ -336,8 +362,10 @@ class PipeliningTests(ProtocolTestCase):
         self.users.fireNext()
         self.assertEqual(self.replies(), ["250 2.1.5 Recipient OK"])
         self.users.fireNext()
-        self.assertEqual(self.replies(), ["250 2.1.5 Recipient OK",
-                                          "354 End data with <CR><LF>.<CR><LF>"])
+        self.assertEqual(
+            self.replies(),
+            ["250 2.1.5 Recipient OK", "354 End data with <CR><LF>.<CR><LF>"],
+        )
         self.assertEqual(self.transport.producerState, "producing")
 
     def test_pendingStoreHoldsLaterCommands(self):

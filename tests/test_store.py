@@ -34,8 +34,12 @@ MESSAGE = (
 
 
 def envelope(*recipients: Recipient) -> Envelope:
-    return Envelope(mailFrom="bob@example.org", helo="client", peerIP="127.0.0.1",
-                    recipients=list(recipients))
+    return Envelope(
+        mailFrom="bob@example.org",
+        helo="client",
+        peerIP="127.0.0.1",
+        recipients=list(recipients),
+    )
 
 
 class MessageStoreContract:
@@ -47,9 +51,12 @@ class MessageStoreContract:
     @inlineCallbacks
     def test_deliverThenEachRecipientSeesTheMessage(self):
         store = self.makeStore()
-        yield store.deliver(envelope(Recipient("alice@example.test", 1),
-                                     Recipient("carol@example.test", 2)),
-                            memorySpool(MESSAGE))
+        yield store.deliver(
+            envelope(
+                Recipient("alice@example.test", 1), Recipient("carol@example.test", 2)
+            ),
+            memorySpool(MESSAGE),
+        )
         for userId, address in ((1, "alice@example.test"), (2, "carol@example.test")):
             [entry] = yield store.list(userId, "inbox", 10, 0)
             self.assertEqual(entry["recipient"], address)
@@ -60,19 +67,23 @@ class MessageStoreContract:
     @inlineCallbacks
     def test_anotherUsersEntryIsInvisible(self):
         store = self.makeStore()
-        yield store.deliver(envelope(Recipient("alice@example.test", 1)),
-                            memorySpool(MESSAGE))
+        yield store.deliver(
+            envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
+        )
         [entry] = yield store.list(1, "inbox", 10, 0)
         self.assertIsNone((yield store.get(entry["id"], 2)))
-        self.assertFalse((yield store.updateFlags(entry["id"], 2, {"read_state": True})))
+        self.assertFalse(
+            (yield store.updateFlags(entry["id"], 2, {"read_state": True}))
+        )
 
     @inlineCallbacks
     def test_listIsNewestFirstAndPages(self):
         store = self.makeStore()
         ids = []
         for _ in range(3):
-            yield store.deliver(envelope(Recipient("alice@example.test", 1)),
-                                memorySpool(MESSAGE))
+            yield store.deliver(
+                envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
+            )
             [newest] = yield store.list(1, "inbox", 1, 0)
             ids.append(newest["id"])
         listed = yield store.list(1, "inbox", 10, 0)
@@ -83,8 +94,9 @@ class MessageStoreContract:
     @inlineCallbacks
     def test_flagsAndDelete(self):
         store = self.makeStore()
-        yield store.deliver(envelope(Recipient("alice@example.test", 1)),
-                            memorySpool(MESSAGE))
+        yield store.deliver(
+            envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
+        )
         [entry] = yield store.list(1, "inbox", 10, 0)
         self.assertTrue((yield store.updateFlags(entry["id"], 1, {"read_state": True})))
         self.assertTrue((yield store.get(entry["id"], 1))["read_state"])
@@ -122,11 +134,15 @@ class UserStoreContract:
     def test_authenticateAndChangePassword(self):
         users = self.makeUsers()
         userId = yield users.add("alice@example.test", "old")
-        self.assertEqual((yield users.authenticate("alice@example.test", "old")), userId)
+        self.assertEqual(
+            (yield users.authenticate("alice@example.test", "old")), userId
+        )
         self.assertIsNone((yield users.authenticate("alice@example.test", "wrong")))
         self.assertTrue((yield users.setPassword("alice@example.test", "new")))
         self.assertIsNone((yield users.authenticate("alice@example.test", "old")))
-        self.assertEqual((yield users.authenticate("alice@example.test", "new")), userId)
+        self.assertEqual(
+            (yield users.authenticate("alice@example.test", "new")), userId
+        )
 
     @inlineCallbacks
     def test_remove(self):
@@ -154,8 +170,11 @@ class SQLiteFixture:
         self.dataDir = os.path.abspath(self.mktemp())
         ensureLayout(self.dataDir)
         self.commits = []
-        self.db = Database(os.path.join(self.dataDir, "mailraven.db"), reactor,
-                           onCommit=lambda s, n: self.commits.append(n))
+        self.db = Database(
+            os.path.join(self.dataDir, "mailraven.db"),
+            reactor,
+            onCommit=lambda s, n: self.commits.append(n),
+        )
         self.db.startService()
         self.addCleanup(self.db.stopService)
         self.pool = ThreadPool(1, 4, name="test-files")
@@ -163,9 +182,13 @@ class SQLiteFixture:
         self.addCleanup(self.pool.stop)
         # users 1 and 2 exist: mailbox entries reference them
         for email in ("alice@example.test", "carol@example.test"):
-            self.db.write(lambda c, e=email: c.execute(
-                "INSERT INTO users (email, password_hash, created_at)"
-                " VALUES (?, 'x', 'now')", (e,)))
+            self.db.write(
+                lambda c, e=email: c.execute(
+                    "INSERT INTO users (email, password_hash, created_at)"
+                    " VALUES (?, 'x', 'now')",
+                    (e,),
+                )
+            )
 
     def sqliteStore(self):
         if not hasattr(self, "db"):
@@ -181,30 +204,47 @@ class SQLiteStoreTests(SQLiteFixture, MessageStoreContract, TestCase):
     def test_fileIsGzipWithPrivateModeAndRowMatches(self):
         store = self.makeStore()
         messageId = yield store.deliver(
-            envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE))
+            envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
+        )
         conn = sqlite3.connect(os.path.join(self.dataDir, "mailraven.db"))
         path, size, subject, header_from, message_id, snippet = conn.execute(
             "SELECT path, size, subject, header_from, message_id, snippet"
-            " FROM messages WHERE id = ?", (messageId,)).fetchone()
+            " FROM messages WHERE id = ?",
+            (messageId,),
+        ).fetchone()
         full = os.path.join(self.dataDir, path)
-        self.assertEqual(path, f"messages/{messageId[:2]}/{messageId[2:4]}/"
-                         f"{messageId}.eml.gz")
+        self.assertEqual(
+            path, f"messages/{messageId[:2]}/{messageId[2:4]}/{messageId}.eml.gz"
+        )
         self.assertEqual(os.stat(full).st_mode & 0o777, 0o600)
         with gzip.open(full) as f:
             self.assertEqual(f.read(), MESSAGE)
-        self.assertEqual((size, subject, header_from, message_id, snippet),
-                         (len(MESSAGE), "Lunch", "Bob <bob@example.org>",
-                          "<lunch-1@example.org>", "Shall we meet at noon?"))
+        self.assertEqual(
+            (size, subject, header_from, message_id, snippet),
+            (
+                len(MESSAGE),
+                "Lunch",
+                "Bob <bob@example.org>",
+                "<lunch-1@example.org>",
+                "Shall we meet at noon?",
+            ),
+        )
 
     @inlineCallbacks
     def test_concurrentDeliveriesShareCommits(self):
         store = self.makeStore()
-        yield store.deliver(envelope(Recipient("alice@example.test", 1)),
-                            memorySpool(MESSAGE))
+        yield store.deliver(
+            envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
+        )
         del self.commits[:]
-        ids = yield gatherResults([
-            store.deliver(envelope(Recipient("alice@example.test", 1)),
-                          memorySpool(MESSAGE)) for _ in range(40)])
+        ids = yield gatherResults(
+            [
+                store.deliver(
+                    envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
+                )
+                for _ in range(40)
+            ]
+        )
         self.assertEqual(len(set(ids)), 40)
         self.assertEqual(sum(self.commits), 40)
         self.assertLess(len(self.commits), 40, "no two messages shared a commit")
@@ -212,10 +252,13 @@ class SQLiteStoreTests(SQLiteFixture, MessageStoreContract, TestCase):
     @inlineCallbacks
     def test_malformedMimeIsStoredWithBestEffortMetadata(self):
         store = self.makeStore()
-        broken = (b"Subject: =?utf-8?B?broken\r\nContent-Type: multipart/mixed;"
-                  b" boundary=\r\nFrom: \xff\xfe<<>>\r\n\r\n--\r\n\x00\x01 body\r\n")
+        broken = (
+            b"Subject: =?utf-8?B?broken\r\nContent-Type: multipart/mixed;"
+            b" boundary=\r\nFrom: \xff\xfe<<>>\r\n\r\n--\r\n\x00\x01 body\r\n"
+        )
         messageId = yield store.deliver(
-            envelope(Recipient("alice@example.test", 1)), memorySpool(broken))
+            envelope(Recipient("alice@example.test", 1)), memorySpool(broken)
+        )
         [entry] = yield store.list(1, "inbox", 10, 0)
         full = yield store.get(entry["id"], 1)
         self.assertEqual(full["raw"], broken)
@@ -227,9 +270,11 @@ class SQLiteStoreTests(SQLiteFixture, MessageStoreContract, TestCase):
         # user 99 does not exist: the foreign key fails the row, after the file
         # was written; the file must go again.
         yield self.assertFailure(
-            store.deliver(envelope(Recipient("ghost@example.test", 99)),
-                          memorySpool(MESSAGE)),
-            sqlite3.IntegrityError)
+            store.deliver(
+                envelope(Recipient("ghost@example.test", 99)), memorySpool(MESSAGE)
+            ),
+            sqlite3.IntegrityError,
+        )
         conn = openDatabase(os.path.join(self.dataDir, "mailraven.db"))
         report = checkIntegrity(conn, self.dataDir)
         self.assertEqual((report.messages, report.orphans, report.damage), (0, [], []))
@@ -237,10 +282,11 @@ class SQLiteStoreTests(SQLiteFixture, MessageStoreContract, TestCase):
     @inlineCallbacks
     def test_largeMessageSpillsToDiskAndIsStoredWhole(self):
         store = self.makeStore()
-        spool = Spool(os.path.join(self.dataDir, "tmp"), reactor, self.pool,
-                      memoryLimit=64 * 1024)
+        spool = Spool(
+            os.path.join(self.dataDir, "tmp"), reactor, self.pool, memoryLimit=64 * 1024
+        )
         body = b"".join(b"line %06d of a long message\r\n" % i for i in range(20000))
-        spilled = [spool.write(body[i:i + 8192]) for i in range(0, len(body), 8192)]
+        spilled = [spool.write(body[i : i + 8192]) for i in range(0, len(body), 8192)]
         self.assertTrue(any(d is not None for d in spilled))
         yield store.deliver(envelope(Recipient("alice@example.test", 1)), spool)
         [entry] = yield store.list(1, "inbox", 10, 0)

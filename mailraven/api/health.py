@@ -57,8 +57,9 @@ class HealthResource(Resource):
     def report(self):
         checks: dict[str, Any] = {}
         try:
-            yield deferToThreadPool(self._reactor, self._pool, probeWritable,
-                                    self._tmpDir)
+            yield deferToThreadPool(
+                self._reactor, self._pool, probeWritable, self._tmpDir
+            )
             checks["store"] = {"status": "ok"}
         except Exception as e:
             checks["store"] = {"status": "down", "error": str(e)}
@@ -72,8 +73,11 @@ class HealthResource(Resource):
         allUp = all(v == "up" for v in listeners.values())
         checks["listeners"] = {"status": "ok" if allUp else "down", **listeners}
         states = {check["status"] for check in checks.values()}
-        status = "down" if "down" in states else (
-            "degraded" if "degraded" in states else "ok")
+        status = (
+            "down"
+            if "down" in states
+            else ("degraded" if "degraded" in states else "ok")
+        )
         return {"status": status, "checks": checks}
 
     def _write(self, request: Any, report: dict) -> None:

@@ -16,7 +16,9 @@ class JSONNotFound(Resource):
     def render(self, request: Any) -> bytes:
         request.setResponseCode(404)
         request.setHeader(b"content-type", b"application/json")
-        return json.dumps({"error": "not_found", "message": "No such resource"}).encode()
+        return json.dumps(
+            {"error": "not_found", "message": "No such resource"}
+        ).encode()
 
 
 class Root(Resource):

@@ -16,10 +16,16 @@ MAX_PATH = 256
 
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
 _DOT_ATOM_ASCII = re.compile(rf"[{_ATEXT}]+(\.[{_ATEXT}]+)*\Z")
-_DOT_ATOM_UTF8 = re.compile(rf"[{_ATEXT}\u0080-\U0010ffff]+(\.[{_ATEXT}\u0080-\U0010ffff]+)*\Z")
-_QUOTED = re.compile(r'"([\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"\Z')
+_DOT_ATOM_UTF8 = re.compile(
+    rf"[{_ATEXT}\u0080-\U0010ffff]+(\.[{_ATEXT}\u0080-\U0010ffff]+)*\Z"
+)
+_QUOTED = re.compile(
+    r'"([\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"\Z'
+)
 _LABEL_ASCII = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
-_LABEL_UTF8 = re.compile(r"[A-Za-z0-9\u0080-\U0010ffff]([A-Za-z0-9\u0080-\U0010ffff-]*[A-Za-z0-9\u0080-\U0010ffff])?\Z")
+_LABEL_UTF8 = re.compile(
+    r"[A-Za-z0-9\u0080-\U0010ffff]([A-Za-z0-9\u0080-\U0010ffff-]*[A-Za-z0-9\u0080-\U0010ffff])?\Z"
+)
 _LITERAL = re.compile(r"\[[\x21-\x5a\x5e-\x7e]+\]\Z")
 _ROUTE = re.compile(r"@[^,:]+(,@[^,:]+)*:")
 _PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")

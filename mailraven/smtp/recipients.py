@@ -24,8 +24,9 @@ class Rejection(Exception):
     reason: str
 
 
-UNKNOWN_USER = Rejection(550, "5.1.1", "Recipient address rejected: no such user",
-                         "unknown_user")
+UNKNOWN_USER = Rejection(
+    550, "5.1.1", "Recipient address rejected: no such user", "unknown_user"
+)
 RELAY_DENIED = Rejection(554, "5.7.1", "Relay access denied", "relay_denied")
 
 

@@ -19,7 +19,7 @@ what this subclass does instead:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any, Callable
 
@@ -117,7 +117,9 @@ class MailRavenESMTP(smtp.ESMTP):
         self.factory.sessionEnded(self)
 
     def timeoutConnection(self) -> None:
-        self.log.info("smtp timeout peer={peer}", peer=self.peerIP, event="smtp_timeout")
+        self.log.info(
+            "smtp timeout peer={peer}", peer=self.peerIP, event="smtp_timeout"
+        )
         self._reply(421, "4.4.2", f"{self.settings.hostname} Error: timeout exceeded")
         self._close()
 
@@ -179,7 +181,9 @@ class MailRavenESMTP(smtp.ESMTP):
         try:
             result = handler(text)
         except Reply as reply:
-            self._reject(reply.reason or "syntax", reply.code, reply.enhanced, reply.text)
+            self._reject(
+                reply.reason or "syntax", reply.code, reply.enhanced, reply.text
+            )
             return
         except Exception:
             self.log.failure("smtp command failed peer={peer}", peer=self.peerIP)
@@ -315,7 +319,9 @@ class MailRavenESMTP(smtp.ESMTP):
 
     def _envelopeFor(self, params: dict[str, str | None]) -> Envelope:
         envelope = Envelope(
-            mailFrom="", helo=self._heloName or "", peerIP=self.peerIP,
+            mailFrom="",
+            helo=self._heloName or "",
+            peerIP=self.peerIP,
             tls=self.startedTLS,
         )
         for key, value in params.items():
@@ -323,8 +329,9 @@ class MailRavenESMTP(smtp.ESMTP):
                 if value is None or not value.isdigit():
                     raise Reply(501, "5.5.4", "Bad SIZE parameter")
                 if int(value) > self.settings.maxMessageSize:
-                    raise Reply(552, "5.3.4", "Message size exceeds fixed limit",
-                                "size")
+                    raise Reply(
+                        552, "5.3.4", "Message size exceeds fixed limit", "size"
+                    )
             elif key == "BODY":
                 if value is None or value.upper() not in ("7BIT", "8BITMIME"):
                     raise Reply(501, "5.5.4", "Bad BODY parameter")
@@ -332,8 +339,9 @@ class MailRavenESMTP(smtp.ESMTP):
             elif key == "SMTPUTF8" and value is None:
                 envelope.smtputf8 = True
             else:
-                raise Reply(555, "5.5.4", f"Unsupported parameter {key}",
-                            "bad_parameter")
+                raise Reply(
+                    555, "5.5.4", f"Unsupported parameter {key}", "bad_parameter"
+                )
         return envelope
 
     def smtp_RCPT(self, argument: str) -> Deferred:
@@ -352,11 +360,16 @@ class MailRavenESMTP(smtp.ESMTP):
         except AddressError as e:
             raise Reply(501, "5.1.3", f"Bad recipient address syntax: {e}") from None
         d = maybeDeferred(self.factory.resolver.resolve, address)
-        d.addCallbacks(self._recipientAccepted, self._recipientRejected,
-                       callbackArgs=(transaction,))
+        d.addCallbacks(
+            self._recipientAccepted,
+            self._recipientRejected,
+            callbackArgs=(transaction,),
+        )
         return d
 
-    def _recipientAccepted(self, recipient: Recipient, transaction: Transaction) -> None:
+    def _recipientAccepted(
+        self, recipient: Recipient, transaction: Transaction
+    ) -> None:
         if transaction is not self._transaction:
             return  # RSET/QUIT raced the lookup; nothing to answer for.
         if recipient.userId not in transaction.seenUsers:
@@ -367,7 +380,9 @@ class MailRavenESMTP(smtp.ESMTP):
     def _recipientRejected(self, failure: Failure) -> None:
         failure.trap(Rejection)
         rejection = failure.value
-        self._reject(rejection.reason, rejection.code, rejection.enhanced, rejection.text)
+        self._reject(
+            rejection.reason, rejection.code, rejection.enhanced, rejection.text
+        )
 
     def smtp_DATA(self, argument: str) -> None:
         if argument:
@@ -389,7 +404,7 @@ class MailRavenESMTP(smtp.ESMTP):
         forClause = ""
         if len(envelope.recipients) == 1:
             forClause = f"\r\n\tfor <{envelope.recipients[0].address}>"
-        stamp = format_datetime(datetime.now(timezone.utc))
+        stamp = format_datetime(datetime.now(UTC))
         helo = envelope.helo.replace("(", "").replace(")", "")
         return (
             f"Return-Path: <{envelope.mailFrom}>\r\n"
@@ -460,8 +475,9 @@ class MailRavenESMTP(smtp.ESMTP):
         if transaction.failure is not None:
             return
         if max(map(len, chunk.split(b"\n"))) >= MAX_TEXT_LINE:
-            self._failMessage(500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6)",
-                              "line_too_long")
+            self._failMessage(
+                500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6)", "line_too_long"
+            )
             return
         chunk = chunk.replace(b"\r\n.", b"\r\n")
         transaction.size += len(chunk)
@@ -505,8 +521,9 @@ class MailRavenESMTP(smtp.ESMTP):
 
     def _storeFailed(self, failure: Failure, transaction: Transaction) -> None:
         self.factory.metrics.smtpMessages.labels("failed").inc()
-        self.log.failure("store failed peer={peer}", failure, peer=self.peerIP,
-                         event="store_failed")
+        self.log.failure(
+            "store failed peer={peer}", failure, peer=self.peerIP, event="store_failed"
+        )
         self._discardSpool(transaction)
         if not self._closing:
             self._reply(451, "4.3.0", "Error storing message, try again later")
@@ -592,4 +609,3 @@ class MailRavenSMTPFactory(smtp.SMTPFactory):
     def _abortAll(self) -> None:
         for proto in list(self.sessions):
             proto.transport.abortConnection()
-

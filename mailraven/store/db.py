@@ -154,7 +154,7 @@ class Database(Service):
             results = [failure] * len(batch)
         if self._onCommit is not None:
             self._onCommit(time.monotonic() - started, len(batch))
-        for (_, d), result in zip(batch, results):
+        for (_, d), result in zip(batch, results, strict=True):
             fire = d.errback if isinstance(result, Failure) else d.callback
             self._reactor.callFromThread(fire, result)
 

@@ -92,4 +92,7 @@ def quarantineOrphans(dataDir: str, orphans: list[str]) -> None:
     target = os.path.join(dataDir, LOST_AND_FOUND)
     os.makedirs(target, mode=0o700, exist_ok=True)
     for relpath in orphans:
-        os.rename(os.path.join(dataDir, relpath), os.path.join(target, os.path.basename(relpath)))
+        os.rename(
+            os.path.join(dataDir, relpath),
+            os.path.join(target, os.path.basename(relpath)),
+        )

@@ -7,7 +7,8 @@ L{SQLiteUserStore} runs the same functions off the reactor thread.
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from twisted.internet.defer import Deferred
@@ -75,8 +76,9 @@ def listUsers(conn: sqlite3.Connection) -> list[str]:
 
 
 def userDomains(conn: sqlite3.Connection) -> set[str]:
-    rows = conn.execute("SELECT DISTINCT lower(substr(email, instr(email, '@') + 1))"
-                        " FROM users")
+    rows = conn.execute(
+        "SELECT DISTINCT lower(substr(email, instr(email, '@') + 1)) FROM users"
+    )
     return {r[0] for r in rows}
 
 
@@ -95,7 +97,7 @@ def checkPassword(conn: sqlite3.Connection, email: str, password: str) -> int | 
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 @implementer(IUserStore)

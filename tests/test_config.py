@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from mailraven.config import ConfigError, load
+
+
+class ConfigTests(SynchronousTestCase):
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_embeddedDefaults(self):
+        config = load(environ={})
+        self.assertEqual(config["smtp.listen"], ["tcp:2525"])
+        self.assertEqual(config["submission.listen"], ["tcp:2587"])
+        self.assertEqual(config["api.listen"], ["tcp:8080"])
+        self.assertEqual(config["smtp.max_message_size"], 26214400)
+        self.assertEqual(config.dataDir, os.path.abspath("mailraven-data"))
+
+    def test_fileThenEnvironment(self):
+        path = self.write(
+            '[smtp]\nmax_recipients = 7\nlisten = ["tcp:25"]\n'
+            '[server]\ndomains = ["Example.ORG."]\n'
+        )
+        config = load(
+            path,
+            environ={
+                "MAILRAVEN_SMTP_MAX_RECIPIENTS": "9",
+                "MAILRAVEN_API_LISTEN": "tcp:80, tcp6:port=80",
+            },
+        )
+        self.assertEqual(config["smtp.max_recipients"], 9)
+        self.assertEqual(config["smtp.listen"], ["tcp:25"])
+        self.assertEqual(config["api.listen"], ["tcp:80", "tcp6:port=80"])
+        self.assertEqual(config["server.domains"], ["example.org"])
+
+    def test_unknownKeyNamed(self):
+        path = self.write("[smtp]\nmax_mesage_size = 5\n")
+        e = self.assertRaises(ConfigError, load, path, environ={})
+        self.assertIn("smtp.max_mesage_size", str(e))
+        e = self.assertRaises(
+            ConfigError, load, None, environ={"MAILRAVEN_SMTP_FOO": "1"}
+        )
+        self.assertIn("MAILRAVEN_SMTP_FOO", str(e))
+        e = self.assertRaises(
+            ConfigError, load, self.write("[nosuch]\nx = 1\n"), environ={}
+        )
+        self.assertIn("nosuch.x", str(e))
+
+    def test_badValueNamed(self):
+        e = self.assertRaises(
+            ConfigError, load, self.write("[smtp]\nmax_recipients = 0\n"), environ={}
+        )
+        self.assertIn("smtp.max_recipients", str(e))
+        e = self.assertRaises(
+            ConfigError, load, None, environ={"MAILRAVEN_LOG_FORMAT": "xml"}
+        )
+        self.assertIn("log.format", str(e))
+        e = self.assertRaises(
+            ConfigError, load, self.write("[tls]\ncert_file = 'x'\n"), environ={}
+        )
+        self.assertIn("tls.key_file", str(e))
+        e = self.assertRaises(ConfigError, load, self.write("[smtp\n"), environ={})
+        self.assertIn("not valid TOML", str(e))
+
+    def test_configFileVariableIsNotAKey(self):
+        load(environ={"MAILRAVEN_CONFIG": "/etc/mailraven.toml"})
