@@ -1,0 +1,388 @@
+#!/usr/bin/env python3
+"""SMTP acceptance throughput: MailRaven vs. Postfix vs. smtp-sink, side by side.
+
+Drives Postfix's ``smtp-source`` (a new connection per message) against, in
+the same run and interleaved round by round:
+
+- MailRaven (``twistd -n mailraven``), full durability: fsync + commit per 250;
+- an isolated Postfix instance that queues durably and delivers to a maildir
+  (recipe in ../shared/notes/perf.md), the most trusted MTA doing the same job;
+- ``smtp-sink`` (no storage), the protocol ceiling, for information.
+
+Cells: 1 KB and 64 KB of smtp-source's filler (compresses ~250:1) and
+realistic payloads (a text message of 1 KB, a 64 KB message carrying a base64
+attachment of random bytes), each with 1 and 20 concurrent sessions. Prints
+the median msg/s of the rounds, the MailRaven/Postfix ratios, and MailRaven's
+peak RSS. Needs Debian's ``postfix`` package (``apt-get install postfix``)
+and root (Postfix's own users). Usage::
+
+    python3 bench/smtp_accept.py [--messages 2000] [--rounds 3] [--quick]
+
+Never run it during tests; it is a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOMAIN = "example.test"
+RCPT = f"user@{DOMAIN}"
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def waitForPort(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+@dataclass
+class Payload:
+    name: str
+    args: list[str]
+
+
+def payloads(work: str) -> list[Payload]:
+    """smtp-source filler and realistic messages written to files."""
+    text = (
+        "Hello team,\r\n\r\nThe quarterly numbers are in the shared folder. Please"
+        " review the budget lines before Thursday's meeting, especially travel and"
+        " hardware. Let me know if anything looks off.\r\n\r\nThanks,\r\nDana\r\n"
+    )
+    realistic1k = (
+        f"From: Dana <dana@sender.example>\r\nTo: {RCPT}\r\n"
+        "Subject: Quarterly numbers\r\nMessage-ID: <q3@sender.example>\r\n"
+        "Date: Wed, 25 Nov 2026 12:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    )
+    realistic1k += text * max(1, (1024 - len(realistic1k)) // len(text))
+    attachment = (
+        base64.encodebytes(os.urandom(46 * 1024)).decode().replace("\n", "\r\n")
+    )
+    realistic64k = (
+        f"From: Dana <dana@sender.example>\r\nTo: {RCPT}\r\n"
+        "Subject: Report\r\nMessage-ID: <r@sender.example>\r\n"
+        "Date: Wed, 25 Nov 2026 12:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/mixed; boundary="b1"\r\n\r\n'
+        "--b1\r\nContent-Type: text/plain\r\n\r\n" + text + "--b1\r\n"
+        'Content-Type: application/octet-stream; name="report.bin"\r\n'
+        "Content-Transfer-Encoding: base64\r\n"
+        'Content-Disposition: attachment; filename="report.bin"\r\n\r\n'
+        + attachment
+        + "--b1--\r\n"
+    )
+    files = {}
+    for name, body in (("real-1k", realistic1k), ("real-64k", realistic64k)):
+        path = os.path.join(work, name + ".eml")
+        with open(path, "w") as f:
+            f.write(body)
+        files[name] = path
+    return [
+        Payload("1KB filler", ["-l", "1024"]),
+        Payload("1KB text", ["-F", files["real-1k"]]),
+        Payload("64KB filler", ["-l", "65536"]),
+        Payload("64KB attach", ["-F", files["real-64k"]]),
+    ]
+
+
+class MailRaven:
+    name = "MailRaven"
+
+    def __init__(self, work: str) -> None:
+        self.port = freePort()
+        self.dir = os.path.join(work, "mailraven")
+        os.makedirs(self.dir)
+        self.config = os.path.join(self.dir, "mailraven.toml")
+        with open(self.config, "w") as f:
+            f.write(
+                f'[server]\nhostname = "mx.{DOMAIN}"\ndomains = ["{DOMAIN}"]\n'
+                f'data_dir = "{self.dir}/data"\n'
+                f'[smtp]\nlisten = ["tcp:{self.port}:interface=127.0.0.1"]\n'
+                f'[submission]\nlisten = ["tcp:{freePort()}:interface=127.0.0.1"]\n'
+                f'[api]\nlisten = ["tcp:{freePort()}:interface=127.0.0.1"]\n'
+                '[log]\nlevel = "warn"\n'
+            )
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mailraven.cli",
+                "--config",
+                self.config,
+                "user",
+                "add",
+                RCPT,
+                "--password-stdin",
+            ],
+            input=b"pw\n",
+            check=True,
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+        )
+        self.log = open(os.path.join(self.dir, "server.log"), "wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "mailraven",
+                "--config",
+                self.config,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=ROOT,
+        )
+        waitForPort(self.port)
+
+    def settle(self) -> None:
+        pass
+
+    def peakRSS(self) -> str:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return line.split(":", 1)[1].strip()
+        return "?"
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+        self.log.close()
+
+
+class Postfix:
+    name = "Postfix"
+
+    def __init__(self, work: str) -> None:
+        self.port = freePort()
+        self.dir = os.path.join(work, "postfix")
+        queue, data = os.path.join(self.dir, "queue"), os.path.join(self.dir, "data")
+        self.maildirs = os.path.join(self.dir, "maildirs")
+        for path in (queue, data, self.maildirs):
+            os.makedirs(path)
+        os.chmod(work, 0o755)  # postfix's own users must reach their dirs
+        os.chmod(self.dir, 0o755)
+        shutil.chown(data, "postfix")
+        shutil.chown(self.maildirs, 65534, 65534)
+        main = {
+            "queue_directory": queue,
+            "data_directory": data,
+            "maillog_file": os.path.join(self.dir, "maillog"),
+            "maillog_file_prefixes": self.dir,
+            "command_directory": "/usr/sbin",
+            "daemon_directory": "/usr/lib/postfix/sbin",
+            "shlib_directory": "/usr/lib/postfix",
+            "meta_directory": "/etc/postfix",
+            "mail_owner": "postfix",
+            "setgid_group": "postdrop",
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "mydestination": "",
+            "myhostname": "postfix.bench.test",
+            "virtual_mailbox_domains": DOMAIN,
+            "virtual_mailbox_base": self.maildirs,
+            "virtual_mailbox_maps": "static:user/",
+            "virtual_uid_maps": "static:65534",
+            "virtual_gid_maps": "static:65534",
+            "alias_maps": "",
+            "alias_database": "",
+            "local_recipient_maps": "",
+            "smtputf8_enable": "no",
+            "compatibility_level": "3.6",
+        }
+        with open(os.path.join(self.dir, "main.cf"), "w") as f:
+            f.writelines(f"{k} = {v}\n" for k, v in main.items())
+        with open("/etc/postfix/master.cf") as f:
+            lines = f.readlines()
+        out = []
+        for line in lines:
+            fields = line.split()
+            if line[:1].isspace() or line.startswith("#") or len(fields) < 8:
+                out.append(line)
+                continue
+            if fields[0] == "smtp" and fields[1] == "inet":
+                fields[0] = f"127.0.0.1:{self.port}"
+            if fields[4] == "y":
+                fields[4] = "n"  # no chroot
+            out.append(
+                "  ".join(fields[:8])
+                + (" " + " ".join(fields[8:]) if fields[8:] else "")
+                + "\n"
+            )
+        with open(os.path.join(self.dir, "master.cf"), "w") as f:
+            f.writelines(out)
+        subprocess.run(
+            ["postfix", "-c", self.dir, "set-permissions"], capture_output=True
+        )
+        subprocess.run(
+            ["postfix", "-c", self.dir, "start"], check=True, capture_output=True
+        )
+        waitForPort(self.port)
+        self.queue = queue
+
+    def settle(self, timeout: float = 120) -> None:
+        """Wait until delivery has caught up, so rounds do not overlap."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pending = sum(
+                len(files)
+                for name in ("incoming", "active", "deferred", "maildrop")
+                for _, _, files in os.walk(os.path.join(self.queue, name))
+            )
+            if pending == 0:
+                return
+            time.sleep(0.2)
+
+    def peakRSS(self) -> str:
+        return "-"
+
+    def stop(self) -> None:
+        subprocess.run(["postfix", "-c", self.dir, "stop"], capture_output=True)
+
+
+class Sink:
+    name = "smtp-sink"
+
+    def __init__(self, work: str) -> None:
+        self.port = freePort()
+        self.proc = subprocess.Popen(
+            ["smtp-sink", "-u", "nobody", f"127.0.0.1:{self.port}", "1000"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        waitForPort(self.port)
+
+    def settle(self) -> None:
+        pass
+
+    def peakRSS(self) -> str:
+        return "-"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def drive(server, payload: Payload, sessions: int, messages: int) -> float:
+    """msg/s for one smtp-source run."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            "smtp-source",
+            "-s",
+            str(sessions),
+            "-m",
+            str(messages),
+            *payload.args,
+            "-f",
+            "sender@sender.example",
+            "-t",
+            RCPT,
+            f"127.0.0.1:{server.port}",
+        ],
+        capture_output=True,
+        timeout=900,
+    )
+    elapsed = time.monotonic() - started
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"smtp-source against {server.name} failed: {result.stderr.decode()[-500:]}"
+        )
+    return messages / elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--quick", action="store_true", help="200 messages, 1 round: a smoke run"
+    )
+    parser.add_argument("--only", nargs="*", help="payload names to run")
+    args = parser.parse_args()
+    if args.quick:
+        args.messages, args.rounds = 200, 1
+    for tool in ("smtp-source", "smtp-sink", "postfix"):
+        if shutil.which(tool) is None:
+            print(f"{tool} not found: apt-get install postfix", file=sys.stderr)
+            return 2
+    work = tempfile.mkdtemp(prefix="mailraven-bench-")
+    servers = []
+    try:
+        servers = [MailRaven(work), Postfix(work), Sink(work)]
+        cells = [(p, s) for p in payloads(work) for s in (1, 20)]
+        if args.only:
+            cells = [(p, s) for p, s in cells if p.name in args.only]
+        results: dict = {}
+        for round_ in range(args.rounds):
+            for payload, sessions in cells:
+                for server in servers:
+                    rate = drive(server, payload, sessions, args.messages)
+                    server.settle()
+                    results.setdefault(
+                        (payload.name, sessions, server.name), []
+                    ).append(rate)
+                    print(
+                        f"round {round_ + 1} {payload.name:12} x{sessions:<2}"
+                        f" {server.name:10} {rate:8.0f} msg/s",
+                        flush=True,
+                    )
+        report(results, cells, servers, args)
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def report(results, cells, servers, args) -> None:
+    print(
+        f"\nmedian msg/s over {args.rounds} round(s) of {args.messages} messages,"
+        " one connection per message, 127.0.0.1"
+    )
+    names = [s.name for s in servers]
+    print(f"| cell | {' | '.join(names)} | MailRaven/Postfix |")
+    print("|---" * (len(names) + 2) + "|")
+    for payload, sessions in cells:
+        medians = [
+            statistics.median(results[(payload.name, sessions, n)]) for n in names
+        ]
+        ratio = medians[0] / medians[1]
+        print(
+            f"| {payload.name} x {sessions} | "
+            + " | ".join(f"{m:.0f}" for m in medians)
+            + f" | {ratio:.2f}x |"
+        )
+    print(f"\nMailRaven peak RSS: {servers[0].peakRSS()}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
