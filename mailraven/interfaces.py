@@ -75,6 +75,9 @@ class IUserStore(Interface):
     def domains():
         """Deferred firing with the set of domains that have at least one user."""
 
+    def directory():
+        """Deferred firing with {lower-cased address: user id} of every account."""
+
 
 class IPolicyCheck(Interface):
     """

@@ -147,7 +147,7 @@ def makeService(
             maxRecipients=config["smtp.max_recipients"],
             timeout=config["smtp.timeout"],
         ),
-        resolver=RecipientResolver(root.users, config["server.domains"]),
+        resolver=RecipientResolver(root.users, config["server.domains"], reactor),
         store=root.store,
         spoolFactory=lambda: Spool(tmpDir, reactor, files.pool),
         discardSpool=discardSpool,

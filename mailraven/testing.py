@@ -138,6 +138,9 @@ class MemoryUserStore:
     def domains(self) -> Deferred:
         return succeed({email.rpartition("@")[2] for email in self._users})
 
+    def directory(self) -> Deferred:
+        return succeed({email: found[0] for email, found in self._users.items()})
+
 
 @implementer(IDiskGuard)
 class FakeDiskGuard:

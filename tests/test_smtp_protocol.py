@@ -26,20 +26,19 @@ class TLSStringTransport(StringTransport):
 
 
 class SlowUsers(MemoryUserStore):
-    """Lookups wait until the test fires them, like a busy database."""
+    """Directory loads wait until the test fires them, like a busy database."""
 
     def __init__(self):
         super().__init__()
-        self.waiting: list[tuple[Deferred, str]] = []
+        self.waiting: list[Deferred] = []
 
-    def lookup(self, email):
+    def directory(self):
         d = Deferred()
-        self.waiting.append((d, email))
+        self.waiting.append(d)
         return d
 
     def fireNext(self):
-        d, email = self.waiting.pop(0)
-        super().lookup(email).chainDeferred(d)
+        super().directory().chainDeferred(self.waiting.pop(0))
 
 
 class ProtocolTestCase(SynchronousTestCase):
@@ -57,7 +56,7 @@ class ProtocolTestCase(SynchronousTestCase):
         self.tls = object()
         self.factory = self.factoryClass(
             settings=SMTPSettings("mx.example.test", self.maxMessageSize, 3, 300),
-            resolver=RecipientResolver(self.users, ["example.test"]),
+            resolver=RecipientResolver(self.users, ["example.test"], self.clock),
             store=self.store,
             spoolFactory=lambda: Spool("", None, None, memoryLimit=1 << 30),
             discardSpool=lambda spool: spool.discard(),
@@ -359,18 +358,37 @@ class PipeliningTests(ProtocolTestCase):
         self.transaction(rcpts=(b"alice@example.test", b"carol@example.test"))
         self.assertEqual(self.replies(), ["250 2.1.0 Sender OK"])
         self.assertEqual(self.transport.producerState, "paused")
-        self.users.fireNext()
-        self.assertEqual(self.replies(), ["250 2.1.5 Recipient OK"])
+        self.assertEqual(len(self.users.waiting), 1)
         self.users.fireNext()
         self.assertEqual(
             self.replies(),
-            ["250 2.1.5 Recipient OK", "354 End data with <CR><LF>.<CR><LF>"],
+            [
+                "250 2.1.5 Recipient OK",
+                "250 2.1.5 Recipient OK",
+                "354 End data with <CR><LF>.<CR><LF>",
+            ],
         )
         self.assertEqual(self.transport.producerState, "producing")
 
+    def test_newAccountsAreSeenAfterTheDirectoryAges(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<dave@example.test>\r\n")
+        self.users.fireNext()
+        self.assertEqual(self.codes(), ["250", "550"])
+        self.users.add("dave@example.test", "pw")
+        self.send(b"RCPT TO:<dave@example.test>\r\n")
+        self.assertEqual(self.codes(), ["550"], "reloaded before it aged")
+        self.clock.advance(2.5)
+        self.send(b"RCPT TO:<dave@example.test>\r\n")
+        self.assertEqual(self.codes(), [])
+        self.users.fireNext()
+        self.assertEqual(self.codes(), ["250"])
+
     def test_pendingStoreHoldsLaterCommands(self):
         self.users = MemoryUserStore()
-        self.factory.resolver = RecipientResolver(self.users, ["example.test"])
+        self.factory.resolver = RecipientResolver(
+            self.users, ["example.test"], self.clock
+        )
         self.users.add("alice@example.test", "pw")
         self.store.hold = True
         self.ehlo()

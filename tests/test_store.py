@@ -123,6 +123,7 @@ class UserStoreContract:
         self.assertEqual((yield users.lookup("ALICE@EXAMPLE.TEST")), userId)
         self.assertIsNone((yield users.lookup("bob@example.test")))
         self.assertIn("example.test", (yield users.domains()))
+        self.assertEqual((yield users.directory()), {"alice@example.test": userId})
 
     @inlineCallbacks
     def test_duplicateRefused(self):

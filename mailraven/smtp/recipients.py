@@ -7,13 +7,15 @@ refused whatever its local part looks like (percent hack, quoted @, routes).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, succeed
 
 from mailraven.envelope import Recipient
 from mailraven.interfaces import IUserStore
 from mailraven.smtp.addresses import Address
+
+DIRECTORY_MAX_AGE = 2.0  # seconds a `mailraven user add` may take to be seen
 
 
 @dataclass(frozen=True)
@@ -35,23 +37,68 @@ class RecipientResolver:
     Maps an RCPT address to a local user. Local domains are the configured ones
     plus every domain that has an account, so C{mailraven user add} is enough
     to start receiving for a new domain.
+
+    The account directory is held in memory and reloaded (off the reactor, one
+    load at a time) when older than C{maxAge}: a RCPT costs no thread round
+    trip, and accounts changed by the CLI in another process are seen within
+    C{maxAge} seconds.
     """
 
-    def __init__(self, users: IUserStore, domains: Iterable[str]) -> None:
+    def __init__(
+        self,
+        users: IUserStore,
+        domains: Iterable[str],
+        clock: Any,
+        maxAge: float = DIRECTORY_MAX_AGE,
+    ) -> None:
         self._users = users
         self._domains = frozenset(domains)
+        self._clock = clock
+        self._maxAge = maxAge
+        self._directory: dict[str, int] | None = None
+        self._userDomains: frozenset[str] = frozenset()
+        self._loadedAt = float("-inf")
+        self._loading: list[Deferred] | None = None
 
-    @inlineCallbacks
     def resolve(self, address: Address) -> Deferred:
         """Deferred firing with a L{Recipient}, or failing with a L{Rejection}."""
         if address.isLiteral:
             raise RELAY_DENIED
+        if self._clock.seconds() - self._loadedAt <= self._maxAge:
+            return succeed(self._decide(address))
+        d = self._fresh()
+        d.addCallback(lambda _: self._decide(address))
+        return d
+
+    def _decide(self, address: Address) -> Recipient:
         text = str(address)
-        userId = yield self._users.lookup(text)
+        userId = self._directory.get(text.lower())
         if userId is not None:
             return Recipient(text, userId)
-        if address.domain in self._domains:
-            raise UNKNOWN_USER
-        if address.domain in (yield self._users.domains()):
+        if address.domain in self._domains or address.domain in self._userDomains:
             raise UNKNOWN_USER
         raise RELAY_DENIED
+
+    def _fresh(self) -> Deferred:
+        waiter: Deferred = Deferred()
+        if self._loading is not None:
+            self._loading.append(waiter)
+            return waiter
+        self._loading = [waiter]
+        startedAt = self._clock.seconds()
+        d = self._users.directory()
+        d.addCallbacks(self._loaded, self._loadFailed, callbackArgs=(startedAt,))
+        return waiter
+
+    def _loaded(self, directory: dict[str, int], startedAt: float) -> None:
+        self._directory = directory
+        self._userDomains = frozenset(a.rpartition("@")[2] for a in directory)
+        self._loadedAt = startedAt
+        waiters, self._loading = self._loading, None
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _loadFailed(self, failure: Any) -> None:
+        waiters, self._loading = self._loading, None
+        for waiter in waiters:
+            waiter.errback(failure)

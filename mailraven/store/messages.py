@@ -23,7 +23,7 @@ from mailraven.store.files import (
     removeMessageFile,
     writeMessageFile,
 )
-from mailraven.store.metadata import Metadata, MetadataParser
+from mailraven.store.metadata import Metadata, extractMetadata
 
 MAILBOXES = ("inbox", "archive", "junk", "trash", "sent")
 _ENTRY_COLUMNS = """
@@ -87,14 +87,16 @@ class SQLiteMessageStore:
 
     def _prepare(self, envelope: Envelope, spool: Spool) -> PreparedMessage:
         messageId = str(uuid.uuid4())
-        parser = MetadataParser()
+        seen: list[bytes] = []
         try:
             stored = writeMessageFile(
-                self._dataDir, messageId, spool.chunks(), self._level, parser.feed
+                self._dataDir, messageId, spool.chunks(), self._level, seen.append
             )
         finally:
             spool.discard()
-        return PreparedMessage(messageId, envelope, stored, parser.result())
+        return PreparedMessage(
+            messageId, envelope, stored, extractMetadata(b"".join(seen))
+        )
 
     def get(self, entryId: str, userId: int) -> Deferred:
         def work(conn):

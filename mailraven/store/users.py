@@ -82,6 +82,12 @@ def userDomains(conn: sqlite3.Connection) -> set[str]:
     return {r[0] for r in rows}
 
 
+def userDirectory(conn: sqlite3.Connection) -> dict[str, int]:
+    return {
+        email.lower(): uid for uid, email in conn.execute("SELECT id, email FROM users")
+    }
+
+
 def checkPassword(conn: sqlite3.Connection, email: str, password: str) -> int | None:
     row = conn.execute(
         "SELECT id, password_hash FROM users WHERE email = ?", (email,)
@@ -135,3 +141,6 @@ class SQLiteUserStore:
 
     def domains(self) -> Deferred:
         return self._db.read(userDomains)
+
+    def directory(self) -> Deferred:
+        return self._db.read(userDirectory)
