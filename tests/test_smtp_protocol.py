@@ -357,7 +357,6 @@ class PipeliningTests(ProtocolTestCase):
         self.ehlo()
         self.transaction(rcpts=(b"alice@example.test", b"carol@example.test"))
         self.assertEqual(self.replies(), ["250 2.1.0 Sender OK"])
-        self.assertEqual(self.transport.producerState, "paused")
         self.assertEqual(len(self.users.waiting), 1)
         self.users.fireNext()
         self.assertEqual(
@@ -369,6 +368,25 @@ class PipeliningTests(ProtocolTestCase):
             ],
         )
         self.assertEqual(self.transport.producerState, "producing")
+
+    def test_readAheadWhileWaitingIsBoundedByPausingTheTransport(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<alice@example.test>\r\n")
+        self.assertEqual(self.transport.producerState, "producing")
+        self.send(b"NOOP\r\n" * 60000)
+        self.assertEqual(self.transport.producerState, "paused")
+        self.users.fireNext()
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_noTimeoutWhileOurReplyIsPending(self):
+        self.ehlo()
+        self.send(b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<alice@example.test>\r\n")
+        self.clock.advance(400)
+        self.assertFalse(self.transport.disconnecting)
+        self.users.fireNext()
+        self.assertEqual(self.codes(), ["250", "250"])
+        self.clock.advance(300)
+        self.assertTrue(self.transport.disconnecting)
 
     def test_newAccountsAreSeenAfterTheDirectoryAges(self):
         self.ehlo()

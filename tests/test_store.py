@@ -5,11 +5,12 @@ from __future__ import annotations
 import gzip
 import os
 import sqlite3
+import uuid
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.python.threadpool import ThreadPool
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from mailraven.envelope import Envelope, Recipient
@@ -17,6 +18,7 @@ from mailraven.interfaces import IMessageStore, IUserStore
 from mailraven.spool import Spool, memorySpool
 from mailraven.startup import ensureLayout
 from mailraven.store.db import Database, openDatabase
+from mailraven.store.files import newMessageId, relativePath
 from mailraven.store.integrity import checkIntegrity
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.users import SQLiteUserStore, UserExists
@@ -215,8 +217,9 @@ class SQLiteStoreTests(SQLiteFixture, MessageStoreContract, TestCase):
         ).fetchone()
         full = os.path.join(self.dataDir, path)
         self.assertEqual(
-            path, f"messages/{messageId[:2]}/{messageId[2:4]}/{messageId}.eml.gz"
+            path, f"messages/{messageId[6:8]}/{messageId[9:11]}/{messageId}.eml.gz"
         )
+        self.assertEqual(uuid.UUID(messageId).version, 7)
         self.assertEqual(os.stat(full).st_mode & 0o777, 0o600)
         with gzip.open(full) as f:
             self.assertEqual(f.read(), MESSAGE)
@@ -293,6 +296,14 @@ class SQLiteStoreTests(SQLiteFixture, MessageStoreContract, TestCase):
         [entry] = yield store.list(1, "inbox", 10, 0)
         self.assertEqual((yield store.get(entry["id"], 1))["raw"], body)
         self.assertEqual(os.listdir(os.path.join(self.dataDir, "tmp")), [])
+
+
+class MessageIdTests(SynchronousTestCase):
+    def test_idsSortByTimeAndShareDirectoriesWithinAWindow(self):
+        ids = [newMessageId() for _ in range(50)]
+        self.assertEqual(len(set(ids)), 50)
+        self.assertEqual(sorted(ids, key=lambda i: i[:13]), ids)
+        self.assertLessEqual(len({os.path.dirname(relativePath(i)) for i in ids}), 2)
 
 
 class SQLiteUserStoreTests(SQLiteFixture, UserStoreContract, TestCase):

@@ -42,6 +42,7 @@ from mailraven.spool import Spool
 MAX_COMMAND_LINE = 4096  # RFC 5321 4.5.3.1.4 says 512; extensions need more.
 MAX_TEXT_LINE = 1000  # RFC 5321 4.5.3.1.6, CRLF included
 MAX_ERRORS = 20
+MAX_BUFFERED = 256 * 1024  # bytes read ahead while a reply is pending
 COMMAND, DATA = "COMMAND", "DATA"
 
 
@@ -90,6 +91,7 @@ class MailRavenESMTP(smtp.ESMTP):
         self.mode = COMMAND
         self._buffer = b""
         self._paused = False
+        self._transportPaused = False
         self._processing = False
         self._atLineStart = True
         self._errors = 0
@@ -117,6 +119,9 @@ class MailRavenESMTP(smtp.ESMTP):
         self.factory.sessionEnded(self)
 
     def timeoutConnection(self) -> None:
+        if self._paused:  # we owe the peer a reply: our slowness is not its fault
+            self.setTimeout(self.timeout)  # the expired call is gone: a new one
+            return
         self.log.info(
             "smtp timeout peer={peer}", peer=self.peerIP, event="smtp_timeout"
         )
@@ -141,7 +146,11 @@ class MailRavenESMTP(smtp.ESMTP):
             return
         self.resetTimeout()
         self._buffer += data
-        if not self._processing:
+        if self._paused:
+            if len(self._buffer) > MAX_BUFFERED and not self._transportPaused:
+                self._transportPaused = True
+                self.transport.pauseProducing()
+        elif not self._processing:
             self._process()
 
     def _process(self) -> None:
@@ -200,12 +209,12 @@ class MailRavenESMTP(smtp.ESMTP):
 
     def _waitFor(self, d: Deferred) -> None:
         """
-        Read nothing more until C{d} has answered: replies keep command order
-        under pipelining (twisted #8126), and backpressure reaches the peer.
+        Handle nothing more until C{d} has answered: replies keep command order
+        under pipelining (twisted #8126). Bytes that arrive meanwhile are
+        buffered; past L{MAX_BUFFERED} the transport is paused (backpressure).
+        A Deferred that has already fired costs nothing here.
         """
         self._paused = True
-        self.setTimeout(None)
-        self.transport.pauseProducing()
         d.addErrback(self._internalError)
         d.addBoth(self._resume)
 
@@ -213,8 +222,10 @@ class MailRavenESMTP(smtp.ESMTP):
         self._paused = False
         if self._closing:
             return
-        self.setTimeout(self.timeout)
-        self.transport.resumeProducing()
+        self.resetTimeout()  # the peer's 5 minutes start at our reply
+        if self._transportPaused:
+            self._transportPaused = False
+            self.transport.resumeProducing()
         if self._drain and self.mode == COMMAND:
             self.shutdown()
         elif not self._processing:

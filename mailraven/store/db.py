@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from mailraven.store.files import fsyncDirectory
 from mailraven.store.schema import migrate
 
 T = TypeVar("T")
@@ -93,14 +94,18 @@ class Database(Service):
         self._readPool.stop()
         return self._stopped
 
-    def write(self, work: Callable[[sqlite3.Connection], T]) -> Deferred:
+    def write(
+        self, work: Callable[[sqlite3.Connection], T], syncDirectory: str | None = None
+    ) -> Deferred:
         """
         Run C{work(conn)} in the next group-committed transaction; the Deferred
         fires with its result after COMMIT, or fails with its exception (its
         changes rolled back, the other work in the batch unaffected).
+        C{syncDirectory} is fsynced before that COMMIT (once per batch however
+        many writes name it): the entries of files the rows refer to.
         """
         d: Deferred = Deferred()
-        self._queue.put((work, d))
+        self._queue.put((work, d, syncDirectory))
         return d
 
     def read(self, work: Callable[[sqlite3.Connection], T]) -> Deferred:
@@ -142,8 +147,10 @@ class Database(Service):
         results: list[Any] = []
         started = time.monotonic()
         try:
+            for directory in {item[2] for item in batch if item[2] is not None}:
+                fsyncDirectory(directory)
             conn.execute("BEGIN IMMEDIATE")
-            for work, _ in batch:
+            for work, _, _ in batch:
                 results.append(self._runIsolated(conn, work))
             conn.execute("COMMIT")
         except Exception:
@@ -154,7 +161,7 @@ class Database(Service):
             results = [failure] * len(batch)
         if self._onCommit is not None:
             self._onCommit(time.monotonic() - started, len(batch))
-        for (_, d), result in zip(batch, results, strict=True):
+        for (_, d, _), result in zip(batch, results, strict=True):
             fire = d.errback if isinstance(result, Failure) else d.callback
             self._reactor.callFromThread(fire, result)
 

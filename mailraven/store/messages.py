@@ -19,6 +19,7 @@ from mailraven.spool import Spool
 from mailraven.store.db import Database
 from mailraven.store.files import (
     StoredFile,
+    newMessageId,
     readMessageFile,
     removeMessageFile,
     writeMessageFile,
@@ -73,7 +74,9 @@ class SQLiteMessageStore:
             self._reactor, self._pool, self._prepare, envelope, spool
         )
         try:
-            yield self._db.write(lambda conn: _insertMessage(conn, prepared))
+            yield self._db.write(
+                lambda conn: _insertMessage(conn, prepared), prepared.stored.directory
+            )
         except BaseException:
             yield deferToThreadPool(
                 self._reactor,
@@ -86,7 +89,7 @@ class SQLiteMessageStore:
         return prepared.messageId
 
     def _prepare(self, envelope: Envelope, spool: Spool) -> PreparedMessage:
-        messageId = str(uuid.uuid4())
+        messageId = newMessageId()
         seen: list[bytes] = []
         try:
             stored = writeMessageFile(
