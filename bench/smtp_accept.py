@@ -97,7 +97,7 @@ def payloads(work: str) -> list[Payload]:
     for name, body in (("real-1k", realistic1k), ("real-64k", realistic64k)):
         path = os.path.join(work, name + ".eml")
         with open(path, "w") as f:
-            f.write(body)
+            f.write(body.replace("\r\n", "\n"))  # smtp-source sends CRLF itself
         files[name] = path
     return [
         Payload("1KB filler", ["-l", "1024"]),

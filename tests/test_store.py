@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
 import os
 import sqlite3
 import uuid
+import zlib
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
@@ -18,7 +21,13 @@ from mailraven.interfaces import IMessageStore, IUserStore
 from mailraven.spool import Spool, memorySpool
 from mailraven.startup import ensureLayout
 from mailraven.store.db import Database, openDatabase
-from mailraven.store.files import newMessageId, relativePath
+from mailraven.store.files import (
+    compressionStrategy,
+    newMessageId,
+    readMessageFile,
+    relativePath,
+    writeMessageFile,
+)
 from mailraven.store.integrity import checkIntegrity
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.users import SQLiteUserStore, UserExists
@@ -296,6 +305,24 @@ class SQLiteStoreTests(SQLiteFixture, MessageStoreContract, TestCase):
         [entry] = yield store.list(1, "inbox", 10, 0)
         self.assertEqual((yield store.get(entry["id"], 1))["raw"], body)
         self.assertEqual(os.listdir(os.path.join(self.dataDir, "tmp")), [])
+
+
+class CompressionTests(SynchronousTestCase):
+    def test_incompressibleContentUsesHuffmanOnlyAndRoundTrips(self):
+        attachment = base64.encodebytes(os.urandom(60000))
+        text = b"Dear team, the minutes of today's meeting follow.\r\n" * 1500
+        self.assertEqual(compressionStrategy(MESSAGE + attachment), zlib.Z_HUFFMAN_ONLY)
+        self.assertEqual(compressionStrategy(text), zlib.Z_DEFAULT_STRATEGY)
+        self.assertEqual(
+            compressionStrategy(attachment[:1000]), zlib.Z_DEFAULT_STRATEGY
+        )
+        root = os.path.abspath(self.mktemp())
+        for raw in (MESSAGE + attachment, text):
+            messageId = newMessageId()
+            stored = writeMessageFile(root, messageId, raw, 6)
+            self.assertEqual(readMessageFile(root, stored.relpath), raw)
+            self.assertEqual(stored.sha256, hashlib.sha256(raw).hexdigest())
+            self.assertLess(stored.storedSize, len(raw))
 
 
 class MessageIdTests(SynchronousTestCase):

@@ -13,6 +13,7 @@ import queue
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from twisted.application.service import Service
@@ -28,6 +29,14 @@ from mailraven.store.schema import migrate
 T = TypeVar("T")
 _STOP = object()
 MAX_BATCH = 256
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    work: Callable[[sqlite3.Connection], Any]
+    result: Deferred
+    syncDirectory: str | None = None
+    onFailure: Callable[[], None] | None = None
 
 
 def connect(path: str, readOnly: bool = False) -> sqlite3.Connection:
@@ -95,7 +104,11 @@ class Database(Service):
         return self._stopped
 
     def write(
-        self, work: Callable[[sqlite3.Connection], T], syncDirectory: str | None = None
+        self,
+        work: Callable[[sqlite3.Connection], T],
+        syncDirectory: str | None = None,
+        onFailure: Callable[[], None] | None = None,
+        result: Deferred | None = None,
     ) -> Deferred:
         """
         Run C{work(conn)} in the next group-committed transaction; the Deferred
@@ -103,9 +116,12 @@ class Database(Service):
         changes rolled back, the other work in the batch unaffected).
         C{syncDirectory} is fsynced before that COMMIT (once per batch however
         many writes name it): the entries of files the rows refer to.
+        C{onFailure} runs on the writer thread if the work does not commit.
+        Safe to call from any thread; one that is not the reactor's passes
+        C{result}, a Deferred nothing else touches until it fires.
         """
-        d: Deferred = Deferred()
-        self._queue.put((work, d, syncDirectory))
+        d: Deferred = Deferred() if result is None else result
+        self._queue.put(WriteRequest(work, d, syncDirectory, onFailure))
         return d
 
     def read(self, work: Callable[[sqlite3.Connection], T]) -> Deferred:
@@ -143,15 +159,15 @@ class Database(Service):
         conn.close()
         self._reactor.callFromThread(self._stopped.callback, None)
 
-    def _commitBatch(self, conn: sqlite3.Connection, batch: list) -> None:
+    def _commitBatch(self, conn: sqlite3.Connection, batch: list[WriteRequest]) -> None:
         results: list[Any] = []
         started = time.monotonic()
         try:
-            for directory in {item[2] for item in batch if item[2] is not None}:
+            for directory in {r.syncDirectory for r in batch if r.syncDirectory}:
                 fsyncDirectory(directory)
             conn.execute("BEGIN IMMEDIATE")
-            for work, _, _ in batch:
-                results.append(self._runIsolated(conn, work))
+            for request in batch:
+                results.append(self._runIsolated(conn, request.work))
             conn.execute("COMMIT")
         except Exception:
             failure = Failure()
@@ -161,9 +177,14 @@ class Database(Service):
             results = [failure] * len(batch)
         if self._onCommit is not None:
             self._onCommit(time.monotonic() - started, len(batch))
-        for (_, d, _), result in zip(batch, results, strict=True):
-            fire = d.errback if isinstance(result, Failure) else d.callback
-            self._reactor.callFromThread(fire, result)
+        for request, result in zip(batch, results, strict=True):
+            if isinstance(result, Failure) and request.onFailure is not None:
+                try:
+                    request.onFailure()
+                except Exception:
+                    self.log.failure("cleanup after a failed write failed")
+        # One wake-up of the reactor for the whole batch.
+        self._reactor.callFromThread(_fire, batch, results)
 
     @staticmethod
     def _runIsolated(conn: sqlite3.Connection, work: Callable) -> Any:
@@ -176,3 +197,11 @@ class Database(Service):
             return Failure()
         conn.execute("RELEASE item")
         return result
+
+
+def _fire(batch: list[WriteRequest], results: list[Any]) -> None:
+    for request, result in zip(batch, results, strict=True):
+        if isinstance(result, Failure):
+            request.result.errback(result)
+        else:
+            request.result.callback(result)

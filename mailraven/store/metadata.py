@@ -26,6 +26,7 @@ from typing import Any
 SNIPPET_LENGTH = 200
 SNIPPET_SOURCE = 8192  # body bytes decoded to make the snippet
 MAX_DEPTH = 10
+MAX_HEADER_BYTES = 256 * 1024  # a "header" longer than this is parsed in part
 _SPACES = re.compile(r"\s+")
 _TAGS = re.compile(r"<[^>]*>")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
@@ -69,9 +70,9 @@ def extractMetadata(raw: bytes) -> Metadata:
 def _parsePart(raw: bytes) -> tuple[Message, bytes]:
     if raw.startswith((b"\r\n", b"\n")):
         return _headerParser.parsebytes(b""), raw.split(b"\n", 1)[1]
-    end = _HEADER_END.search(raw)
+    end = _HEADER_END.search(raw, 0, MAX_HEADER_BYTES)
     if end is None:
-        return _headerParser.parsebytes(raw), b""
+        return _headerParser.parsebytes(raw[:MAX_HEADER_BYTES]), b""
     return _headerParser.parsebytes(raw[: end.start()]), raw[end.end() :]
 
 
