@@ -317,6 +317,7 @@ class CompressionTests(SynchronousTestCase):
             compressionStrategy(attachment[:1000]), zlib.Z_DEFAULT_STRATEGY
         )
         root = os.path.abspath(self.mktemp())
+        os.makedirs(root)
         for raw in (MESSAGE + attachment, text):
             messageId = newMessageId()
             stored = writeMessageFile(root, messageId, raw, 6)
