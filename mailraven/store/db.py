@@ -79,7 +79,7 @@ class Database(Service):
     ) -> None:
         self.path = path
         self._reactor = reactor
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._readPool = ThreadPool(1, readThreads, name="mailraven-db-read")
         self._local = threading.local()
         self._onCommit = onCommit

@@ -119,16 +119,19 @@ def writeMessageFile(root: str, messageId: str, raw: bytes, level: int) -> Store
         ensureDirectory(root, os.path.dirname(relpath))
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(compressor.compress(raw))
-            f.write(compressor.flush())
-            f.flush()
-            os.fdatasync(f.fileno())  # a new file: its size is flushed too
-            storedSize = f.tell()
+        try:
+            data = compressor.compress(raw) + compressor.flush()
+            view = memoryview(data)
+            while view:  # raw os calls: no buffered file object, fewer syscalls
+                view = view[os.write(fd, view) :]
+            os.fdatasync(fd)  # a new file: its size is flushed too
+        finally:
+            os.close(fd)
         os.rename(tmp, final)
     except BaseException:
         _unlinkQuietly(tmp)
         raise
+    storedSize = len(data)
     digest = hashlib.sha256(raw).hexdigest()
     return StoredFile(relpath, len(raw), storedSize, digest, directory)
 
