@@ -162,6 +162,19 @@ class DialogueTests(ProtocolTestCase):
         for line in self.replies():
             self.assertRegex(line, r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3} ")
 
+    def test_smtputf8AddressesOnlyWithTheParameter(self):
+        self.users.add("j\u00f6rg@example.test", "pw")
+        self.ehlo()
+        self.send("MAIL FROM:<b\u00f6b@example.org>\r\n".encode())
+        self.assertTrue(self.replies()[0].startswith("501 5.1.7 "))
+        self.send("MAIL FROM:<b\u00f6b@example.org> SMTPUTF8\r\n".encode())
+        self.send("RCPT TO:<j\u00f6rg@example.test>\r\nDATA\r\n".encode())
+        self.send("Subject: \u00fc\r\n\r\nx\r\n.\r\n".encode())
+        self.assertEqual(self.codes(), ["250", "250", "354", "250"])
+        [(envelope, raw)] = self.store.messages.values()
+        self.assertEqual(envelope.mailFrom, "b\u00f6b@example.org")
+        self.assertIn(b"with UTF8SMTP", raw)
+
     def test_mailBeforeEhloIsRefused(self):
         self.send(b"MAIL FROM:<bob@example.org>\r\n")
         self.assertEqual(self.replies(), ["503 5.5.1 Send EHLO/HELO first"])
