@@ -128,7 +128,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "key_file": Key(_str, "", "operator private key (PEM)"),
     },
     "store": {
-        "threads": Key(_positiveInt, 4, "threads compressing and fsyncing messages"),
+        "threads": Key(_positiveInt, 2, "threads compressing and fsyncing messages"),
         "compression_level": Key(_int, 6, "gzip level 1..9 for message files"),
         "disk_warn_percent": Key(_percent, 80.0, "log a warning above this"),
         "disk_reject_percent": Key(_percent, 95.0, "452 4.3.1 for new mail above"),

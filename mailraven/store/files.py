@@ -1,8 +1,9 @@
-"""Durable message files: gzip, fdatasync, rename; the directory is fsynced by
-the writer thread once per group commit (L{StoredFile.directory}).
+"""Durable message files: gzip, fdatasync; the directory is fsynced by the
+writer thread once per group commit (L{StoredFile.directory}), before the rows
+that refer to the file are committed.
 
-Only after all of it is the file's name on stable storage; a crash before that
-leaves at most a C{.tmp} file, or a file without a row, that start-up handles.
+A crash before that commit leaves at most a file without a row (never
+acknowledged), which start-up moves to lost+found.
 
 Message ids are time-ordered UUIDs (version 7 layout) and the two directory
 levels come from the millisecond timestamp, so the messages of one group
@@ -104,7 +105,6 @@ def writeMessageFile(root: str, messageId: str, raw: bytes, level: int) -> Store
     relpath = relativePath(messageId)
     directory = ensureDirectory(root, os.path.dirname(relpath))
     final = os.path.join(root, relpath)
-    tmp = final + ".tmp"
     compressor = zlib.compressobj(
         level,
         zlib.DEFLATED,
@@ -112,12 +112,14 @@ def writeMessageFile(root: str, messageId: str, raw: bytes, level: int) -> Store
         8,
         compressionStrategy(raw),  # 31: gzip container
     )
+    # Written in place, no temp name + rename: until its row commits, a file is
+    # invisible (nothing refers to it) and start-up moves such files aside.
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileNotFoundError:  # removed behind our back: forget and recreate
         _known.discard(directory)
         ensureDirectory(root, os.path.dirname(relpath))
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
             data = compressor.compress(raw) + compressor.flush()
@@ -127,9 +129,8 @@ def writeMessageFile(root: str, messageId: str, raw: bytes, level: int) -> Store
             os.fdatasync(fd)  # a new file: its size is flushed too
         finally:
             os.close(fd)
-        os.rename(tmp, final)
     except BaseException:
-        _unlinkQuietly(tmp)
+        _unlinkQuietly(final)
         raise
     storedSize = len(data)
     digest = hashlib.sha256(raw).hexdigest()

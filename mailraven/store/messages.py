@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +127,7 @@ class SQLiteMessageStore:
             rows = conn.execute(
                 f"SELECT {_ENTRY_COLUMNS} FROM mailbox_entries e JOIN messages m"
                 " ON m.id = e.message_id WHERE e.user_id = ? AND e.mailbox = ?"
-                " ORDER BY e.received_at DESC, e.rowid DESC LIMIT ? OFFSET ?",
+                " ORDER BY e.received_at DESC, e.id DESC LIMIT ? OFFSET ?",
                 (userId, mailbox, limit, offset),
             ).fetchall()
             return [_entry(row) for row in rows]
@@ -198,7 +197,7 @@ def _insertMessage(conn: Any, prepared: PreparedMessage) -> str:
         "INSERT INTO mailbox_entries (id, message_id, user_id, recipient, received_at)"
         " VALUES (?, ?, ?, ?, ?)",
         [
-            (str(uuid.uuid4()), prepared.messageId, r.userId, r.address, receivedAt)
+            (newMessageId(), prepared.messageId, r.userId, r.address, receivedAt)
             for r in envelope.recipients
         ],
     )

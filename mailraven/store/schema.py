@@ -5,7 +5,9 @@ from __future__ import annotations
 import sqlite3
 
 MIGRATIONS: list[str] = [
-    # 1: users, messages (one row per stored file), mailbox entries (one per recipient)
+    # 1: users, messages (one row per stored file), mailbox entries (one per
+    # recipient). Text UUID keys (time-ordered) without a rowid: one B-tree per
+    # table instead of table + key index, fewer pages written per commit.
     """
     CREATE TABLE users (
         id INTEGER PRIMARY KEY,
@@ -16,7 +18,7 @@ MIGRATIONS: list[str] = [
     );
     CREATE TABLE messages (
         id TEXT PRIMARY KEY,
-        path TEXT NOT NULL UNIQUE,
+        path TEXT NOT NULL,
         size INTEGER NOT NULL,
         stored_size INTEGER NOT NULL,
         sha256 TEXT NOT NULL,
@@ -34,7 +36,7 @@ MIGRATIONS: list[str] = [
         attachments TEXT NOT NULL DEFAULT '[]',
         has_attachments INTEGER NOT NULL DEFAULT 0,
         spam_score REAL NOT NULL DEFAULT 0
-    );
+    ) WITHOUT ROWID;
     CREATE TABLE mailbox_entries (
         id TEXT PRIMARY KEY,
         message_id TEXT NOT NULL REFERENCES messages(id),
@@ -44,7 +46,7 @@ MIGRATIONS: list[str] = [
         read_state INTEGER NOT NULL DEFAULT 0,
         starred INTEGER NOT NULL DEFAULT 0,
         received_at TEXT NOT NULL
-    );
+    ) WITHOUT ROWID;
     CREATE INDEX entries_by_user
         ON mailbox_entries (user_id, mailbox, received_at DESC);
     CREATE INDEX entries_by_message ON mailbox_entries (message_id);
