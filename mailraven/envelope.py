@@ -24,3 +24,10 @@ class Envelope:
     smtputf8: bool = False
     tls: bool = False
     receivedAt: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Where the recipients' copies go, and whether they start read (the
+    # sender's own copy in "sent").
+    mailbox: str = "inbox"
+    seen: bool = False
+    # Set for mail a user sends: the addresses the outbound queue delivers to;
+    # queued in the same transaction that stores the message.
+    outbound: list[str] | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -142,9 +143,9 @@ class SQLiteMessageStore:
         def work(conn):
             assignments = ", ".join(f"{name} = ?" for name in flags)
             cursor = conn.execute(
-                f"UPDATE mailbox_entries SET {assignments}"
+                f"UPDATE mailbox_entries SET {assignments}, updated_at = ?"
                 " WHERE id = ? AND user_id = ?",
-                (*flags.values(), entryId, userId),
+                (*flags.values(), utcNow(), entryId, userId),
             )
             return cursor.rowcount == 1
 
@@ -152,6 +153,11 @@ class SQLiteMessageStore:
 
     def delete(self, entryId: str, userId: int) -> Deferred:
         return self.updateFlags(entryId, userId, {"mailbox": "trash"})
+
+
+def utcNow() -> str:
+    """The timestamp format of every *_at column: sorts as text."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _entry(row: Any) -> dict[str, Any]:
@@ -166,7 +172,7 @@ def _entry(row: Any) -> dict[str, Any]:
 
 def _insertMessage(conn: Any, prepared: PreparedMessage) -> str:
     envelope, meta, stored = prepared.envelope, prepared.metadata, prepared.stored
-    receivedAt = envelope.receivedAt.isoformat()
+    receivedAt = envelope.receivedAt.isoformat(timespec="microseconds")
     conn.execute(
         "INSERT INTO messages (id, path, size, stored_size, sha256, received_at,"
         " mail_from, rcpt_to, helo, peer_ip, header_from, header_to, subject, date,"
@@ -194,11 +200,45 @@ def _insertMessage(conn: Any, prepared: PreparedMessage) -> str:
         ),
     )
     conn.executemany(
-        "INSERT INTO mailbox_entries (id, message_id, user_id, recipient, received_at)"
-        " VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO mailbox_entries (id, message_id, user_id, recipient, mailbox,"
+        " read_state, received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            (newMessageId(), prepared.messageId, r.userId, r.address, receivedAt)
+            (
+                newMessageId(),
+                prepared.messageId,
+                r.userId,
+                r.address,
+                envelope.mailbox,
+                envelope.seen,
+                receivedAt,
+                receivedAt,
+            )
             for r in envelope.recipients
         ],
     )
+    conn.execute(
+        "INSERT INTO message_text (message_id, sender, recipients, subject, body)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (
+            prepared.messageId,
+            f"{meta.headerFrom} {envelope.mailFrom}",
+            " ".join([meta.headerTo] + [r.address for r in envelope.recipients]),
+            meta.subject,
+            meta.text,
+        ),
+    )
+    if envelope.outbound:
+        conn.execute(
+            "INSERT INTO outbound_queue (id, user_id, message_id, mail_from, rcpt_to,"
+            " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                newMessageId(),
+                envelope.recipients[0].userId,
+                prepared.messageId,
+                envelope.mailFrom,
+                json.dumps(envelope.outbound),
+                receivedAt,
+                receivedAt,
+            ),
+        )
     return prepared.messageId

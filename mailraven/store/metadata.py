@@ -24,7 +24,7 @@ from email.policy import compat32
 from typing import Any
 
 SNIPPET_LENGTH = 200
-SNIPPET_SOURCE = 8192  # body bytes decoded to make the snippet
+TEXT_SOURCE = 256 * 1024  # body bytes of a text part decoded for search
 MAX_DEPTH = 10
 MAX_HEADER_BYTES = 256 * 1024  # a "header" longer than this is parsed in part
 _SPACES = re.compile(r"\s+")
@@ -41,6 +41,7 @@ class Metadata:
     date: str = ""
     messageId: str = ""
     snippet: str = ""
+    text: str = ""  # the body as text (plain, else html without tags), capped
     attachments: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -63,7 +64,8 @@ def extractMetadata(raw: bytes) -> Metadata:
     except Exception:
         pass  # keep what was found before the damage
     text = texts.get("plain") or _TAGS.sub(" ", texts.get("html", ""))
-    meta.snippet = _SPACES.sub(" ", text).strip()[:SNIPPET_LENGTH]
+    meta.text = _SPACES.sub(" ", text).strip()
+    meta.snippet = meta.text[:SNIPPET_LENGTH]
     return meta
 
 
@@ -110,7 +112,7 @@ def _walk(
     elif ctype in ("text/plain", "text/html"):
         kind = ctype.split("/")[1]
         if kind not in texts:
-            texts[kind] = _decodeText(part, body[:SNIPPET_SOURCE])
+            texts[kind] = _decodeText(part, body[:TEXT_SOURCE])
 
 
 def _splitMultipart(body: bytes, boundary: str) -> list[bytes]:

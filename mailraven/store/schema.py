@@ -51,6 +51,37 @@ MIGRATIONS: list[str] = [
         ON mailbox_entries (user_id, mailbox, received_at DESC);
     CREATE INDEX entries_by_message ON mailbox_entries (message_id);
     """,
+    # 2: the mobile API: delta sync (updated_at), bearer tokens (hashed), the
+    # durable outbound queue, and full-text search over every stored message.
+    """
+    ALTER TABLE mailbox_entries ADD COLUMN updated_at TEXT NOT NULL DEFAULT '';
+    UPDATE mailbox_entries SET updated_at = received_at;
+    CREATE INDEX entries_by_update ON mailbox_entries (user_id, updated_at, id);
+    CREATE TABLE tokens (
+        hash TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX tokens_by_user ON tokens (user_id);
+    CREATE TABLE outbound_queue (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        message_id TEXT NOT NULL REFERENCES messages(id),
+        mail_from TEXT NOT NULL,
+        rcpt_to TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'queued',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_reply TEXT,
+        created_at TEXT NOT NULL,
+        next_attempt_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX outbound_by_status ON outbound_queue (status, next_attempt_at);
+    CREATE VIRTUAL TABLE message_text USING fts5(
+        message_id UNINDEXED, sender, recipients, subject, body,
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
