@@ -122,6 +122,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "api": {
         "listen": Key(_strList, ["tcp:8080"], "HTTP API, /health, /metrics"),
+        "rate_limit": Key(_positiveInt, 100, "API requests per minute per IP"),
+        "max_body": Key(_positiveInt, 10485760, "largest API request body, bytes"),
     },
     "tls": {
         "cert_file": Key(_str, "", "operator certificate chain (PEM)"),

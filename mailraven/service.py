@@ -18,6 +18,7 @@ from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 
 from mailraven.api.health import HealthResource
+from mailraven.api.mobile import MobileAPI
 from mailraven.api.site import makeSite
 from mailraven.config import Config
 from mailraven.diskguard import DiskGuard
@@ -172,7 +173,16 @@ def makeService(
     api = MultiService()
     api.setName("api")
     api.setServiceParent(root)
-    site = makeSite(health, metrics)
+    mobile = MobileAPI(
+        db,
+        root.store,
+        dataDir,
+        config["server.hostname"],
+        reactor,
+        files.pool,
+        config["api.rate_limit"],
+    )
+    site = makeSite(health, metrics, mobile.resource(), config["api.max_body"])
     for description in config["api.listen"]:
         Listener(reactor, description, site, onListenFailure).setServiceParent(api)
     return root

@@ -1,4 +1,4 @@
-"""The HTTP listener's resource tree: /health and /metrics for now."""
+"""The HTTP listener's resource tree: /health, /metrics, /api (mobile API)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Any
 from prometheus_client.twisted import MetricsResource
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+
+from mailraven.api.http import cappedRequestFactory
 
 
 class JSONNotFound(Resource):
@@ -26,10 +28,11 @@ class Root(Resource):
         return JSONNotFound()
 
 
-def makeSite(health: Resource, metrics: Any) -> Site:
+def makeSite(health: Resource, metrics: Any, api: Resource, maxBody: int) -> Site:
     root = Root()
     root.putChild(b"health", health)
     root.putChild(b"metrics", MetricsResource(registry=metrics.registry))
-    site = Site(root)
+    root.putChild(b"api", api)
+    site = Site(root, requestFactory=cappedRequestFactory(maxBody))
     site.displayTracebacks = False
     return site

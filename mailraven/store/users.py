@@ -56,8 +56,13 @@ def addUser(conn: sqlite3.Connection, email: str, passwordHash: str) -> int:
 
 
 def setPasswordHash(conn: sqlite3.Connection, email: str, passwordHash: str) -> bool:
+    """A new password also revokes every API token of the account."""
     cursor = conn.execute(
         "UPDATE users SET password_hash = ? WHERE email = ?", (passwordHash, email)
+    )
+    conn.execute(
+        "DELETE FROM tokens WHERE user_id = (SELECT id FROM users WHERE email = ?)",
+        (email,),
     )
     return cursor.rowcount == 1
 

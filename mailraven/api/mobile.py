@@ -1,0 +1,444 @@
+"""The mobile JSON API (contract: shared/api.md), on klein.
+
+Every handler goes through L{endpoint}: rate limit per IP, body cap, bearer
+authentication, JSON errors (never a traceback), gzip. Store and search work
+runs on the database's read pool; parsing a full message runs on the file
+pool. The reactor only routes and serialises.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.utils import format_datetime, make_msgid
+from functools import wraps
+from typing import Any, Callable
+
+from klein import Klein
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from mailraven.api import queries
+from mailraven.api.http import APIError, errorBody, readJSON, writeJSON
+from mailraven.api.openapi import document
+from mailraven.api.search import BadQuery, parseQuery
+from mailraven.envelope import Envelope, Recipient
+from mailraven.ratelimit import TokenBuckets
+from mailraven.smtp.addresses import AddressError, parsePath
+from mailraven.spool import memorySpool
+from mailraven.store.files import readMessageFile
+from mailraven.store.messages import MAILBOXES
+from mailraven.store.users import checkPassword
+
+MAX_LIMIT = 1000
+LOGIN_FAILURES = (10, 15 * 60)  # failed logins per IP per 15 minutes
+FLAG_TYPES = {"read_state": bool, "starred": bool, "mailbox": str}
+
+
+def endpoint(auth: bool = True) -> Callable:
+    def decorate(handler: Callable) -> Callable:
+        @wraps(handler)
+        @inlineCallbacks
+        def route(self: MobileAPI, request: Any, **params: Any):
+            try:
+                self.checkRate(request)
+                if getattr(request, "bodyTooLarge", False):
+                    raise APIError(413, "too_large", "The request body is too large")
+                user = (yield self.authenticate(request)) if auth else None
+                result = yield handler(self, request, user, **params)
+                status, body = result if isinstance(result, tuple) else (200, result)
+            except APIError as error:
+                status, body = error.status, errorBody(error)
+                if "retry_after" in error.extra:
+                    request.setHeader(
+                        b"retry-after", b"%d" % error.extra["retry_after"]
+                    )
+            except Exception:
+                self.log.failure("api request failed: {path}", path=request.path)
+                status = 500
+                body = {"error": "internal", "message": "Internal server error"}
+            return writeJSON(request, status, body)
+
+        return route
+
+    return decorate
+
+
+def _intArg(request: Any, name: str, default: int, low: int, high: int) -> int:
+    values = request.args.get(name.encode())
+    if not values:
+        return default
+    try:
+        value = int(values[0])
+    except ValueError:
+        raise APIError(400, "bad_parameter", f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise APIError(400, "bad_parameter", f"{name} must be in {low}..{high}")
+    return value
+
+
+def _strArg(request: Any, name: str) -> str | None:
+    values = request.args.get(name.encode())
+    if not values:
+        return None
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise APIError(400, "bad_parameter", f"{name} is not UTF-8") from None
+
+
+def _boolArg(request: Any, name: str) -> bool:
+    value = (_strArg(request, name) or "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise APIError(400, "bad_parameter", f"{name} must be true or false")
+    return value in ("true", "1")
+
+
+def _timestamp(text: str) -> str:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise APIError(400, "bad_parameter", "since must be an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+class MobileAPI:
+    app = Klein()
+    log = Logger()
+
+    def __init__(
+        self,
+        db: Any,
+        store: Any,
+        dataDir: str,
+        hostname: str,
+        reactor: Any,
+        filePool: Any,
+        requestsPerMinute: int,
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._dataDir = dataDir
+        self._hostname = hostname
+        self._reactor = reactor
+        self._pool = filePool
+        self._requests = TokenBuckets(requestsPerMinute, 60, reactor)
+        self._loginFailures = TokenBuckets(*LOGIN_FAILURES, reactor)
+
+    def resource(self) -> Any:
+        return self.app.resource()
+
+    # -- cross-cutting -----------------------------------------------------------
+
+    def checkRate(self, request: Any) -> None:
+        wait = self._requests.take(request.getClientAddress().host)
+        if wait:
+            retry = max(1, math.ceil(wait))
+            raise APIError(429, "rate_limited", "Too many requests", retry_after=retry)
+
+    @inlineCallbacks
+    def authenticate(self, request: Any):
+        header = (request.getHeader(b"authorization") or b"").decode("latin-1")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise APIError(401, "unauthorized", "A bearer token is required")
+        user = yield self._db.read(lambda c: queries.userForToken(c, token.strip()))
+        if user is None:
+            raise APIError(401, "unauthorized", "The token is unknown or expired")
+        return user
+
+    @app.handle_errors(NotFound)
+    def notFound(self, request: Any, failure: Any) -> bytes:
+        return writeJSON(
+            request, 404, {"error": "not_found", "message": "No such path"}
+        )
+
+    @app.handle_errors(MethodNotAllowed)
+    def notAllowed(self, request: Any, failure: Any) -> bytes:
+        body = {"error": "method_not_allowed", "message": "Method not allowed"}
+        return writeJSON(request, 405, body)
+
+    # -- auth ------------------------------------------------------------------
+
+    @app.route("/v1/auth/login", methods=["POST"])
+    @endpoint(auth=False)
+    @inlineCallbacks
+    def login(self, request: Any, user: None):
+        ip = request.getClientAddress().host
+        wait = self._loginFailures.peek(ip)
+        if wait:
+            self.log.warn(
+                "login refused ip={ip}: too many failures",
+                ip=ip,
+                event="login",
+                outcome="rate_limited",
+            )
+            raise APIError(
+                429,
+                "rate_limited",
+                "Too many failed logins",
+                retry_after=max(1, math.ceil(wait)),
+            )
+        body = readJSON(request)
+        email, password = (
+            (body.get("email"), body.get("password"))
+            if isinstance(body, dict)
+            else (None, None)
+        )
+        if not isinstance(email, str) or not isinstance(password, str):
+            raise APIError(400, "bad_request", "email and password are required")
+        userId = yield self._db.read(lambda c: checkPassword(c, email, password))
+        if userId is None:
+            self._loginFailures.take(ip)
+            self.log.info(
+                "login failed ip={ip} email={email}",
+                ip=ip,
+                email=email,
+                event="login",
+                outcome="failure",
+            )
+            raise APIError(401, "invalid_credentials", "Wrong email or password")
+        token = secrets.token_urlsafe(32)
+        expires = yield self._db.write(lambda c: queries.storeToken(c, userId, token))
+        self.log.info(
+            "login ip={ip} email={email}",
+            ip=ip,
+            email=email,
+            event="login",
+            outcome="success",
+        )
+        return {"token": token, "email": email, "expires_at": expires}
+
+    @app.route("/v1/auth/logout", methods=["POST"])
+    @endpoint()
+    @inlineCallbacks
+    def logout(self, request: Any, user: tuple[int, str]):
+        token = (request.getHeader(b"authorization") or b"").decode().split(" ", 1)[1]
+        yield self._db.write(lambda c: queries.revokeToken(c, token.strip()))
+        return {"status": "logged_out"}
+
+    # -- messages ----------------------------------------------------------------
+
+    @app.route("/v1/messages", methods=["GET"])
+    @endpoint()
+    def listMessages(self, request: Any, user: tuple[int, str]):
+        limit = _intArg(request, "limit", 20, 1, MAX_LIMIT)
+        offset = _intArg(request, "offset", 0, 0, 10**9)
+        mailbox = _strArg(request, "mailbox") or "inbox"
+        if mailbox not in MAILBOXES:
+            raise APIError(400, "bad_parameter", f"mailbox must be one of {MAILBOXES}")
+        cursorText = _strArg(request, "cursor")
+        try:
+            cursor = queries.decodeCursor(cursorText) if cursorText else None
+        except ValueError:
+            raise APIError(400, "bad_parameter", "cursor is not valid") from None
+        unread = _boolArg(request, "unread_only")
+        return self._db.read(
+            lambda c: queries.listMessages(
+                c, user[0], mailbox, limit, offset, cursor, unread
+            )
+        )
+
+    @app.route("/v1/messages/since", methods=["GET"])
+    @endpoint()
+    @inlineCallbacks
+    def since(self, request: Any, user: tuple[int, str]):
+        text = _strArg(request, "since")
+        if not text:
+            raise APIError(400, "bad_parameter", "since is required")
+        since = _timestamp(text)
+        limit = _intArg(request, "limit", 100, 1, MAX_LIMIT)
+        messages = yield self._db.read(
+            lambda c: queries.changedSince(c, user[0], since, limit)
+        )
+        last = messages[-1]["updated_at"] if messages else text
+        return {
+            "messages": messages,
+            "count": len(messages),
+            "since": text,
+            "next_since": last,
+        }
+
+    @app.route("/v1/messages/search", methods=["GET"])
+    @endpoint()
+    def search(self, request: Any, user: tuple[int, str]):
+        try:
+            query = parseQuery(_strArg(request, "q") or "")
+        except BadQuery as e:
+            raise APIError(400, "bad_query", str(e)) from None
+        limit = _intArg(request, "limit", 20, 1, MAX_LIMIT)
+        offset = _intArg(request, "offset", 0, 0, 10**9)
+        d = self._db.read(lambda c: queries.search(c, user[0], query, limit, offset))
+        d.addCallback(lambda found: {**found, "query": _strArg(request, "q")})
+        return d
+
+    @app.route("/v1/messages/<string:entryId>", methods=["GET"])
+    @endpoint()
+    @inlineCallbacks
+    def getMessage(self, request: Any, user: tuple[int, str], entryId: str):
+        entry = yield self._entry(user, entryId)
+        raw = yield deferToThreadPool(
+            self._reactor, self._pool, readMessageFile, self._dataDir, entry.pop("path")
+        )
+        parts = yield deferToThreadPool(self._reactor, self._pool, _fullMessage, raw)
+        return {**entry, **parts}
+
+    @app.route("/v1/messages/<string:entryId>", methods=["PATCH"])
+    @endpoint()
+    @inlineCallbacks
+    def patchMessage(self, request: Any, user: tuple[int, str], entryId: str):
+        body = readJSON(request)
+        if not isinstance(body, dict) or not body:
+            raise APIError(400, "bad_request", "expected an object of flags")
+        for name, value in body.items():
+            if name not in FLAG_TYPES or not isinstance(value, FLAG_TYPES[name]):
+                raise APIError(400, "bad_request", f"bad flag {name!r}")
+        if body.get("mailbox", "inbox") not in MAILBOXES:
+            raise APIError(400, "bad_request", f"mailbox must be one of {MAILBOXES}")
+        found = yield self._store.updateFlags(entryId, user[0], body)
+        if not found:
+            raise APIError(404, "not_found", "No such message")
+        entry = yield self._entry(user, entryId)
+        entry.pop("path")
+        entry.pop("message_id")
+        return entry
+
+    @app.route("/v1/messages/<string:entryId>", methods=["DELETE"])
+    @endpoint()
+    @inlineCallbacks
+    def deleteMessage(self, request: Any, user: tuple[int, str], entryId: str):
+        if not (yield self._store.delete(entryId, user[0])):
+            raise APIError(404, "not_found", "No such message")
+        entry = yield self._entry(user, entryId)
+        entry.pop("path")
+        entry.pop("message_id")
+        return entry
+
+    @inlineCallbacks
+    def _entry(self, user: tuple[int, str], entryId: str):
+        entry = yield self._db.read(lambda c: queries.entryFor(c, user[0], entryId))
+        if entry is None:  # another user's message is 404 too: no existence leak
+            raise APIError(404, "not_found", "No such message")
+        return entry
+
+    @app.route("/v1/messages/send", methods=["POST"])
+    @endpoint()
+    @inlineCallbacks
+    def send(self, request: Any, user: tuple[int, str]):
+        fields = _sendFields(readJSON(request))
+        raw = _compose(user[1], self._hostname, fields)
+        envelope = Envelope(
+            mailFrom=user[1],
+            recipients=[Recipient(user[1], user[0])],
+            mailbox="sent",
+            seen=True,
+            outbound=fields["to"] + fields["cc"] + fields["bcc"],
+        )
+        messageId = yield self._store.deliver(envelope, memorySpool(raw))
+        self.log.info(
+            "queued {id} from {sender}",
+            id=messageId,
+            sender=user[1],
+            event="send_queued",
+        )
+        return 202, {"id": messageId, "status": "queued"}
+
+    @app.route("/v1/openapi.json", methods=["GET"])
+    @endpoint(auth=False)
+    def openapi(self, request: Any, user: None):
+        return document()
+
+
+def _addresses(body: dict, name: str, required: bool = False) -> list[str]:
+    value = body.get(name, [])
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise APIError(400, "bad_request", f"{name} must be a list of addresses")
+    if required and not value:
+        raise APIError(400, "bad_request", f"{name} needs at least one address")
+    try:
+        return [str(parsePath(v.strip(), utf8=True)) for v in value]
+    except AddressError as e:
+        raise APIError(400, "bad_request", f"bad address in {name}: {e}") from None
+
+
+def _sendFields(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise APIError(400, "bad_request", "expected an object")
+    fields = {
+        "to": _addresses(body, "to", required=True),
+        "cc": _addresses(body, "cc"),
+        "bcc": _addresses(body, "bcc"),
+    }
+    for name, required in (("subject", False), ("body", True), ("html", False)):
+        value = body.get(name, "" if not required else None)
+        if value is None and name == "html":
+            value = ""
+        if not isinstance(value, str):
+            raise APIError(400, "bad_request", f"{name} must be a string")
+        fields[name] = value
+    if len(fields["to"]) + len(fields["cc"]) + len(fields["bcc"]) > 100:
+        raise APIError(400, "bad_request", "at most 100 recipients")
+    return fields
+
+
+def _compose(sender: str, hostname: str, fields: dict[str, Any]) -> bytes:
+    """A proper MIME message: Date, Message-ID, From = the user (never the client)."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(fields["to"])
+    if fields["cc"]:
+        message["Cc"] = ", ".join(fields["cc"])
+    message["Subject"] = fields["subject"]
+    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Message-ID"] = make_msgid(domain=hostname)
+    message.set_content(fields["body"])
+    if fields["html"]:
+        message.add_alternative(fields["html"], subtype="html")
+    return message.as_bytes(policy=policy.SMTP)
+
+
+def _fullMessage(raw: bytes) -> dict[str, Any]:
+    """MessageFull's parsed parts (a file thread: parsing is CPU)."""
+    message = BytesParser(policy=policy.default).parsebytes(raw)
+    text = html = ""
+    attachments = []
+    for part in message.walk():
+        if part.is_multipart():
+            continue
+        try:
+            if part.get_content_disposition() == "attachment" or part.get_filename():
+                payload = part.get_payload(decode=True) or b""
+                attachments.append(
+                    {
+                        "filename": part.get_filename() or "",
+                        "content_type": part.get_content_type(),
+                        "size": len(payload),
+                    }
+                )
+            elif part.get_content_type() == "text/plain" and not text:
+                text = part.get_content()
+            elif part.get_content_type() == "text/html" and not html:
+                html = part.get_content()
+        except Exception:  # a broken part is left out, the rest is shown
+            continue
+    headers = []
+    for name, value in message.raw_items():
+        headers.append({"name": name, "value": str(value)})
+    return {
+        "body": raw.decode("utf-8", "replace"),
+        "body_size": len(raw),
+        "headers": headers,
+        "text": text,
+        "html": html,
+        "attachments": attachments,
+    }

@@ -1,0 +1,420 @@
+"""The OpenAPI 3 document of the mobile API, served at /api/v1/openapi.json.
+
+tests/test_mobile_api.py checks that it names exactly the routes the server
+has, and schemathesis drives the running server from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mailraven import __version__
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    texts = {
+        400: "Bad parameters or body",
+        401: "No valid bearer token",
+        404: "No such message (or another user's)",
+        413: "Body too large",
+        429: "Rate limited (Retry-After)",
+    }
+    return {str(code): _json(_ERROR, texts[code]) for code in codes}
+
+
+def _intParam(name: str, low: int, high: int, default: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {
+            "type": "integer",
+            "minimum": low,
+            "maximum": high,
+            "default": default,
+        },
+    }
+
+
+_ID = {"name": "entryId", "in": "path", "required": True, "schema": {"type": "string"}}
+_AUTH = [{"bearer": []}]
+_STD = (400, 401, 429)
+
+SUMMARY_FIELDS: dict[str, Any] = {
+    "id": {"type": "string"},
+    "sender": {"type": "string"},
+    "recipient": {"type": "string"},
+    "subject": {"type": "string"},
+    "snippet": {"type": "string", "maxLength": 200},
+    "read_state": {"type": "boolean"},
+    "starred": {"type": "boolean"},
+    "received_at": {"type": "string", "format": "date-time"},
+    "updated_at": {"type": "string", "format": "date-time"},
+    "spf_result": {
+        "type": "string",
+        "enum": [
+            "pass",
+            "fail",
+            "softfail",
+            "neutral",
+            "none",
+            "temperror",
+            "permerror",
+        ],
+    },
+    "dkim_result": {"type": "string", "enum": ["pass", "fail", "none"]},
+    "dmarc_result": {"type": "string", "enum": ["pass", "fail", "none"]},
+    "mailbox": {"type": "string"},
+    "spam_score": {"type": "number"},
+    "has_attachments": {"type": "boolean"},
+    "size": {"type": "integer"},
+}
+
+
+def document() -> dict[str, Any]:
+    summary = {
+        "type": "object",
+        "properties": SUMMARY_FIELDS,
+        "required": sorted(SUMMARY_FIELDS),
+    }
+    ref = {"$ref": "#/components/schemas/MessageSummary"}
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "MailRaven mobile API", "version": __version__},
+        "servers": [{"url": "/api"}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "message"],
+                    "properties": {
+                        "error": {"type": "string"},
+                        "message": {"type": "string"},
+                        "retry_after": {"type": "integer"},
+                    },
+                },
+                "MessageSummary": summary,
+                "MessageFull": {
+                    "allOf": [
+                        ref,
+                        {
+                            "type": "object",
+                            "properties": {
+                                "message_id": {"type": "string"},
+                                "body": {"type": "string"},
+                                "body_size": {"type": "integer"},
+                                "headers": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "name": {"type": "string"},
+                                            "value": {"type": "string"},
+                                        },
+                                    },
+                                },
+                                "text": {"type": "string"},
+                                "html": {"type": "string"},
+                                "attachments": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "filename": {"type": "string"},
+                                            "content_type": {"type": "string"},
+                                            "size": {"type": "integer"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                    ]
+                },
+                "SearchResult": {
+                    "allOf": [
+                        ref,
+                        {
+                            "type": "object",
+                            "properties": {
+                                "relevance": {
+                                    "type": "number",
+                                    "minimum": 0,
+                                    "maximum": 1,
+                                }
+                            },
+                        },
+                    ]
+                },
+            },
+        },
+        "paths": {
+            "/v1/auth/login": {
+                "post": {
+                    "summary": "Exchange email and password for a 7-day bearer token",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["email", "password"],
+                                    "properties": {
+                                        "email": {"type": "string"},
+                                        "password": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "token": {"type": "string"},
+                                    "email": {"type": "string"},
+                                    "expires_at": {
+                                        "type": "string",
+                                        "format": "date-time",
+                                    },
+                                },
+                            }
+                        ),
+                        **_errors(400, 401, 413, 429),
+                    },
+                }
+            },
+            "/v1/auth/logout": {
+                "post": {
+                    "summary": "Revoke the bearer token used",
+                    "security": _AUTH,
+                    "responses": {
+                        "200": _json({"type": "object"}),
+                        **_errors(401, 429),
+                    },
+                }
+            },
+            "/v1/messages": {
+                "get": {
+                    "summary": "Newest first; page with offset or the opaque cursor",
+                    "security": _AUTH,
+                    "parameters": [
+                        _intParam("limit", 1, 1000, 20),
+                        _intParam("offset", 0, 10**9, 0),
+                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "unread_only",
+                            "in": "query",
+                            "schema": {"type": "boolean"},
+                        },
+                        {
+                            "name": "mailbox",
+                            "in": "query",
+                            "schema": {
+                                "type": "string",
+                                "enum": ["inbox", "archive", "junk", "trash", "sent"],
+                            },
+                        },
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "messages": {"type": "array", "items": ref},
+                                    "total": {"type": "integer"},
+                                    "limit": {"type": "integer"},
+                                    "offset": {"type": "integer"},
+                                    "has_more": {"type": "boolean"},
+                                    "next_cursor": {"type": "string", "nullable": True},
+                                },
+                            }
+                        ),
+                        **_errors(*_STD),
+                    },
+                }
+            },
+            "/v1/messages/since": {
+                "get": {
+                    "summary": "Delta sync: entries that arrived or changed after"
+                    " `since`"
+                    " (read state, star, mailbox; a delete is a move to"
+                    " trash), oldest change first; continue from next_since",
+                    "security": _AUTH,
+                    "parameters": [
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "format": "date-time"},
+                        },
+                        _intParam("limit", 1, 1000, 100),
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "messages": {"type": "array", "items": ref},
+                                    "count": {"type": "integer"},
+                                    "since": {"type": "string"},
+                                    "next_since": {"type": "string"},
+                                },
+                            }
+                        ),
+                        **_errors(*_STD),
+                    },
+                }
+            },
+            "/v1/messages/search": {
+                "get": {
+                    "summary": 'words, "phrase", prefix*, from:, to:, subject:,'
+                    " before:/after: YYYY-MM-DD",
+                    "security": _AUTH,
+                    "parameters": [
+                        {
+                            "name": "q",
+                            "in": "query",
+                            "required": True,
+                            "schema": {"type": "string", "maxLength": 1000},
+                        },
+                        _intParam("limit", 1, 1000, 20),
+                        _intParam("offset", 0, 10**9, 0),
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "results": {
+                                        "type": "array",
+                                        "items": {
+                                            "$ref": "#/components/schemas/SearchResult"
+                                        },
+                                    },
+                                    "query": {"type": "string"},
+                                    "count": {"type": "integer"},
+                                    "total_matches": {"type": "integer"},
+                                },
+                            }
+                        ),
+                        **_errors(*_STD),
+                    },
+                }
+            },
+            "/v1/messages/send": {
+                "post": {
+                    "summary": "Queue a message from the user (202); a copy goes"
+                    " to sent",
+                    "security": _AUTH,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["to", "body"],
+                                    "properties": {
+                                        "to": {
+                                            "type": "array",
+                                            "items": {"type": "string"},
+                                        },
+                                        "cc": {
+                                            "type": "array",
+                                            "items": {"type": "string"},
+                                        },
+                                        "bcc": {
+                                            "type": "array",
+                                            "items": {"type": "string"},
+                                        },
+                                        "subject": {"type": "string"},
+                                        "body": {"type": "string"},
+                                        "html": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "id": {"type": "string"},
+                                    "status": {"type": "string", "enum": ["queued"]},
+                                },
+                            },
+                            "Queued",
+                        ),
+                        **_errors(400, 401, 413, 429),
+                    },
+                }
+            },
+            "/v1/messages/{entryId}": {
+                "parameters": [_ID],
+                "get": {
+                    "summary": "One message, parsed, with its raw MIME",
+                    "security": _AUTH,
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/MessageFull"}),
+                        **_errors(401, 404, 429),
+                    },
+                },
+                "patch": {
+                    "summary": "Set read_state, starred, mailbox (idempotent)",
+                    "security": _AUTH,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "minProperties": 1,
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "read_state": {"type": "boolean"},
+                                        "starred": {"type": "boolean"},
+                                        "mailbox": {
+                                            "type": "string",
+                                            "enum": [
+                                                "inbox",
+                                                "archive",
+                                                "junk",
+                                                "trash",
+                                                "sent",
+                                            ],
+                                        },
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json(ref),
+                        **_errors(400, 401, 404, 413, 429),
+                    },
+                },
+                "delete": {
+                    "summary": "Move to trash",
+                    "security": _AUTH,
+                    "responses": {"200": _json(ref), **_errors(401, 404, 429)},
+                },
+            },
+            "/v1/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": _json({"type": "object"}), **_errors(429)},
+                }
+            },
+        },
+    }

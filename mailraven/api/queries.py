@@ -1,0 +1,223 @@
+"""SQL behind the mobile API. Every function takes a read (or write) connection
+and runs on the database's threads, never on the reactor."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from mailraven.api.search import SearchQuery
+from mailraven.store.messages import utcNow
+
+TOKEN_LIFETIME = timedelta(days=7)
+
+_SUMMARY = """
+    e.id, e.recipient, e.mailbox, e.read_state, e.starred, e.received_at,
+    e.updated_at, m.mail_from, m.header_from, m.subject, m.snippet, m.size,
+    m.has_attachments, m.spam_score
+"""
+
+
+def summary(row: sqlite3.Row) -> dict[str, Any]:
+    """A MessageSummary of the API contract."""
+    return {
+        "id": row["id"],
+        "sender": row["header_from"] or row["mail_from"],
+        "recipient": row["recipient"],
+        "subject": row["subject"] or "",
+        "snippet": row["snippet"] or "",
+        "read_state": bool(row["read_state"]),
+        "starred": bool(row["starred"]),
+        "received_at": _z(row["received_at"]),
+        "updated_at": _z(row["updated_at"]),
+        # SPF/DKIM/DMARC arrive with inbound authentication (submission issue).
+        "spf_result": "none",
+        "dkim_result": "none",
+        "dmarc_result": "none",
+        "mailbox": row["mailbox"],
+        "spam_score": row["spam_score"],
+        "has_attachments": bool(row["has_attachments"]),
+        "size": row["size"],
+    }
+
+
+def _z(stamp: str) -> str:
+    return stamp.replace("+00:00", "Z")
+
+
+# -- listing ------------------------------------------------------------------
+
+
+def encodeCursor(receivedAt: str, entryId: str) -> str:
+    raw = json.dumps([receivedAt, entryId]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decodeCursor(cursor: str) -> tuple[str, str]:
+    """Raises ValueError for anything we did not hand out."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        receivedAt, entryId = json.loads(base64.urlsafe_b64decode(padded))
+    except Exception:
+        raise ValueError("bad cursor") from None
+    if not (isinstance(receivedAt, str) and isinstance(entryId, str)):
+        raise ValueError("bad cursor")
+    return receivedAt, entryId
+
+
+def listMessages(
+    conn: sqlite3.Connection,
+    userId: int,
+    mailbox: str,
+    limit: int,
+    offset: int,
+    cursor: tuple[str, str] | None,
+    unreadOnly: bool,
+) -> dict[str, Any]:
+    """
+    Newest first. With a cursor the page starts strictly after the cursor's
+    message (keyset pagination), so mail arriving meanwhile shifts nothing.
+    """
+    where = ["e.user_id = ?", "e.mailbox = ?"]
+    args: list[Any] = [userId, mailbox]
+    if unreadOnly:
+        where.append("e.read_state = 0")
+    total = conn.execute(
+        f"SELECT count(*) FROM mailbox_entries e WHERE {' AND '.join(where)}", args
+    ).fetchone()[0]
+    if cursor is not None:
+        where.append("(e.received_at < ? OR (e.received_at = ? AND e.id < ?))")
+        args += [cursor[0], cursor[0], cursor[1]]
+        offset = 0
+    rows = conn.execute(
+        f"SELECT {_SUMMARY} FROM mailbox_entries e JOIN messages m"
+        f" ON m.id = e.message_id WHERE {' AND '.join(where)}"
+        " ORDER BY e.received_at DESC, e.id DESC LIMIT ? OFFSET ?",
+        [*args, limit + 1, offset],
+    ).fetchall()
+    hasMore = len(rows) > limit
+    rows = rows[:limit]
+    nextCursor = None
+    if hasMore:
+        nextCursor = encodeCursor(rows[-1]["received_at"], rows[-1]["id"])
+    return {
+        "messages": [summary(r) for r in rows],
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "has_more": hasMore,
+        "next_cursor": nextCursor,
+    }
+
+
+def changedSince(
+    conn: sqlite3.Connection, userId: int, since: str, limit: int
+) -> list[dict[str, Any]]:
+    """
+    Every entry that arrived or changed (read state, star, mailbox: a delete is
+    a move to trash) after C{since}, oldest change first.
+    """
+    rows = conn.execute(
+        f"SELECT {_SUMMARY} FROM mailbox_entries e JOIN messages m"
+        " ON m.id = e.message_id WHERE e.user_id = ? AND e.updated_at > ?"
+        " ORDER BY e.updated_at, e.id LIMIT ?",
+        (userId, since, limit),
+    ).fetchall()
+    return [summary(r) for r in rows]
+
+
+def entryFor(conn: sqlite3.Connection, userId: int, entryId: str) -> dict | None:
+    row = conn.execute(
+        f"SELECT {_SUMMARY}, m.path, m.message_id AS header_message_id"
+        " FROM mailbox_entries e JOIN messages m ON m.id = e.message_id"
+        " WHERE e.id = ? AND e.user_id = ?",
+        (entryId, userId),
+    ).fetchone()
+    if row is None:
+        return None
+    result = summary(row)
+    result["path"] = row["path"]
+    result["message_id"] = row["header_message_id"] or ""
+    return result
+
+
+# -- search -------------------------------------------------------------------
+
+
+def search(
+    conn: sqlite3.Connection, userId: int, query: SearchQuery, limit: int, offset: int
+) -> dict[str, Any]:
+    """BM25 over sender, recipients, subject, body; relevance mapped to 0..1."""
+    if query.nothing:
+        return {"results": [], "count": 0, "total_matches": 0}
+    if query.match:
+        source = (
+            "message_text JOIN mailbox_entries e"
+            " ON e.message_id = message_text.message_id"
+        )
+        rank = "bm25(message_text, 0.0, 4.0, 2.0, 3.0, 1.0)"
+        where, args = ["message_text MATCH ?", "e.user_id = ?"], [query.match, userId]
+    else:
+        source, rank = "mailbox_entries e", "0.0"
+        where, args = ["e.user_id = ?"], [userId]
+    if query.before:
+        where.append("e.received_at < ?")
+        args.append(query.before)
+    if query.after:
+        where.append("e.received_at >= ?")
+        args.append(query.after)
+    clause = " AND ".join(where)
+    total = conn.execute(
+        f"SELECT count(*) FROM {source} WHERE {clause}", args
+    ).fetchone()[0]
+    rows = conn.execute(
+        f"SELECT {_SUMMARY}, {rank} AS rank FROM {source}"
+        f" JOIN messages m ON m.id = e.message_id WHERE {clause}"
+        " ORDER BY rank, e.received_at DESC LIMIT ? OFFSET ?",
+        [*args, limit, offset],
+    ).fetchall()
+    results = []
+    for row in rows:
+        result = summary(row)
+        score = -row["rank"]
+        result["relevance"] = round(score / (1.0 + score), 4) if score > 0 else 0.0
+        results.append(result)
+    return {"results": results, "count": len(results), "total_matches": total}
+
+
+# -- tokens -------------------------------------------------------------------
+
+
+def tokenHash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def storeToken(conn: sqlite3.Connection, userId: int, token: str) -> str:
+    now = datetime.now(UTC)
+    expires = (now + TOKEN_LIFETIME).isoformat(timespec="seconds")
+    conn.execute(
+        "INSERT INTO tokens (hash, user_id, created_at, expires_at) VALUES (?,?,?,?)",
+        (tokenHash(token), userId, now.isoformat(timespec="seconds"), expires),
+    )
+    conn.execute("DELETE FROM tokens WHERE expires_at < ?", (utcNow(),))
+    return expires
+
+
+def userForToken(conn: sqlite3.Connection, token: str) -> tuple[int, str] | None:
+    row = conn.execute(
+        "SELECT u.id, u.email FROM tokens t JOIN users u ON u.id = t.user_id"
+        " WHERE t.hash = ? AND t.expires_at > ?",
+        (tokenHash(token), utcNow()),
+    ).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+def revokeToken(conn: sqlite3.Connection, token: str) -> bool:
+    return (
+        conn.execute("DELETE FROM tokens WHERE hash = ?", (tokenHash(token),)).rowcount
+        == 1
+    )
