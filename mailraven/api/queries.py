@@ -171,9 +171,14 @@ def search(
         where.append("e.received_at >= ?")
         args.append(query.after)
     clause = " AND ".join(where)
-    total = conn.execute(
-        f"SELECT count(*) FROM {source} WHERE {clause}", args
-    ).fetchone()[0]
+    # One pass for the total and the best score: relevance is relative to the
+    # best match of the whole result set (1.0), so pages compare, and tiny
+    # corpora (where BM25's IDF collapses towards 0) still rank sensibly.
+    total, best = conn.execute(
+        f"WITH hits AS MATERIALIZED (SELECT {rank} AS r FROM {source}"
+        f" WHERE {clause}) SELECT count(*), min(r) FROM hits",
+        args,
+    ).fetchone()
     rows = conn.execute(
         f"SELECT {_SUMMARY}, {rank} AS rank FROM {source}"
         f" JOIN messages m ON m.id = e.message_id WHERE {clause}"
@@ -183,8 +188,10 @@ def search(
     results = []
     for row in rows:
         result = summary(row)
-        score = -row["rank"]
-        result["relevance"] = round(score / (1.0 + score), 4) if score > 0 else 0.0
+        if best is not None and best < 0:
+            result["relevance"] = round(min(1.0, row["rank"] / best), 4)
+        else:
+            result["relevance"] = 1.0
         results.append(result)
     return {"results": results, "count": len(results), "total_matches": total}
 
