@@ -90,13 +90,17 @@ def listMessages(
         f"SELECT count(*) FROM mailbox_entries e WHERE {' AND '.join(where)}", args
     ).fetchone()[0]
     if cursor is not None:
-        where.append("(e.received_at < ? OR (e.received_at = ? AND e.id < ?))")
-        args += [cursor[0], cursor[0], cursor[1]]
+        where.append("(e.received_at, e.id) < (?, ?)")
+        args += [cursor[0], cursor[1]]
         offset = 0
+    # The page's ids come from the index alone (skipping `offset` entries costs
+    # no table or message lookups); only the page itself is joined.
     rows = conn.execute(
-        f"SELECT {_SUMMARY} FROM mailbox_entries e JOIN messages m"
-        f" ON m.id = e.message_id WHERE {' AND '.join(where)}"
-        " ORDER BY e.received_at DESC, e.id DESC LIMIT ? OFFSET ?",
+        f"SELECT {_SUMMARY} FROM (SELECT e.id AS pick FROM mailbox_entries e"
+        f" WHERE {' AND '.join(where)} ORDER BY e.received_at DESC, e.id DESC"
+        " LIMIT ? OFFSET ?) JOIN mailbox_entries e ON e.id = pick"
+        " JOIN messages m ON m.id = e.message_id"
+        " ORDER BY e.received_at DESC, e.id DESC",
         [*args, limit + 1, offset],
     ).fetchall()
     hasMore = len(rows) > limit
@@ -151,16 +155,56 @@ def entryFor(conn: sqlite3.Connection, userId: int, entryId: str) -> dict | None
 def search(
     conn: sqlite3.Connection, userId: int, query: SearchQuery, limit: int, offset: int
 ) -> dict[str, Any]:
-    """BM25 over sender, recipients, subject, body; relevance mapped to 0..1."""
+    """
+    BM25 over sender, recipients, subject, body. The user's own messages are
+    selected inside FTS5 (the `owners` column), so a common word costs one pass
+    over its posting list in C, not a join per match. Relevance is relative to
+    the best match of the whole result (1.0): pages compare, and tiny corpora,
+    where BM25's IDF collapses towards 0, still rank sensibly.
+    """
     if query.nothing:
         return {"results": [], "count": 0, "total_matches": 0}
+    if not query.match or query.before or query.after:
+        return _searchWithDates(conn, userId, query, limit, offset)
+    match = f'owners : "u{userId}" AND ({query.match})'
+    (total,) = conn.execute(
+        "SELECT count(*) FROM message_text WHERE message_text MATCH ?", (match,)
+    ).fetchone()
+    ranked = f"SELECT message_id, {_BM25} AS r FROM message_text"
+    ranked += " WHERE message_text MATCH ? ORDER BY r LIMIT ? OFFSET ?"
+    page = conn.execute(ranked, (match, limit, offset)).fetchall()
+    if not page:
+        return {"results": [], "count": 0, "total_matches": total}
+    best = (
+        page[0][1] if offset == 0 else conn.execute(ranked, (match, 1, 0)).fetchone()[1]
+    )
+    scores = {messageId: score for messageId, score in page}
+    marks = ",".join("?" * len(scores))
+    rows = conn.execute(
+        f"SELECT {_SUMMARY}, e.message_id AS file_id FROM mailbox_entries e"
+        f" JOIN messages m ON m.id = e.message_id"
+        f" WHERE e.user_id = ? AND e.message_id IN ({marks})",
+        (userId, *scores),
+    ).fetchall()
+    rows.sort(key=lambda row: scores[row["file_id"]])
+    return _results(rows, [scores[row["file_id"]] for row in rows], best, total)
+
+
+_BM25 = "bm25(message_text, 0.0, 0.0, 4.0, 2.0, 3.0, 1.0)"
+
+
+def _searchWithDates(
+    conn: sqlite3.Connection, userId: int, query: SearchQuery, limit: int, offset: int
+) -> dict[str, Any]:
+    """Dates restrict mailbox entries, so here the join carries the filter."""
     if query.match:
         source = (
             "message_text JOIN mailbox_entries e"
             " ON e.message_id = message_text.message_id"
         )
-        rank = "bm25(message_text, 0.0, 4.0, 2.0, 3.0, 1.0)"
-        where, args = ["message_text MATCH ?", "e.user_id = ?"], [query.match, userId]
+        rank = _BM25
+        match = f'owners : "u{userId}" AND ({query.match})'
+        where, args = ["message_text MATCH ?", "e.user_id = ?"], [match, userId]
     else:
         source, rank = "mailbox_entries e", "0.0"
         where, args = ["e.user_id = ?"], [userId]
@@ -171,9 +215,6 @@ def search(
         where.append("e.received_at >= ?")
         args.append(query.after)
     clause = " AND ".join(where)
-    # One pass for the total and the best score: relevance is relative to the
-    # best match of the whole result set (1.0), so pages compare, and tiny
-    # corpora (where BM25's IDF collapses towards 0) still rank sensibly.
     total, best = conn.execute(
         f"WITH hits AS MATERIALIZED (SELECT {rank} AS r FROM {source}"
         f" WHERE {clause}) SELECT count(*), min(r) FROM hits",
@@ -185,11 +226,17 @@ def search(
         " ORDER BY rank, e.received_at DESC LIMIT ? OFFSET ?",
         [*args, limit, offset],
     ).fetchall()
+    return _results(rows, [row["rank"] for row in rows], best, total)
+
+
+def _results(
+    rows: list[sqlite3.Row], scores: list[float], best: float | None, total: int
+) -> dict[str, Any]:
     results = []
-    for row in rows:
+    for row, score in zip(rows, scores, strict=True):
         result = summary(row)
         if best is not None and best < 0:
-            result["relevance"] = round(min(1.0, row["rank"] / best), 4)
+            result["relevance"] = round(min(1.0, score / best), 4)
         else:
             result["relevance"] = 1.0
         results.append(result)

@@ -217,10 +217,11 @@ def _insertMessage(conn: Any, prepared: PreparedMessage) -> str:
         ],
     )
     conn.execute(
-        "INSERT INTO message_text (message_id, sender, recipients, subject, body)"
-        " VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO message_text (message_id, owners, sender, recipients, subject,"
+        " body) VALUES (?, ?, ?, ?, ?, ?)",
         (
             prepared.messageId,
+            " ".join(f"u{r.userId}" for r in envelope.recipients),
             f"{meta.headerFrom} {envelope.mailFrom}",
             " ".join([meta.headerTo] + [r.address for r in envelope.recipients]),
             meta.subject,

@@ -48,11 +48,13 @@ MIGRATIONS: list[str] = [
         received_at TEXT NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX entries_by_user
-        ON mailbox_entries (user_id, mailbox, received_at DESC);
+        ON mailbox_entries (user_id, mailbox, received_at, id);
     CREATE INDEX entries_by_message ON mailbox_entries (message_id);
     """,
     # 2: the mobile API: delta sync (updated_at), bearer tokens (hashed), the
     # durable outbound queue, and full-text search over every stored message.
+    # `owners` holds a token per recipient user ("u<id>"), so a user's search
+    # is filtered inside FTS5 instead of by a join over every match.
     """
     ALTER TABLE mailbox_entries ADD COLUMN updated_at TEXT NOT NULL DEFAULT '';
     UPDATE mailbox_entries SET updated_at = received_at;
@@ -78,7 +80,7 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX outbound_by_status ON outbound_queue (status, next_attempt_at);
     CREATE VIRTUAL TABLE message_text USING fts5(
-        message_id UNINDEXED, sender, recipients, subject, body,
+        message_id UNINDEXED, owners, sender, recipients, subject, body,
         tokenize = 'unicode61 remove_diacritics 2'
     );
     """,

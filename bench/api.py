@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""Mobile API latency with a large mailbox, and SMTP acceptance beside it.
+
+1. Seeds N messages (default 100,000) for one user through the store's own
+   delivery path (SQLiteMessageStore.deliver: files, metadata, FTS index).
+2. Starts `twistd -n mailraven` on that data dir and drives the API with
+   concurrent keep-alive HTTP clients (threads): list (first page, a deep
+   cursor page, a deep offset page), get, search (common word, rare word,
+   phrase). Prints p50/p95 latency and requests/s per endpoint.
+3. Measures SMTP acceptance (smtp-source, 1 KB x 20 sessions) alone and while
+   the API is under load, and prints the slowdown.
+
+Usage: python3 bench/api.py [--messages 100000] [--requests 400] [--clients 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+USER = "reader@example.test"
+PASSWORD = "bench password"
+COMMON, RARE = "meeting", "zanzibar"
+WORDS = (
+    "budget report project deadline review lunch travel invoice contract team "
+    "schedule update design launch customer support release planning agenda "
+    "quarterly numbers hiring office holiday feedback roadmap security"
+).split()
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def message(i: int, rng: random.Random) -> bytes:
+    words = rng.choices(WORDS, k=60)
+    if i % 3 == 0:
+        words.insert(rng.randrange(len(words)), COMMON)
+    if i % 10_000 == 7:
+        words.insert(5, RARE)
+    subject = " ".join(rng.choices(WORDS, k=4))
+    return (
+        f"From: Sender {i % 500} <sender{i % 500}@example.org>\r\n"
+        f"To: {USER}\r\nSubject: {subject}\r\nMessage-ID: <{i}@bench>\r\n"
+        f"Date: Wed, 25 Nov 2026 12:00:00 +0000\r\n\r\n" + " ".join(words) + "\r\n"
+    ).encode()
+
+
+def seed(dataDir: str, count: int) -> None:
+    """In-process, through SQLiteMessageStore.deliver (the SMTP path's store)."""
+    from twisted.internet import defer, reactor
+    from twisted.python.threadpool import ThreadPool
+
+    from mailraven.envelope import Envelope, Recipient
+    from mailraven.spool import memorySpool
+    from mailraven.startup import databasePath, ensureLayout
+    from mailraven.store.db import Database, openDatabase
+    from mailraven.store.messages import SQLiteMessageStore
+    from mailraven.store.users import addUser, hashPassword
+
+    ensureLayout(dataDir)
+    conn = openDatabase(databasePath(dataDir))
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        userId = addUser(conn, USER, hashPassword(PASSWORD))
+    conn.close()
+    db = Database(databasePath(dataDir), reactor)
+    pool = ThreadPool(1, 2)
+    store = SQLiteMessageStore(db, dataDir, reactor, pool)
+    rng = random.Random(1)
+    started = time.monotonic()
+
+    @defer.inlineCallbacks
+    def run():
+        db.startService()
+        pool.start()
+        semaphore = defer.DeferredSemaphore(32)
+        pending = []
+        for i in range(count):
+            envelope = Envelope(
+                "bench@example.org", recipients=[Recipient(USER, userId)]
+            )
+            pending.append(
+                semaphore.run(store.deliver, envelope, memorySpool(message(i, rng)))
+            )
+            if len(pending) >= 1000:
+                yield defer.gatherResults(pending)
+                pending = []
+                done = i + 1
+                if done % 10_000 == 0:
+                    rate = done / (time.monotonic() - started)
+                    print(f"  seeded {done} ({rate:.0f} msg/s)", flush=True)
+        yield defer.gatherResults(pending)
+        pool.stop()
+        yield db.stopService()
+        reactor.stop()
+
+    reactor.callWhenRunning(run)
+    reactor.run()
+
+
+class Server:
+    def __init__(self, work: str, dataDir: str) -> None:
+        self.smtp, self.api = freePort(), freePort()
+        config = os.path.join(work, "mailraven.toml")
+        with open(config, "w") as f:
+            f.write(
+                f'[server]\nhostname = "mx.bench.test"\ndomains = ["example.test"]\n'
+                f'data_dir = "{dataDir}"\n'
+                f'[smtp]\nlisten = ["tcp:{self.smtp}:interface=127.0.0.1"]\n'
+                f'[submission]\nlisten = ["tcp:{freePort()}:interface=127.0.0.1"]\n'
+                f'[api]\nlisten = ["tcp:{self.api}:interface=127.0.0.1"]\n'
+                "rate_limit = 100000000\n"
+                '[log]\nlevel = "warn"\n'
+            )
+        self.log = open(os.path.join(work, "server.log"), "wb")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from twisted.scripts.twistd import run; run()",
+                "-n",
+                "--pidfile=",
+                "mailraven",
+                "--config",
+                config,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=ROOT),
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.api), 1).close()
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(60)
+
+
+def call(
+    conn: http.client.HTTPConnection,
+    path: str,
+    token: str | None,
+    method: str = "GET",
+    body: bytes | None = None,
+) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    conn.request(method, path, body=body, headers=headers)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def measure(
+    port: int, token: str, paths: list[str], requests: int, clients: int
+) -> tuple[list[float], float]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    errors = []
+
+    def worker(n: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        mine = []
+        for k in range(n):
+            path = paths[k % len(paths)]
+            started = time.perf_counter()
+            status, _ = call(conn, path, token)
+            mine.append(time.perf_counter() - started)
+            if status != 200:
+                errors.append((path, status))
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    threads = [
+        threading.Thread(target=worker, args=(requests // clients,))
+        for _ in range(clients)
+    ]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"errors: {errors[:5]}")
+    return latencies, len(latencies) / elapsed
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
+
+
+def smtpRate(port: int, messages: int = 2000) -> float:
+    started = time.monotonic()
+    subprocess.run(
+        [
+            "smtp-source",
+            "-s",
+            "20",
+            "-m",
+            str(messages),
+            "-l",
+            "1024",
+            "-f",
+            "s@sender.example",
+            "-t",
+            USER,
+            f"127.0.0.1:{port}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    return messages / (time.monotonic() - started)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+    work = tempfile.mkdtemp(prefix="mailraven-api-bench-")
+    dataDir = os.path.join(work, "data")
+    print(f"seeding {args.messages} messages ...", flush=True)
+    started = time.monotonic()
+    subprocess.run(
+        [sys.executable, __file__, "--seed-only", dataDir, str(args.messages)],
+        check=True,
+    )
+    print(f"seeded in {time.monotonic() - started:.0f} s", flush=True)
+    server = Server(work, dataDir)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.api, timeout=60)
+        status, body = call(
+            conn,
+            "/api/v1/auth/login",
+            None,
+            "POST",
+            json.dumps({"email": USER, "password": PASSWORD}).encode(),
+        )
+        token = json.loads(body)["token"]
+        _, first = call(conn, "/api/v1/messages?limit=50", token)
+        ids = [m["id"] for m in json.loads(first)["messages"]]
+        cursor = None
+        for _ in range(20):  # walk 20 pages deep by cursor
+            query = "/api/v1/messages?limit=50" + (
+                f"&cursor={cursor}" if cursor else ""
+            )
+            _, page = call(conn, query, token)
+            cursor = json.loads(page)["next_cursor"]
+        conn.close()
+        cells = [
+            ("list first page", ["/api/v1/messages?limit=50"]),
+            (
+                "list by cursor (page 21)",
+                [f"/api/v1/messages?limit=50&cursor={cursor}"],
+            ),
+            ("list offset 50000", ["/api/v1/messages?limit=50&offset=50000"]),
+            ("get", [f"/api/v1/messages/{i}" for i in ids]),
+            (f"search common ({COMMON})", [f"/api/v1/messages/search?q={COMMON}"]),
+            (f"search rare ({RARE})", [f"/api/v1/messages/search?q={RARE}"]),
+            ("search phrase", ["/api/v1/messages/search?q=%22budget%20report%22"]),
+        ]
+        print(
+            f"\n{args.messages} messages, {args.clients} concurrent clients,"
+            f" {args.requests} requests per row"
+        )
+        print("| request | p50 ms | p95 ms | req/s |\n|---|---|---|---|")
+        for name, paths in cells:
+            measure(server.api, token, paths, args.clients * 5, args.clients)  # warm
+            latencies, rate = measure(
+                server.api, token, paths, args.requests, args.clients
+            )
+            print(
+                f"| {name} | {percentile(latencies, 0.5):.1f} |"
+                f" {percentile(latencies, 0.95):.1f} | {rate:.0f} |",
+                flush=True,
+            )
+        alone = smtpRate(server.smtp)
+        load = threading.Event()
+
+        def apiLoad() -> None:
+            paths = [
+                "/api/v1/messages?limit=50",
+                f"/api/v1/messages/{ids[0]}",
+                f"/api/v1/messages/search?q={RARE}",
+            ]
+            while not load.is_set():
+                measure(server.api, token, paths, 60, 2)
+
+        loader = threading.Thread(target=apiLoad)
+        loader.start()
+        try:
+            loaded = smtpRate(server.smtp)
+        finally:
+            load.set()
+            loader.join()
+        print(
+            f"\nSMTP 1KB x 20 alone: {alone:.0f} msg/s; with the API under load"
+            f" (2 clients): {loaded:.0f} msg/s ({(1 - loaded / alone) * 100:+.0f}%"
+            " slower)"
+        )
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--seed-only":
+        seed(sys.argv[2], int(sys.argv[3]))
+        sys.exit(0)
+    sys.exit(main())
