@@ -16,6 +16,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
+from mailraven.api import queries
 from mailraven.api.mobile import MobileAPI
 from mailraven.api.openapi import document
 from mailraven.api.search import BadQuery, parseQuery
@@ -310,6 +311,17 @@ class MobileAPITests(TestCase):
             self.assertEqual(found["query"], hostile)
         found = yield self.api.json("GET", "/messages/search", q="meeting @ 3pm")
         self.assertEqual(subjects(found), ["Quarterly budget"])
+
+    @inlineCallbacks
+    def test_rankingWindowCoversTheNewestMatchesAndCountsAll(self):
+        yield self.deliver([(f"budget {i}", "budget") for i in range(4)])
+        conn = sqlite3.connect(os.path.join(self.server.dataDir, "mailraven.db"))
+        conn.row_factory = sqlite3.Row
+        found = queries.search(conn, 1, parseQuery("budget"), 10, 0, window=2)
+        self.assertEqual(found["total_matches"], 4)
+        self.assertEqual(
+            sorted(r["subject"] for r in found["results"]), ["budget 2", "budget 3"]
+        )
 
     @inlineCallbacks
     def test_sendQueuesDurablyAndKeepsACopy(self):
