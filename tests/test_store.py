@@ -326,6 +326,35 @@ class CompressionTests(SynchronousTestCase):
             self.assertLess(stored.storedSize, len(raw))
 
 
+class MailboxCountTests(SQLiteFixture, TestCase):
+    @inlineCallbacks
+    def test_countsFollowArrivalsReadsAndMoves(self):
+        store = self.sqliteStore()
+        for _ in range(3):
+            yield store.deliver(
+                envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
+            )
+        entries = yield store.list(1, "inbox", 10, 0)
+        yield store.updateFlags(entries[0]["id"], 1, {"read_state": True})
+        yield store.updateFlags(entries[0]["id"], 1, {"read_state": True})
+        yield store.delete(entries[1]["id"], 1)
+
+        def counts(conn):
+            return dict(
+                (
+                    (m, (t, u))
+                    for m, t, u in conn.execute(
+                        "SELECT mailbox, total, unread FROM mailbox_counts"
+                        " WHERE user_id = 1"
+                    )
+                )
+            )
+
+        self.assertEqual(
+            (yield self.db.read(counts)), {"inbox": (2, 1), "trash": (1, 1)}
+        )
+
+
 class MessageIdTests(SynchronousTestCase):
     def test_idsSortByTimeAndShareDirectoriesWithinAWindow(self):
         ids = [newMessageId() for _ in range(50)]

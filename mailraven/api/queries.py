@@ -86,9 +86,11 @@ def listMessages(
     args: list[Any] = [userId, mailbox]
     if unreadOnly:
         where.append("e.read_state = 0")
-    total = conn.execute(
-        f"SELECT count(*) FROM mailbox_entries e WHERE {' AND '.join(where)}", args
-    ).fetchone()[0]
+    counts = conn.execute(
+        "SELECT total, unread FROM mailbox_counts WHERE user_id = ? AND mailbox = ?",
+        (userId, mailbox),
+    ).fetchone()
+    total = 0 if counts is None else counts[1 if unreadOnly else 0]
     if cursor is not None:
         where.append("(e.received_at, e.id) < (?, ?)")
         args += [cursor[0], cursor[1]]
@@ -209,7 +211,7 @@ def search(
 
 
 _BM25 = "bm25(message_text, 0.0, 0.0, 4.0, 2.0, 3.0, 1.0)"
-SEARCH_WINDOW = 5000  # newest matches ranked by BM25; all are counted
+SEARCH_WINDOW = 2000  # newest matches ranked by BM25; all are counted
 
 
 def _searchWithDates(

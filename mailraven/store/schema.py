@@ -55,6 +55,7 @@ MIGRATIONS: list[str] = [
     # durable outbound queue, and full-text search over every stored message.
     # `owners` holds a token per recipient user ("u<id>"), so a user's search
     # is filtered inside FTS5 instead of by a join over every match.
+    # mailbox_counts is kept by triggers: a page's `total` without a count(*).
     """
     ALTER TABLE mailbox_entries ADD COLUMN updated_at TEXT NOT NULL DEFAULT '';
     UPDATE mailbox_entries SET updated_at = received_at;
@@ -79,6 +80,37 @@ MIGRATIONS: list[str] = [
         next_attempt_at TEXT NOT NULL
     ) WITHOUT ROWID;
     CREATE INDEX outbound_by_status ON outbound_queue (status, next_attempt_at);
+    CREATE TABLE mailbox_counts (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        mailbox TEXT NOT NULL,
+        total INTEGER NOT NULL DEFAULT 0,
+        unread INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (user_id, mailbox)
+    ) WITHOUT ROWID;
+    INSERT INTO mailbox_counts (user_id, mailbox, total, unread)
+        SELECT user_id, mailbox, count(*), sum(read_state = 0)
+        FROM mailbox_entries GROUP BY user_id, mailbox;
+    CREATE TRIGGER entries_counted_in AFTER INSERT ON mailbox_entries BEGIN
+        INSERT INTO mailbox_counts (user_id, mailbox, total, unread)
+        VALUES (NEW.user_id, NEW.mailbox, 1, NEW.read_state = 0)
+        ON CONFLICT (user_id, mailbox) DO UPDATE
+        SET total = total + 1, unread = unread + (NEW.read_state = 0);
+    END;
+    CREATE TRIGGER entries_counted_out AFTER DELETE ON mailbox_entries BEGIN
+        UPDATE mailbox_counts
+        SET total = total - 1, unread = unread - (OLD.read_state = 0)
+        WHERE user_id = OLD.user_id AND mailbox = OLD.mailbox;
+    END;
+    CREATE TRIGGER entries_counted_moved AFTER UPDATE OF mailbox, read_state
+    ON mailbox_entries BEGIN
+        UPDATE mailbox_counts
+        SET total = total - 1, unread = unread - (OLD.read_state = 0)
+        WHERE user_id = OLD.user_id AND mailbox = OLD.mailbox;
+        INSERT INTO mailbox_counts (user_id, mailbox, total, unread)
+        VALUES (NEW.user_id, NEW.mailbox, 1, NEW.read_state = 0)
+        ON CONFLICT (user_id, mailbox) DO UPDATE
+        SET total = total + 1, unread = unread + (NEW.read_state = 0);
+    END;
     CREATE VIRTUAL TABLE message_text USING fts5(
         message_id UNINDEXED, owners, sender, recipients, subject, body,
         tokenize = 'unicode61 remove_diacritics 2'
@@ -114,4 +146,12 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 
 def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """Split on semicolons that end a statement (not those inside a trigger)."""
+    statements, current = [], ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \n;"):
+                statements.append(current.strip())
+            current = ""
+    return statements
