@@ -9,6 +9,7 @@ where durable acceptance gets most of its throughput back (notes/perf.md).
 
 from __future__ import annotations
 
+import os
 import queue
 import sqlite3
 import threading
@@ -61,6 +62,20 @@ def openDatabase(path: str) -> sqlite3.Connection:
     return conn
 
 
+def _lowerPriority(nice: int) -> None:
+    """
+    Reads (API listing, search) yield the CPU to mail acceptance: SQLite runs
+    without the GIL, so a nicer thread really does give way (Linux: per-thread
+    nice values). Best effort elsewhere.
+    """
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError:
+        pass
+
+
 class Database(Service):
     """
     The database of one data dir. C{write} work runs on the writer thread inside
@@ -69,6 +84,7 @@ class Database(Service):
     """
 
     log = Logger()
+    readNice = 5
 
     def __init__(
         self,
@@ -132,6 +148,7 @@ class Database(Service):
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = connect(self.path, readOnly=True)
+            _lowerPriority(self.readNice)
         return work(conn)
 
     def _writerLoop(self, conn: sqlite3.Connection) -> None:
