@@ -16,6 +16,13 @@ from typing import Sequence
 
 from mailraven import __version__
 from mailraven import config as configuration
+from mailraven.backup import (
+    BackupError,
+    createBackup,
+    restoreBackup,
+    terminalReport,
+    verifyBackup,
+)
 from mailraven.quickstart import quickstart
 from mailraven.startup import StartupError, databasePath, ensureLayout
 from mailraven.store.db import openDatabase
@@ -69,7 +76,7 @@ def userAdd(config, args) -> int:
     try:
         with conn:
             conn.execute("BEGIN IMMEDIATE")
-            addUser(conn, email, hashed)
+            addUser(conn, email, hashed, admin=args.admin)
     except UserExists:
         raise CommandError(f"{email} already exists") from None
     domains = config["server.domains"]
@@ -114,6 +121,15 @@ def userList(config, args) -> int:
 
 
 def verify(config, args) -> int:
+    if args.backup:
+        problems = verifyBackup(args.backup)
+        for line in problems:
+            print(f"DAMAGED {line}")
+        print(
+            f"backup {args.backup}: "
+            + ("OK" if not problems else f"{len(problems)} problems")
+        )
+        return 0 if not problems else 2
     if not os.path.exists(databasePath(config.dataDir)):
         raise CommandError(f"no MailRaven data in {config.dataDir}")
     report = checkIntegrity(_open(config), config.dataDir, readFiles=not args.quick)
@@ -126,6 +142,35 @@ def verify(config, args) -> int:
         + ("OK" if report.ok else f"{len(report.damage)} problems")
     )
     return 0 if report.ok else 2
+
+
+def _report():
+    return terminalReport if sys.stderr.isatty() else None
+
+
+def backup(config, args) -> int:
+    try:
+        manifest = createBackup(config.dataDir, args.to, args.config, _report())
+    except BackupError as e:
+        raise CommandError(str(e)) from None
+    counts = manifest["counts"]
+    print(
+        f"\nbackup written to {os.path.abspath(args.to)}: {counts['users']} users,"
+        f" {counts['messages']} messages, {len(manifest['files'])} files"
+    )
+    return 0
+
+
+def restore(config, args) -> int:
+    target = os.path.abspath(args.data_dir or config.dataDir)
+    try:
+        manifest = restoreBackup(args.from_, target, args.force, _report())
+    except BackupError as e:
+        raise CommandError(str(e)) from None
+    print(f"\nrestored {manifest['counts']['messages']} messages into {target}")
+    if os.path.exists(os.path.join(args.from_, "mailraven.toml")):
+        print(f"the backup's configuration is at {args.from_}/mailraven.toml")
+    return 0
 
 
 def runQuickstart(config, args) -> int:
@@ -176,6 +221,10 @@ def parser() -> argparse.ArgumentParser:
             action="store_true",
             help="read the password from the first line of stdin",
         )
+        if name == "add":
+            cmd.add_argument(
+                "--admin", action="store_true", help="may use the admin API (backups)"
+            )
         cmd.set_defaults(func=func)
     cmd = user.add_parser("del", help="remove an account and its mailbox entries")
     cmd.add_argument("email")
@@ -186,7 +235,22 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument(
         "--quick", action="store_true", help="check that files exist, do not read them"
     )
+    cmd.add_argument("--backup", metavar="DIR", help="verify this backup instead")
     cmd.set_defaults(func=verify)
+
+    cmd = sub.add_parser("backup", help="hot backup of the data dir")
+    cmd.add_argument(
+        "--to", required=True, metavar="DIR", help="the new backup (must not exist)"
+    )
+    cmd.set_defaults(func=backup)
+
+    cmd = sub.add_parser("restore", help="restore a backup (verified first)")
+    cmd.add_argument("--from", dest="from_", required=True, metavar="DIR")
+    cmd.add_argument("--data-dir", help="restore here instead of server.data_dir")
+    cmd.add_argument(
+        "--force", action="store_true", help="restore into a data dir that is not empty"
+    )
+    cmd.set_defaults(func=restore)
 
     cmd = sub.add_parser("quickstart", help="config, first account, DKIM key, DNS")
     cmd.add_argument("email")

@@ -92,6 +92,21 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def _schedule(value: Any) -> str:
+    value = _str(value).strip()
+    if value:
+        hours, sep, minutes = value.partition(":")
+        if not (
+            sep
+            and hours.isdigit()
+            and minutes.isdigit()
+            and int(hours) < 24
+            and int(minutes) < 60
+        ):
+            raise ValueError('expected "HH:MM" (UTC) or ""')
+    return value
+
+
 @dataclass(frozen=True)
 class Key:
     parse: Callable[[Any], Any]
@@ -134,6 +149,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "compression_level": Key(_int, 6, "gzip level 1..9 for message files"),
         "disk_warn_percent": Key(_percent, 80.0, "log a warning above this"),
         "disk_reject_percent": Key(_percent, 95.0, "452 4.3.1 for new mail above"),
+    },
+    "backup": {
+        "dir": Key(_str, "", "where backups go (default data_dir/backups)"),
+        "schedule": Key(_schedule, "", 'daily backup time "HH:MM" UTC; "" = off'),
+        "keep": Key(_positiveInt, 7, "newest backups kept"),
     },
     "log": {
         "format": Key(_choice("text", "json"), "text", "text or json"),

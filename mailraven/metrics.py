@@ -44,6 +44,22 @@ class Metrics:
             "mailraven_disk_used_ratio", "Used fraction of the data volume", registry=r
         )
 
+        self.backupLastSuccess = Gauge(
+            "mailraven_backup_last_success_timestamp_seconds",
+            "When the last backup completed",
+            registry=r,
+        )
+        self.backupDuration = Gauge(
+            "mailraven_backup_duration_seconds",
+            "Duration of the last backup",
+            registry=r,
+        )
+        self.backupBytes = Gauge(
+            "mailraven_backup_size_bytes",
+            "Message bytes in the last backup",
+            registry=r,
+        )
+
     def observeCommit(self, seconds: float, batch: int) -> None:
         self.storeCommitSeconds.observe(seconds)
         self.storeCommitBatch.observe(batch)

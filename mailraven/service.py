@@ -18,8 +18,9 @@ from twisted.python.components import Componentized
 from twisted.python.threadpool import ThreadPool
 
 from mailraven.api.health import HealthResource
-from mailraven.api.mobile import MobileAPI
+from mailraven.api.mobile import AdminAPI, MobileAPI
 from mailraven.api.site import makeSite
+from mailraven.backupservice import BackupJobs
 from mailraven.config import Config
 from mailraven.diskguard import DiskGuard
 from mailraven.listeners import Listener
@@ -103,6 +104,7 @@ def makeService(
     config: Config,
     reactor: Any = None,
     onListenFailure: Callable[[str], None] | None = None,
+    configFile: str | None = None,
 ) -> MailRavenService:
     if reactor is None:
         from twisted.internet import reactor
@@ -169,11 +171,25 @@ def makeService(
                 service
             )
 
-    health = HealthResource(reactor, files.pool, tmpDir, diskGuard, root.listeners)
+    backups = BackupJobs(
+        dataDir,
+        config["backup.dir"] or os.path.join(dataDir, "backups"),
+        config["backup.schedule"],
+        config["backup.keep"],
+        metrics,
+        reactor,
+        configFile,
+    )
+    backups.setName("backup")
+    backups.setServiceParent(root)
+    root.backups = backups
+    health = HealthResource(
+        reactor, files.pool, tmpDir, diskGuard, root.listeners, backups.health
+    )
     api = MultiService()
     api.setName("api")
     api.setServiceParent(root)
-    mobile = MobileAPI(
+    apiArgs = (
         db,
         root.store,
         dataDir,
@@ -182,7 +198,13 @@ def makeService(
         files.pool,
         config["api.rate_limit"],
     )
-    site = makeSite(health, metrics, mobile.resource(), config["api.max_body"])
+    site = makeSite(
+        health,
+        metrics,
+        MobileAPI(*apiArgs).resource(),
+        AdminAPI(*apiArgs, backups=backups).resource(),
+        config["api.max_body"],
+    )
     for description in config["api.listen"]:
         Listener(reactor, description, site, onListenFailure).setServiceParent(api)
     return root

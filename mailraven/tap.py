@@ -38,6 +38,8 @@ def makeService(options: Options):
     from mailraven.service import makeService as build
 
     try:
-        return build(options.loaded, onListenFailure=_listenFailed)
+        return build(
+            options.loaded, onListenFailure=_listenFailed, configFile=options["config"]
+        )
     except StartupError as e:
         raise SystemExit(f"mailraven: {e}") from None

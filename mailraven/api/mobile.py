@@ -442,3 +442,50 @@ def _fullMessage(raw: bytes) -> dict[str, Any]:
         "html": html,
         "attachments": attachments,
     }
+
+
+class AdminAPI(MobileAPI):
+    """/admin: backups on demand (admin accounts only: 403 for others)."""
+
+    app = Klein()
+
+    def __init__(self, *args: Any, backups: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._backups = backups
+
+    @app.handle_errors(NotFound)
+    def notFound(self, request: Any, failure: Any) -> bytes:
+        return MobileAPI.notFound(self, request, failure)
+
+    @app.handle_errors(MethodNotAllowed)
+    def notAllowed(self, request: Any, failure: Any) -> bytes:
+        return MobileAPI.notAllowed(self, request, failure)
+
+    @staticmethod
+    def _requireAdmin(user: tuple[int, str, bool]) -> None:
+        if not user[2]:
+            raise APIError(403, "forbidden", "Admin accounts only")
+
+    @app.route("/backup", methods=["POST"])
+    @endpoint()
+    def startBackup(self, request: Any, user: tuple[int, str, bool]):
+        self._requireAdmin(user)
+        job, started = self._backups.start()
+        if started is None:
+            raise APIError(409, "busy", "A backup is running", job_id=job["job_id"])
+        self.log.info(
+            "backup {id} requested by {email}",
+            id=job["job_id"],
+            email=user[1],
+            event="backup_requested",
+        )
+        return 202, {"job_id": job["job_id"], "status": job["status"]}
+
+    @app.route("/backup/<string:jobId>", methods=["GET"])
+    @endpoint()
+    def backupStatus(self, request: Any, user: tuple[int, str, bool], jobId: str):
+        self._requireAdmin(user)
+        job = self._backups.jobs.get(jobId)
+        if job is None:
+            raise APIError(404, "not_found", "No such backup job")
+        return {k: v for k, v in job.items() if k != "path"}

@@ -282,13 +282,14 @@ def storeToken(conn: sqlite3.Connection, userId: int, token: str) -> str:
     return expires
 
 
-def userForToken(conn: sqlite3.Connection, token: str) -> tuple[int, str] | None:
+def userForToken(conn: sqlite3.Connection, token: str) -> tuple[int, str, bool] | None:
+    """(user id, address, is admin) of a valid token."""
     row = conn.execute(
-        "SELECT u.id, u.email FROM tokens t JOIN users u ON u.id = t.user_id"
-        " WHERE t.hash = ? AND t.expires_at > ?",
+        "SELECT u.id, u.email, u.is_admin FROM tokens t JOIN users u"
+        " ON u.id = t.user_id WHERE t.hash = ? AND t.expires_at > ?",
         (tokenHash(token), utcNow()),
     ).fetchone()
-    return None if row is None else (row[0], row[1])
+    return None if row is None else (row[0], row[1], bool(row[2]))
 
 
 def revokeToken(conn: sqlite3.Connection, token: str) -> bool:

@@ -28,11 +28,14 @@ class Root(Resource):
         return JSONNotFound()
 
 
-def makeSite(health: Resource, metrics: Any, api: Resource, maxBody: int) -> Site:
+def makeSite(
+    health: Resource, metrics: Any, api: Resource, admin: Resource, maxBody: int
+) -> Site:
     root = Root()
     root.putChild(b"health", health)
     root.putChild(b"metrics", MetricsResource(registry=metrics.registry))
     root.putChild(b"api", api)
+    root.putChild(b"admin", admin)
     site = Site(root, requestFactory=cappedRequestFactory(maxBody))
     site.displayTracebacks = False
     return site

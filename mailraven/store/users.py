@@ -44,11 +44,14 @@ def hashPassword(password: str) -> str:
     return _hasher.hash(password)
 
 
-def addUser(conn: sqlite3.Connection, email: str, passwordHash: str) -> int:
+def addUser(
+    conn: sqlite3.Connection, email: str, passwordHash: str, admin: bool = False
+) -> int:
     try:
         cursor = conn.execute(
-            "INSERT INTO users (email, password_hash, created_at) VALUES (?, ?, ?)",
-            (normaliseAddress(email), passwordHash, _now()),
+            "INSERT INTO users (email, password_hash, is_admin, created_at)"
+            " VALUES (?, ?, ?, ?)",
+            (normaliseAddress(email), passwordHash, admin, _now()),
         )
     except sqlite3.IntegrityError:
         raise UserExists(email) from None
