@@ -46,8 +46,13 @@ class BackupJobs(TimerService):
         metrics: Any,
         clock: Any,
         configFile: str | None = None,
+        runBackup: Any = None,
     ) -> None:
         super().__init__(CHECK_SECONDS, self.tick)
+        # (dataDir, target, configFile) -> Deferred[manifest]; a thread by default
+        self._runBackup = runBackup or (
+            lambda *args: deferToThread(createBackup, *args)
+        )
         self.clock = clock
         self._dataDir = dataDir
         self.backupDir = backupDir
@@ -56,7 +61,7 @@ class BackupJobs(TimerService):
         self._metrics = metrics
         self._configFile = configFile
         self.jobs: dict[str, dict[str, Any]] = {}
-        self.running: dict[str, Any] | None = None
+        self.current: dict[str, Any] | None = None
         self.lastScheduled: dict[str, Any] | None = None
         self.lastSuccessAt: float | None = None
         self._lastScheduledDay: str | None = None
@@ -73,15 +78,15 @@ class BackupJobs(TimerService):
         due = now.replace(
             hour=self._schedule[0], minute=self._schedule[1], second=0, microsecond=0
         )
-        if now < due or self._lastScheduledDay == day or self.running is not None:
+        if now < due or self._lastScheduledDay == day or self.current is not None:
             return None
         self._lastScheduledDay = day
         return self.start(scheduled=True)[1]
 
     def start(self, scheduled: bool = False) -> tuple[dict[str, Any], Deferred | None]:
         """(job, Deferred of its end); the running job if one is running."""
-        if self.running is not None:
-            return self.running, None
+        if self.current is not None:
+            return self.current, None
         job = {
             "job_id": str(uuid.uuid4()),
             "status": "running",
@@ -90,7 +95,7 @@ class BackupJobs(TimerService):
             "finished_at": None,
         }
         self.jobs[job["job_id"]] = job
-        self.running = job
+        self.current = job
         return job, self._run(job)
 
     @inlineCallbacks
@@ -104,9 +109,7 @@ class BackupJobs(TimerService):
             event="backup_started",
         )
         try:
-            manifest = yield deferToThread(
-                createBackup, self._dataDir, target, self._configFile
-            )
+            manifest = yield self._runBackup(self._dataDir, target, self._configFile)
             pruned = yield deferToThread(pruneBackups, self.backupDir, self._keep)
         except Exception as e:
             job.update(status="failed", error=str(e))
@@ -137,7 +140,7 @@ class BackupJobs(TimerService):
         job["finished_at"] = self._now().isoformat(timespec="seconds")
         if job["scheduled"]:
             self.lastScheduled = job
-        self.running = None
+        self.current = None
         return job
 
     def health(self) -> dict[str, Any]:
