@@ -92,6 +92,40 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def _positiveFloat(value: Any) -> float:
+    value = _float(value)
+    if value <= 0:
+        raise ValueError("expected a number greater than 0")
+    return value
+
+
+def _hostPorts(value: Any) -> list[str]:
+    items = _strList(value)
+    for item in items:
+        host, _, port = item.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f'expected "host:port", got {item!r}')
+    return items
+
+
+def _zones(value: Any) -> list[str]:
+    from mailraven.policy.dnsbl import parseZone
+
+    items = _strList(value)
+    for item in items:
+        parseZone(item)
+    return items
+
+
+def _networks(value: Any) -> list[str]:
+    import ipaddress
+
+    items = _strList(value)
+    for item in items:
+        ipaddress.ip_network(item, strict=False)
+    return items
+
+
 def _schedule(value: Any) -> str:
     value = _str(value).strip()
     if value:
@@ -149,6 +183,28 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "compression_level": Key(_int, 6, "gzip level 1..9 for message files"),
         "disk_warn_percent": Key(_percent, 80.0, "log a warning above this"),
         "disk_reject_percent": Key(_percent, 95.0, "452 4.3.1 for new mail above"),
+    },
+    "dns": {
+        "nameservers": Key(_hostPorts, [], '"host:port" resolvers; [] = resolv.conf'),
+        "timeout": Key(_positiveFloat, 0.5, "seconds per DNS query"),
+    },
+    "dnsbl": {
+        "zones": Key(_zones, [], "ZONE[:reject|:score=N][:FIRST-LAST]; [] = off"),
+        "fail_open": Key(_bool, True, "accept when lookups fail (else 451 4.7.1)"),
+        "budget": Key(_positiveFloat, 0.5, "seconds the whole check may take"),
+        "health_interval": Key(_positiveInt, 10800, "seconds between zone checks"),
+    },
+    "ratelimit": {
+        "connections_per_ip": Key(_positiveInt, 60, "new connections per minute"),
+        "connections_per_subnet": Key(_positiveInt, 200, "per /24 or /64 per minute"),
+        "concurrent_per_ip": Key(_positiveInt, 20, "open connections per IP"),
+        "messages_per_ip": Key(_positiveInt, 120, "messages per minute per IP"),
+        "recipients_per_ip": Key(_positiveInt, 600, "recipients per minute per IP"),
+        "allowlist": Key(
+            _networks,
+            ["127.0.0.1/32", "::1/128"],
+            "IPs/CIDRs that skip limits and DNSBL",
+        ),
     },
     "backup": {
         "dir": Key(_str, "", "where backups go (default data_dir/backups)"),

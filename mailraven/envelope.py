@@ -31,3 +31,4 @@ class Envelope:
     # Set for mail a user sends: the addresses the outbound queue delivers to;
     # queued in the same transaction that stores the message.
     outbound: list[str] | None = None
+    dnsblScore: float = 0.0

@@ -60,6 +60,31 @@ class Metrics:
             registry=r,
         )
 
+        self.dnsblLookups = Counter(
+            "mailraven_dnsbl_lookups",
+            "DNSBL lookups by zone and result",
+            ["zone", "result"],
+            registry=r,
+        )
+        self.dnsblSeconds = Histogram(
+            "mailraven_dnsbl_lookup_seconds",
+            "Duration of one DNSBL query",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
+        self.dnsblHealthy = Gauge(
+            "mailraven_dnsbl_zone_healthy",
+            "1 when the zone passes RFC 5782 tests",
+            ["zone"],
+            registry=r,
+        )
+        self.ratelimitHits = Counter(
+            "mailraven_ratelimit_hits",
+            "Refusals by rate limit",
+            ["limit"],
+            registry=r,
+        )
+
     def observeCommit(self, seconds: float, batch: int) -> None:
         self.storeCommitSeconds.observe(seconds)
         self.storeCommitBatch.observe(batch)

@@ -26,6 +26,7 @@ from mailraven.diskguard import DiskGuard
 from mailraven.listeners import Listener
 from mailraven.logs import makeObserver
 from mailraven.metrics import Metrics
+from mailraven.policy.service import PolicyService
 from mailraven.smtp.recipients import RecipientResolver
 from mailraven.smtp.server import MailRavenSMTPFactory, SMTPSettings
 from mailraven.smtp.submission import SubmissionSMTPFactory
@@ -143,6 +144,10 @@ def makeService(
         d = deferToThreadPool(reactor, files.pool, spool.discard)
         d.addErrback(lambda f: root.log.failure("discarding spool failed", f))
 
+    policy = PolicyService(config, reactor, metrics)
+    policy.setName("policy")
+    policy.setServiceParent(root)
+    root.policy = policy
     smtpArgs = dict(
         settings=SMTPSettings(
             hostname=config["server.hostname"],
@@ -160,8 +165,8 @@ def makeService(
         clock=reactor,
     )
     for name, factory in (
-        ("smtp", MailRavenSMTPFactory(**smtpArgs)),
-        ("submission", SubmissionSMTPFactory(**smtpArgs)),
+        ("smtp", MailRavenSMTPFactory(**smtpArgs, policy=policy.mx)),
+        ("submission", SubmissionSMTPFactory(**smtpArgs, policy=policy.submission)),
     ):
         service = SMTPService(factory, config["smtp.shutdown_grace"])
         service.setName(name)
@@ -184,7 +189,12 @@ def makeService(
     backups.setServiceParent(root)
     root.backups = backups
     health = HealthResource(
-        reactor, files.pool, tmpDir, diskGuard, root.listeners, backups.health
+        reactor,
+        files.pool,
+        tmpDir,
+        diskGuard,
+        root.listeners,
+        {"backup": backups.health, "dnsbl": policy.health},
     )
     api = MultiService()
     api.setName("api")

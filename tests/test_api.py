@@ -43,7 +43,9 @@ class HealthAndMetricsTests(TestCase):
         self.assertEqual(response.code, 200)
         body = yield response.json()
         self.assertEqual(body["status"], "ok")
-        self.assertEqual(set(body["checks"]), {"store", "disk", "listeners", "backup"})
+        self.assertEqual(
+            set(body["checks"]), {"store", "disk", "listeners", "backup", "dnsbl"}
+        )
         self.assertEqual(body["checks"]["listeners"]["status"], "ok")
 
     @inlineCallbacks
@@ -135,7 +137,7 @@ class PluginTests(SynchronousTestCase):
         [root] = list(collection)
         self.assertEqual(
             {s.name for s in root if s.name},
-            {"db", "files", "disk", "backup", "smtp", "submission", "api"},
+            {"db", "files", "disk", "policy", "backup", "smtp", "submission", "api"},
         )
         self.assertIsNotNone(namespace["application"].getComponent(ILogObserver))
         self.assertTrue(os.path.exists(os.path.join(dataDir, "mailraven.db")))

@@ -40,7 +40,7 @@ class HealthResource(Resource):
         tmpDir: str,
         diskGuard: Any,
         listeners: Callable[[], list],
-        backups: Callable[[], dict] | None = None,
+        more: dict[str, Callable[[], dict]] | None = None,
     ) -> None:
         super().__init__()
         self._reactor = reactor
@@ -48,7 +48,7 @@ class HealthResource(Resource):
         self._tmpDir = tmpDir
         self._diskGuard = diskGuard
         self._listeners = listeners
-        self._backups = backups
+        self._more = more or {}
 
     def render_GET(self, request: Any) -> Any:
         d = self.report()
@@ -74,8 +74,8 @@ class HealthResource(Resource):
         }
         allUp = all(v == "up" for v in listeners.values())
         checks["listeners"] = {"status": "ok" if allUp else "down", **listeners}
-        if self._backups is not None:
-            checks["backup"] = self._backups()
+        for name, check in self._more.items():
+            checks[name] = check()
         states = {check["status"] for check in checks.values()}
         status = (
             "down"

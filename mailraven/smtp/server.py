@@ -30,6 +30,7 @@ from twisted.mail import smtp
 from twisted.python.failure import Failure
 
 from mailraven.envelope import Envelope, Recipient
+from mailraven.policy.session import SessionPolicy
 from mailraven.smtp.addresses import (
     AddressError,
     parseParams,
@@ -100,6 +101,7 @@ class MailRavenESMTP(smtp.ESMTP):
         self._heloName: str | None = None
         self._transaction: Transaction | None = None
         self.peerIP = ""
+        self.client: Any = None
 
     # -- connection -----------------------------------------------------
 
@@ -109,6 +111,12 @@ class MailRavenESMTP(smtp.ESMTP):
             ITLSTransport.providedBy(self.transport) and self.ctx is not None
         )
         self.factory.sessionStarted(self)
+        self.client = self.factory.policy.open(self.peerIP)
+        refused = self.client.connect()
+        if refused is not None:
+            self._reject(refused.reason, refused.code, refused.enhanced, refused.text)
+            self._close()
+            return
         self._reply(220, "", f"{self.settings.hostname} ESMTP MailRaven")
         self.setTimeout(self.timeout)
 
@@ -116,6 +124,8 @@ class MailRavenESMTP(smtp.ESMTP):
         self.setTimeout(None)
         self._closing = True
         self._abortTransaction()
+        if self.client is not None:
+            self.client.close()
         self.factory.sessionEnded(self)
 
     def timeoutConnection(self) -> None:
@@ -316,6 +326,9 @@ class MailRavenESMTP(smtp.ESMTP):
             raise Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
         if not self.factory.diskGuard.acceptingMail():
             raise Reply(452, "4.3.1", "Insufficient system storage", "disk_full")
+        limited = self.client.message()
+        if limited is not None:
+            raise Reply(limited.code, limited.enhanced, limited.text, limited.reason)
         try:
             path, words = splitPathAndParams(argument[5:])
             params = parseParams(words)
@@ -370,13 +383,26 @@ class MailRavenESMTP(smtp.ESMTP):
             address = parsePath(path, utf8=transaction.envelope.smtputf8)
         except AddressError as e:
             raise Reply(501, "5.1.3", f"Bad recipient address syntax: {e}") from None
+        limited = self.client.recipient()
+        if limited is not None:
+            raise Reply(limited.code, limited.enhanced, limited.text, limited.reason)
         d = maybeDeferred(self.factory.resolver.resolve, address)
+        d.addCallback(self._afterDNSBL, transaction)
         d.addCallbacks(
             self._recipientAccepted,
             self._recipientRejected,
             callbackArgs=(transaction,),
         )
         return d
+
+    def _afterDNSBL(self, recipient: Recipient, transaction: Transaction) -> Deferred:
+        """A local recipient: now the DNSBL verdict (started at connect) counts."""
+
+        def scored(score: float) -> Recipient:
+            transaction.envelope.dnsblScore = score
+            return recipient
+
+        return self.client.dnsblGate().addCallback(scored)
 
     def _recipientAccepted(
         self, recipient: Recipient, transaction: Transaction
@@ -568,8 +594,10 @@ class MailRavenSMTPFactory(smtp.SMTPFactory):
         metrics: Any,
         tlsContext: Any = None,
         clock: Any = None,
+        policy: SessionPolicy | None = None,
     ) -> None:
         super().__init__()
+        self.policy = policy or SessionPolicy()
         self.settings = settings
         self.resolver = resolver
         self.store = store

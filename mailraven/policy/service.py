@@ -1,0 +1,70 @@
+"""The policy part of the service tree: builds the DNSBL checker and the rate
+limits from configuration, prunes buckets and health-checks zones on timers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService
+
+from mailraven.policy.dnsbl import DNSBLChecker, parseZone
+from mailraven.policy.limits import ClientLimits
+from mailraven.policy.session import SessionPolicy
+
+PRUNE_SECONDS = 60
+
+
+class PolicyService(MultiService):
+    def __init__(self, config: Any, clock: Any, metrics: Any) -> None:
+        super().__init__()
+        self.limits = ClientLimits(
+            clock,
+            connectionsPerIP=config["ratelimit.connections_per_ip"],
+            connectionsPerSubnet=config["ratelimit.connections_per_subnet"],
+            concurrentPerIP=config["ratelimit.concurrent_per_ip"],
+            messagesPerIP=config["ratelimit.messages_per_ip"],
+            recipientsPerIP=config["ratelimit.recipients_per_ip"],
+            allowlist=config["ratelimit.allowlist"],
+            metrics=metrics,
+        )
+        self._prune = TimerService(PRUNE_SECONDS, self.limits.prune)
+        self._prune.clock = clock
+        self._prune.setServiceParent(self)
+        self.dnsbl = None
+        zones = [parseZone(spec) for spec in config["dnsbl.zones"]]
+        if zones:
+            servers = [
+                (host.strip("[]"), int(port))
+                for host, _, port in (
+                    s.rpartition(":") for s in config["dns.nameservers"]
+                )
+            ]
+            self.dnsbl = DNSBLChecker.forServers(
+                zones,
+                servers,
+                config["dns.timeout"],
+                clock,
+                config["dnsbl.budget"],
+                metrics,
+            )
+            health = TimerService(config["dnsbl.health_interval"], self.checkZones)
+            health.clock = clock
+            health.setServiceParent(self)
+        self.mx = SessionPolicy(self.limits, self.dnsbl, config["dnsbl.fail_open"])
+        self.submission = SessionPolicy(self.limits)
+
+    def checkZones(self):
+        d = self.dnsbl.checkHealth()
+        d.addErrback(lambda f: None)
+        return d
+
+    def health(self) -> dict:
+        if self.dnsbl is None:
+            return {"status": "ok", "zones": {}}
+        zones = {
+            name: "healthy" if ok else "unhealthy"
+            for name, ok in self.dnsbl.healthy.items()
+        }
+        status = "ok" if all(self.dnsbl.healthy.values()) else "degraded"
+        return {"status": status, "zones": zones}
