@@ -246,13 +246,21 @@ class DNSBLChecker:
     def checkHealth(self):
         """RFC 5782 section 5: 127.0.0.2 listed, 127.0.0.1 not, else skip the zone."""
         for zone in self.zones:
-            healthy = True
             try:
                 positive, _ = yield self._query(zone, queryName("127.0.0.2", zone.name))
                 negative, _ = yield self._query(zone, queryName("127.0.0.1", zone.name))
                 healthy = positive is not None and negative is None
+            except ZoneError:
+                healthy = False  # it refuses us: every answer would be wrong
             except Exception:
-                healthy = False
+                # No answer is an outage, not a wrong zone: lookups keep being
+                # tried and the budget / dnsbl.fail_open decide.
+                self.log.warn(
+                    "DNSBL zone {zone} health check got no answer",
+                    zone=zone.name,
+                    event="dnsbl_zone_unreachable",
+                )
+                continue
             if healthy != self.healthy[zone.name]:
                 self.log.warn(
                     "DNSBL zone {zone} is now {state}",
