@@ -206,6 +206,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "IPs/CIDRs that skip limits and DNSBL",
         ),
     },
+    "spam": {
+        "junk_score": Key(_float, 5.0, "score from which mail goes to junk"),
+        "reject_score": Key(_float, 10.0, "score from which mail is refused (550)"),
+        "allowlist": Key(_strList, [], "senders (address, domain) never spam"),
+        "blocklist": Key(_strList, [], "senders (address, domain) always spam"),
+    },
     "backup": {
         "dir": Key(_str, "", "where backups go (default data_dir/backups)"),
         "schedule": Key(_schedule, "", 'daily backup time "HH:MM" UTC; "" = off'),

@@ -78,6 +78,12 @@ class Metrics:
             ["zone"],
             registry=r,
         )
+        self.spamScore = Histogram(
+            "mailraven_spam_score",
+            "Spam score of messages at the end of DATA",
+            buckets=(-50, 0, 1, 2, 3, 5, 7.5, 10, 15, 50),
+            registry=r,
+        )
         self.ratelimitHits = Counter(
             "mailraven_ratelimit_hits",
             "Refusals by rate limit",

@@ -26,6 +26,7 @@ from mailraven.diskguard import DiskGuard
 from mailraven.listeners import Listener
 from mailraven.logs import makeObserver
 from mailraven.metrics import Metrics
+from mailraven.policy.scoring import SpamScorer
 from mailraven.policy.service import PolicyService
 from mailraven.smtp.recipients import RecipientResolver
 from mailraven.smtp.server import MailRavenSMTPFactory, SMTPSettings
@@ -134,8 +135,15 @@ def makeService(
     diskGuard.setName("disk")
     diskGuard.setServiceParent(root)
 
+    scorer = SpamScorer(
+        config["spam.junk_score"],
+        config["spam.reject_score"],
+        config["spam.allowlist"],
+        config["spam.blocklist"],
+        metrics,
+    )
     root.store = SQLiteMessageStore(
-        db, dataDir, reactor, files.pool, config["store.compression_level"]
+        db, dataDir, reactor, files.pool, config["store.compression_level"], scorer
     )
     root.users = SQLiteUserStore(db)
     tmpDir = os.path.join(dataDir, "tmp")

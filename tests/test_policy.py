@@ -19,6 +19,7 @@ from mailraven.policy.dnsbl import DNSBLChecker, parseZone, queryName
 from mailraven.policy.limits import ClientLimits
 from mailraven.ratelimit import TokenBuckets
 from tests.helpers import RunningServer, sleep
+from tests.test_mobile_api import APIClient
 
 
 class ZoneData(common.ResolverBase):
@@ -288,3 +289,95 @@ class BoundedMemoryTests(SynchronousTestCase):
         clock.advance(600)
         limits.prune()
         self.assertEqual((limits.size(), len(limits.concurrent)), (0, 0))
+
+
+class ScoringTests(DNSServerMixin, TestCase):
+    """Thresholds route mail; headers say why; training changes the next verdict."""
+
+    timeout = 60
+
+    CLEAN = (
+        b"From: Bob <bob@example.org>\r\nTo: alice@example.test\r\n"
+        b"Subject: hello\r\nMessage-ID: <c1@example.org>\r\n"
+        b"Date: Wed, 25 Nov 2026 12:00:00 +0000\r\n\r\nHi\r\n"
+    )
+    SLOPPY = (
+        b"From: Bob <bob@example.org>\r\nTo: alice@example.test\r\n"
+        b"Subject: buy\r\nContent-Type: text/html\r\n\r\n<b>cheap</b>\r\n"
+    )
+
+    @inlineCallbacks
+    def setUp(self):
+        self.server = RunningServer(
+            self,
+            dns__nameservers=[f"127.0.0.1:{self.startDNS()}"],
+            dnsbl__zones=["score.test:score=3"],
+            ratelimit__allowlist=[],
+            spam__blocklist=["@spam.example"],
+        )
+        yield self.server.root.policy.checkZones()
+        yield self.server.addUser("alice@example.test")
+        self.api = APIClient(self, self.server.apiPort)
+        yield self.api.login()
+
+    def send(self, message: bytes, source="127.0.0.3", sender="bob@example.org"):
+        def blocking():
+            with smtplib.SMTP(
+                "127.0.0.1",
+                self.server.smtpPort,
+                timeout=20,
+                source_address=(source, 0),
+            ) as client:
+                client.ehlo("c.example.org")
+                client.mail(sender)
+                client.rcpt("alice@example.test")
+                return client.data(message)
+
+        return deferToThread(blocking)
+
+    @inlineCallbacks
+    def newest(self, mailbox: str):
+        page = yield self.api.json("GET", "/messages", mailbox=mailbox, limit="1")
+        [summary] = page["messages"]
+        full = yield self.api.json("GET", f"/messages/{summary['id']}")
+        return summary, {h["name"]: h["value"] for h in full["headers"]}
+
+    @inlineCallbacks
+    def test_thresholdsRouteAndHeadersExplain(self):
+        code, _ = yield self.send(self.CLEAN)
+        self.assertEqual(code, 250)
+        summary, headers = yield self.newest("inbox")
+        self.assertTrue(headers["X-Spam-Status"].startswith("No, score=0.0"))
+        # listed with weight 3 + no Message-ID 1.5 + no Date 1.5 + HTML only 1
+        code, _ = yield self.send(self.SLOPPY, source="127.0.0.15")
+        self.assertEqual(code, 250)
+        summary, headers = yield self.newest("junk")
+        self.assertEqual(summary["mailbox"], "junk")
+        self.assertEqual(headers["X-Spam-Score"], "7.0")
+        for rule in (
+            "DNSBL_LISTED=3",
+            "MISSING_MESSAGE_ID=1.5",
+            "MISSING_DATE=1.5",
+            "HTML_ONLY=1",
+        ):
+            self.assertIn(rule, headers["X-Spam-Status"])
+        code, text = yield self.send(
+            self.CLEAN.replace(b"bob@example.org", b"x@spam.example"),
+            sender="x@spam.example",
+        )
+        self.assertEqual(code, 550)
+        self.assertIn(b"5.7.1", text)
+
+    @inlineCallbacks
+    def test_trainingFromTheAPIChangesTheNextVerdict(self):
+        yield self.send(self.CLEAN)
+        summary, _ = yield self.newest("inbox")
+        yield self.api.json("PATCH", f"/messages/{summary['id']}", {"mailbox": "junk"})
+        yield self.send(self.CLEAN)
+        later, _ = yield self.newest("junk")
+        self.assertNotEqual(later["id"], summary["id"])  # a new message, in junk
+        yield self.api.json("PATCH", f"/messages/{later['id']}", {"mailbox": "inbox"})
+        yield self.send(self.SLOPPY, source="127.0.0.15")  # would score 7: junk
+        newest, headers = yield self.newest("inbox")
+        self.assertEqual(headers["X-Spam-Score"], "7.0")
+        self.assertEqual(newest["mailbox"], "inbox")

@@ -29,6 +29,7 @@ from mailraven.api.http import APIError, errorBody, readJSON, writeJSON
 from mailraven.api.openapi import document
 from mailraven.api.search import BadQuery, parseQuery
 from mailraven.envelope import Envelope, Recipient
+from mailraven.policy.scoring import senderOf, train
 from mailraven.ratelimit import TokenBuckets
 from mailraven.smtp.addresses import AddressError, parsePath
 from mailraven.spool import memorySpool
@@ -303,13 +304,33 @@ class MobileAPI:
                 raise APIError(400, "bad_request", f"bad flag {name!r}")
         if body.get("mailbox", "inbox") not in MAILBOXES:
             raise APIError(400, "bad_request", f"mailbox must be one of {MAILBOXES}")
+        before = yield self._entry(user, entryId)
         found = yield self._store.updateFlags(entryId, user[0], body)
         if not found:
             raise APIError(404, "not_found", "No such message")
+        yield self._train(user, before, body.get("mailbox"))
         entry = yield self._entry(user, entryId)
         entry.pop("path")
         entry.pop("message_id")
         return entry
+
+    def _train(self, user: tuple, before: dict, mailbox: str | None) -> Any:
+        """Moving to junk blocks the sender for this account; out of junk allows."""
+        if mailbox == "junk" and before["mailbox"] != "junk":
+            kind = "block"
+        elif before["mailbox"] == "junk" and mailbox in ("inbox", "archive"):
+            kind = "allow"
+        else:
+            return None
+        sender = senderOf(before["sender"], "")
+        self.log.info(
+            "{email} trained {kind} for {sender}",
+            email=user[1],
+            kind=kind,
+            sender=sender,
+            event="spam_training",
+        )
+        return self._db.write(lambda c: train(c, user[0], sender, kind))
 
     @app.route("/v1/messages/<string:entryId>", methods=["DELETE"])
     @endpoint()

@@ -30,6 +30,7 @@ from twisted.mail import smtp
 from twisted.python.failure import Failure
 
 from mailraven.envelope import Envelope, Recipient
+from mailraven.policy.scoring import SpamRejected
 from mailraven.policy.session import SessionPolicy
 from mailraven.smtp.addresses import (
     AddressError,
@@ -557,6 +558,17 @@ class MailRavenESMTP(smtp.ESMTP):
             self._reply(250, "2.0.0", f"Ok {messageId}")
 
     def _storeFailed(self, failure: Failure, transaction: Transaction) -> None:
+        self._discardSpool(transaction)
+        if failure.check(SpamRejected):
+            self.factory.metrics.smtpMessages.labels("rejected").inc()
+            if not self._closing:
+                self._reject(
+                    "spam",
+                    550,
+                    "5.7.1",
+                    f"Message rejected as spam (score {failure.value.score:.1f})",
+                )
+            return
         self.factory.metrics.smtpMessages.labels("failed").inc()
         self.log.failure(
             "store failed peer={peer}", failure, peer=self.peerIP, event="store_failed"

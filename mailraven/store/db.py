@@ -144,6 +144,13 @@ class Database(Service):
         """Run C{work(conn)} on a read connection of the pool."""
         return deferToThreadPool(self._reactor, self._readPool, self._readWith, work)
 
+    def readHere(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run C{work} now, on this (non-reactor) thread's own read connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = connect(self.path, readOnly=True)
+        return work(conn)
+
     def _readWith(self, work: Callable[[sqlite3.Connection], T]) -> T:
         conn = getattr(self._local, "conn", None)
         if conn is None:

@@ -41,6 +41,7 @@ class PreparedMessage:
     envelope: Envelope
     stored: StoredFile
     metadata: Metadata
+    mailboxes: dict[int, str] | None = None  # per recipient, from spam scoring
 
 
 @implementer(IMessageStore)
@@ -59,7 +60,9 @@ class SQLiteMessageStore:
         reactor: Any,
         filePool: Any,
         compressionLevel: int = 6,
+        scorer: Any = None,
     ) -> None:
+        self._scorer = scorer
         self._db = db
         self._dataDir = dataDir
         self._reactor = reactor
@@ -104,9 +107,19 @@ class SQLiteMessageStore:
             raw = b"".join(spool.chunks())
         finally:
             spool.discard()
+        mailboxes = None
+        if self._scorer is not None and envelope.outbound is None:
+            # may raise SpamRejected: nothing has been written yet
+            verdict = self._db.readHere(
+                lambda conn: self._scorer.judge(envelope, raw, conn)
+            )
+            raw = _afterReturnPath(raw, verdict.headers(self._scorer.junkScore))
+            mailboxes = verdict.mailboxes
         messageId = newMessageId()
         stored = writeMessageFile(self._dataDir, messageId, raw, self._level)
-        return PreparedMessage(messageId, envelope, stored, extractMetadata(raw))
+        return PreparedMessage(
+            messageId, envelope, stored, extractMetadata(raw), mailboxes
+        )
 
     def get(self, entryId: str, userId: int) -> Deferred:
         def work(conn):
@@ -153,6 +166,14 @@ class SQLiteMessageStore:
 
     def delete(self, entryId: str, userId: int) -> Deferred:
         return self.updateFlags(entryId, userId, {"mailbox": "trash"})
+
+
+def _afterReturnPath(raw: bytes, headers: bytes) -> bytes:
+    """Return-Path stays the first line (RFC 5321 4.4); ours come right after."""
+    if raw.startswith(b"Return-Path:"):
+        end = raw.find(b"\n") + 1
+        return raw[:end] + headers + raw[end:]
+    return headers + raw
 
 
 def utcNow() -> str:
@@ -208,7 +229,7 @@ def _insertMessage(conn: Any, prepared: PreparedMessage) -> str:
                 prepared.messageId,
                 r.userId,
                 r.address,
-                envelope.mailbox,
+                (prepared.mailboxes or {}).get(r.userId, envelope.mailbox),
                 envelope.seen,
                 receivedAt,
                 receivedAt,

@@ -116,6 +116,15 @@ MIGRATIONS: list[str] = [
         tokenize = 'unicode61 remove_diacritics 2'
     );
     """,
+    # 3: per-account sender lists, trained from the API (spam / not spam)
+    """
+    CREATE TABLE sender_lists (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        value TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('allow', 'block')),
+        PRIMARY KEY (user_id, value)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,148 @@
+"""Spam scoring after DATA, before the durable write.
+
+Rules with weights over the envelope and the header block; server-wide and
+per-account sender lists (address or domain). The message score decides
+rejection (`spam.reject_score`, 550 5.7.1); per recipient, the score plus that
+account's own lists decides inbox or junk (`spam.junk_score`). The verdict is
+written into the message as `X-Spam-Score` and `X-Spam-Status`.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import compat32
+from email.utils import getaddresses, parseaddr, parsedate_tz
+from typing import Any
+
+LIST_WEIGHT = 100.0
+MANY_RECIPIENTS = 15
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_parser = BytesHeaderParser(policy=compat32)
+
+
+class SpamRejected(Exception):
+    """The message scored at or above spam.reject_score."""
+
+    def __init__(self, score: float, rules: list[str]) -> None:
+        super().__init__(f"score {score:.1f} ({', '.join(rules)})")
+        self.score, self.rules = score, rules
+
+
+@dataclass
+class SpamVerdict:
+    score: float
+    rules: list[tuple[str, float]] = field(default_factory=list)
+    mailboxes: dict[int, str] = field(default_factory=dict)  # user id -> mailbox
+
+    def headers(self, junkScore: float) -> bytes:
+        status = "Yes" if self.score >= junkScore else "No"
+        tests = ",".join(f"{name}={weight:g}" for name, weight in self.rules) or "none"
+        return (
+            f"X-Spam-Score: {self.score:.1f}\r\n"
+            f"X-Spam-Status: {status}, score={self.score:.1f} required={junkScore:.1f}"
+            f"\r\n\ttests={tests}\r\n"
+        ).encode()
+
+
+def senderOf(headerFrom: str, mailFrom: str) -> str:
+    address = parseaddr(headerFrom)[1] or mailFrom
+    return address.lower()
+
+
+def matches(sender: str, entries: set[str]) -> bool:
+    """An entry is an address, a domain, or @domain."""
+    domain = sender.rpartition("@")[2]
+    return sender in entries or domain in entries or f"@{domain}" in entries
+
+
+class SpamScorer:
+    def __init__(
+        self,
+        junkScore: float,
+        rejectScore: float,
+        allowlist: list[str] = (),
+        blocklist: list[str] = (),
+        metrics: Any = None,
+    ) -> None:
+        self.junkScore = junkScore
+        self.rejectScore = rejectScore
+        self._allow = {entry.lower() for entry in allowlist}
+        self._block = {entry.lower() for entry in blocklist}
+        self._metrics = metrics
+
+    def judge(self, envelope: Any, raw: bytes, conn: sqlite3.Connection) -> SpamVerdict:
+        """Score C{raw}; raises L{SpamRejected}. Runs on a file thread."""
+        end = _HEADER_END.search(raw, 0, 256 * 1024)
+        headers = _parser.parsebytes(raw[: end.start()] if end else raw[: 256 * 1024])
+        sender = senderOf(str(headers.get("From", "")), envelope.mailFrom)
+        rules = self._rules(envelope, headers, sender)
+        score = round(sum(weight for _, weight in rules), 2)
+        if self._metrics is not None:
+            self._metrics.spamScore.observe(score)
+        verdict = SpamVerdict(score, rules)
+        accountLists = _accountLists(
+            conn, [r.userId for r in envelope.recipients], sender
+        )
+        anyAllowed = any(kind == "allow" for kind in accountLists.values())
+        if score >= self.rejectScore and not anyAllowed:
+            raise SpamRejected(score, [name for name, _ in rules])
+        for recipient in envelope.recipients:
+            kind = accountLists.get(recipient.userId)
+            junk = kind == "block" or (kind != "allow" and score >= self.junkScore)
+            verdict.mailboxes[recipient.userId] = "junk" if junk else envelope.mailbox
+        return verdict
+
+    def _rules(
+        self, envelope: Any, headers: Any, sender: str
+    ) -> list[tuple[str, float]]:
+        rules: list[tuple[str, float]] = []
+        if envelope.dnsblScore:
+            rules.append(("DNSBL_LISTED", envelope.dnsblScore))
+        if not headers.get("Message-ID"):
+            rules.append(("MISSING_MESSAGE_ID", 1.5))
+        date = headers.get("Date")
+        if not date:
+            rules.append(("MISSING_DATE", 1.5))
+        elif parsedate_tz(str(date)) is None:
+            rules.append(("INVALID_DATE", 1.0))
+        if str(headers.get("Content-Type", "")).lower().startswith("text/html"):
+            rules.append(("HTML_ONLY", 1.0))
+        listed = getaddresses(
+            [str(v) for v in headers.get_all("To", [])]
+            + [str(v) for v in headers.get_all("Cc", [])]
+        )
+        if len(listed) > MANY_RECIPIENTS:
+            rules.append(("MANY_RECIPIENTS", 2.0))
+        if matches(sender, self._block):
+            rules.append(("SENDER_BLOCKLISTED", LIST_WEIGHT))
+        if matches(sender, self._allow):
+            rules.append(("SENDER_ALLOWLISTED", -LIST_WEIGHT))
+        return rules
+
+
+def _accountLists(
+    conn: sqlite3.Connection, userIds: list[int], sender: str
+) -> dict[int, str]:
+    """{user id: 'allow' | 'block'} for accounts that listed this sender."""
+    if not userIds:
+        return {}
+    domain = sender.rpartition("@")[2]
+    marks = ",".join("?" * len(userIds))
+    rows = conn.execute(
+        f"SELECT user_id, kind FROM sender_lists WHERE user_id IN ({marks})"
+        " AND value IN (?, ?, ?)",
+        (*userIds, sender, domain, f"@{domain}"),
+    ).fetchall()
+    return {userId: kind for userId, kind in rows}
+
+
+def train(conn: sqlite3.Connection, userId: int, sender: str, kind: str) -> None:
+    """The account marked mail from C{sender} as spam ('block') or not ('allow')."""
+    conn.execute(
+        "INSERT INTO sender_lists (user_id, value, kind) VALUES (?, ?, ?)"
+        " ON CONFLICT (user_id, value) DO UPDATE SET kind = excluded.kind",
+        (userId, sender.lower(), kind),
+    )
