@@ -173,6 +173,55 @@ def restore(config, args) -> int:
     return 0
 
 
+def dnsblCheck(config, args) -> int:
+    """What every configured zone says about an address; exit 1 when listed."""
+    from twisted.internet import task
+
+    from mailraven.policy.dnsbl import DNSBLChecker, parseZone, queryName
+
+    zones = [parseZone(spec) for spec in config["dnsbl.zones"]]
+    if not zones:
+        raise CommandError("no DNSBL zones configured (dnsbl.zones)")
+    servers = [
+        (host.strip("[]"), int(port))
+        for host, _, port in (s.rpartition(":") for s in config["dns.nameservers"])
+    ]
+
+    def report(verdict, checker: DNSBLChecker) -> None:
+        listed = {item.zone.name: item for item in verdict.listings}
+        for zone in zones:
+            name = queryName(args.ip, zone.name)
+            if not checker.healthy[zone.name]:
+                state = "UNHEALTHY (fails the RFC 5782 test; skipped by the server)"
+            elif zone.name in listed:
+                item = listed[zone.name]
+                action = "reject" if zone.reject else f"score {zone.weight:g}"
+                state = f"LISTED {','.join(item.codes)} ({action}): {item.reason}"
+            elif any(e.startswith(zone.name + ":") for e in verdict.errors):
+                state = "ERROR " + next(
+                    e for e in verdict.errors if e.startswith(zone.name + ":")
+                )
+            else:
+                state = "not listed"
+            print(f"{zone.name:30} {name}\n{'':30} {state}")
+        if verdict.timedOut:
+            print("(the lookup budget ran out: the server would fail open)")
+        if listed:
+            raise SystemExit(1)
+
+    def run(reactor):
+        checker = DNSBLChecker.forServers(
+            zones, servers, config["dns.timeout"], reactor, config["dns.timeout"] * 4
+        )
+        d = checker.checkHealth()
+        d.addCallback(lambda _: checker.check(args.ip))
+        d.addCallback(report, checker)
+        return d
+
+    task.react(run)
+    return 0  # not reached: react exits
+
+
 def runQuickstart(config, args) -> int:
     email = _address(args.email)
     if args.data_dir:
@@ -251,6 +300,10 @@ def parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="restore into a data dir that is not empty"
     )
     cmd.set_defaults(func=restore)
+
+    cmd = sub.add_parser("dnsbl-check", help="what each DNSBL zone says about IP")
+    cmd.add_argument("ip")
+    cmd.set_defaults(func=dnsblCheck)
 
     cmd = sub.add_parser("quickstart", help="config, first account, DKIM key, DNS")
     cmd.add_argument("email")

@@ -9,6 +9,8 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
+from mailraven.proxyprotocol import wrapForProxy
+
 
 class Listener(Service):
     """
@@ -35,8 +37,9 @@ class Listener(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        endpoint = serverFromString(self._reactor, self.description)
-        self._listening = endpoint.listen(self.factory)
+        description, factory = wrapForProxy(self.description, self.factory)
+        endpoint = serverFromString(self._reactor, description)
+        self._listening = endpoint.listen(factory)
         self._listening.addCallbacks(self._listened, self._failed)
 
     def _listened(self, port: Any) -> None:

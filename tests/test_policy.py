@@ -3,6 +3,7 @@ connections from distinct loopback addresses."""
 
 from __future__ import annotations
 
+import os
 import smtplib
 import socket
 
@@ -19,6 +20,7 @@ from mailraven.policy.dnsbl import DNSBLChecker, parseZone, queryName
 from mailraven.policy.limits import ClientLimits
 from mailraven.ratelimit import TokenBuckets
 from tests.helpers import RunningServer, sleep
+from tests.process import cli
 from tests.test_mobile_api import APIClient
 
 
@@ -381,3 +383,65 @@ class ScoringTests(DNSServerMixin, TestCase):
         newest, headers = yield self.newest("inbox")
         self.assertEqual(headers["X-Spam-Score"], "7.0")
         self.assertEqual(newest["mailbox"], "inbox")
+
+
+class DNSBLCheckCommandTests(DNSServerMixin, TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_printsWhatEachZoneSays(self):
+        port = self.startDNS()
+        config = os.path.abspath(self.mktemp())
+        with open(config, "w") as f:
+            f.write(
+                f'[dns]\nnameservers = ["127.0.0.1:{port}"]\n'
+                '[dnsbl]\nzones = ["bl.test", "score.test:score=3",'
+                ' "broken.test"]\n'
+            )
+        listed = yield deferToThread(
+            cli, "--config", config, "dnsbl-check", "127.0.0.12", check=False
+        )
+        out = listed.stdout.decode()
+        self.assertEqual(listed.returncode, 1, out + listed.stderr.decode())
+        self.assertIn("12.0.0.127.bl.test", out)
+        self.assertIn("LISTED 127.0.0.2 (reject): seen spamming at 127.0.0.12", out)
+        self.assertIn("UNHEALTHY", out)
+        clean = yield deferToThread(
+            cli, "--config", config, "dnsbl-check", "127.0.0.3", check=False
+        )
+        self.assertEqual(clean.returncode, 0, clean.stdout)
+        self.assertEqual(clean.stdout.decode().count("not listed"), 2)
+
+
+class ProxyProtocolTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_limitsAndTraceSeeTheClientBehindTheProxy(self):
+        server = RunningServer(
+            self,
+            smtp__listen=["haproxy:tcp:0:interface=127.0.0.1"],
+            ratelimit__connections_per_ip=1,
+        )
+        yield server.addUser("alice@example.test")
+
+        def viaProxy(client: str) -> list[bytes]:
+            sock = socket.create_connection(("127.0.0.1", server.smtpPort), 10)
+            sock.sendall(
+                f"PROXY TCP4 {client} 127.0.0.1 5555 25\r\n".encode()
+                + b"EHLO c\r\nMAIL FROM:<bob@example.org>\r\n"
+                b"RCPT TO:<alice@example.test>\r\nDATA\r\n"
+                b"Subject: proxied\r\n\r\nx\r\n.\r\nQUIT\r\n"
+            )
+            reader = sock.makefile("rb")
+            lines = [line for line in reader]
+            sock.close()
+            return lines
+
+        first = yield deferToThread(viaProxy, "192.0.2.7")
+        self.assertTrue(any(line.startswith(b"250 2.0.0 Ok") for line in first))
+        [entry] = yield server.root.store.list(1, "inbox", 10, 0)
+        full = yield server.root.store.get(entry["id"], 1)
+        self.assertIn(b"Received: from c ([192.0.2.7])", full["raw"])
+        second = yield deferToThread(viaProxy, "192.0.2.7")
+        self.assertTrue(second[0].startswith(b"421 4.7.0"), second)
