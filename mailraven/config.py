@@ -200,6 +200,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "concurrent_per_ip": Key(_positiveInt, 20, "open connections per IP"),
         "messages_per_ip": Key(_positiveInt, 120, "messages per minute per IP"),
         "recipients_per_ip": Key(_positiveInt, 600, "recipients per minute per IP"),
+        "outbound_per_day": Key(_positiveInt, 1000, "messages an account may send"),
         "allowlist": Key(
             _networks,
             ["127.0.0.1/32", "::1/128"],

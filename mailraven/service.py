@@ -215,6 +215,7 @@ def makeService(
         reactor,
         files.pool,
         config["api.rate_limit"],
+        config["ratelimit.outbound_per_day"],
     )
     site = makeSite(
         health,

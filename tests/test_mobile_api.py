@@ -453,6 +453,18 @@ class LimitTests(TestCase):
         )
 
     @inlineCallbacks
+    def test_dailySendingLimitPerAccount(self):
+        server = RunningServer(self, ratelimit__outbound_per_day=2)
+        yield server.addUser("alice@example.test")
+        api = APIClient(self, server.apiPort)
+        yield api.login()
+        message = {"to": ["friend@elsewhere.example"], "body": "hi"}
+        for _ in range(2):
+            yield api.json("POST", "/messages/send", message, expect=202)
+        refused = yield api.json("POST", "/messages/send", message, expect=429)
+        self.assertEqual(refused["retry_after"], 3600)
+
+    @inlineCallbacks
     def test_failedLoginsPerIPAreLimited(self):
         server = RunningServer(self)
         yield server.addUser("alice@example.test")

@@ -124,7 +124,9 @@ class MobileAPI:
         reactor: Any,
         filePool: Any,
         requestsPerMinute: int,
+        outboundPerDay: int = 1000,
     ) -> None:
+        self._outboundPerDay = outboundPerDay
         self._db = db
         self._store = store
         self._dataDir = dataDir
@@ -355,6 +357,17 @@ class MobileAPI:
     @inlineCallbacks
     def send(self, request: Any, user: tuple[int, str]):
         fields = _sendFields(readJSON(request))
+        sent = yield self._db.read(lambda c: queries.sentToday(c, user[0]))
+        if sent >= self._outboundPerDay:
+            self.log.warn(
+                "{email} reached the daily sending limit",
+                email=user[1],
+                event="ratelimit",
+                limit="outbound_per_day",
+            )
+            raise APIError(
+                429, "rate_limited", "Daily sending limit reached", retry_after=3600
+            )
         raw = _compose(user[1], self._hostname, fields)
         envelope = Envelope(
             mailFrom=user[1],

@@ -264,6 +264,15 @@ def _results(
     return {"results": results, "count": len(results), "total_matches": total}
 
 
+def sentToday(conn: sqlite3.Connection, userId: int) -> int:
+    """Messages the account queued in the last 24 hours (the daily limit)."""
+    since = (datetime.now(UTC) - timedelta(days=1)).isoformat(timespec="microseconds")
+    return conn.execute(
+        "SELECT count(*) FROM outbound_queue WHERE user_id = ? AND created_at > ?",
+        (userId, since),
+    ).fetchone()[0]
+
+
 # -- tokens -------------------------------------------------------------------
 
 
