@@ -21,15 +21,16 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import ROOT, MailRavenProcess  # noqa: E402
+
 sys.path.insert(0, ROOT)
 
 USER = "reader@example.test"
@@ -41,12 +42,6 @@ WORDS = (
     "schedule update design launch customer support release planning agenda "
     "quarterly numbers hiring office holiday feedback roadmap security"
 ).split()
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def message(i: int, rng: random.Random) -> bytes:
@@ -116,49 +111,8 @@ def seed(dataDir: str, count: int) -> None:
     reactor.run()
 
 
-class Server:
-    def __init__(self, work: str, dataDir: str) -> None:
-        self.smtp, self.api = freePort(), freePort()
-        config = os.path.join(work, "mailraven.toml")
-        with open(config, "w") as f:
-            f.write(
-                f'[server]\nhostname = "mx.bench.test"\ndomains = ["example.test"]\n'
-                f'data_dir = "{dataDir}"\n'
-                f'[smtp]\nlisten = ["tcp:{self.smtp}:interface=127.0.0.1"]\n'
-                f'[submission]\nlisten = ["tcp:{freePort()}:interface=127.0.0.1"]\n'
-                f'[api]\nlisten = ["tcp:{self.api}:interface=127.0.0.1"]\n'
-                "rate_limit = 100000000\n"
-                '[log]\nlevel = "warn"\n'
-            )
-        self.log = open(os.path.join(work, "server.log"), "wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from twisted.scripts.twistd import run; run()",
-                "-n",
-                "--pidfile=",
-                "mailraven",
-                "--config",
-                config,
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=ROOT),
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.api), 1).close()
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("server did not start")
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(60)
+def Server(work: str, dataDir: str) -> MailRavenProcess:
+    return MailRavenProcess(os.path.join(work, "server"), dataDir=dataDir)
 
 
 def call(

@@ -23,7 +23,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from api import ROOT, USER, Server  # noqa: E402 (bench/api.py beside this file)
+from api import USER, Server  # noqa: E402 (bench/api.py beside this file)
+from harness import ROOT  # noqa: E402
 
 
 def load(port: int, stop: threading.Event, samples: list) -> None:
@@ -77,7 +78,7 @@ def main() -> int:
                 "-m",
                 "mailraven.cli",
                 "--config",
-                os.path.join(work, "mailraven.toml"),
+                server.config,
                 "backup",
                 "--to",
                 target,

@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from smtp_accept import ROOT, freePort, waitForPort  # noqa: E402
+from harness import ROOT, MailRavenProcess, freePort  # noqa: E402
 
 ZONES = ("bl1.test", "bl2.test")
 
@@ -51,64 +51,6 @@ def serveDNS(port: int) -> None:
         port, dns.DNSDatagramProtocol(controller=factory), interface="127.0.0.1"
     )
     reactor.run()
-
-
-class Server:
-    def __init__(self, work: str, name: str, extra: str) -> None:
-        self.name, self.port = name, freePort()
-        directory = os.path.join(work, name)
-        os.makedirs(directory)
-        config = os.path.join(directory, "mailraven.toml")
-        with open(config, "w") as f:
-            f.write(
-                f'[server]\nhostname = "mx.bench.test"\ndomains = ["example.test"]\n'
-                f'data_dir = "{directory}/data"\n'
-                f'[smtp]\nlisten = ["tcp:{self.port}:interface=127.0.0.1"]\n'
-                f'[submission]\nlisten = ["tcp:{freePort()}:interface=127.0.0.1"]\n'
-                f'[api]\nlisten = ["tcp:{freePort()}:interface=127.0.0.1"]\n'
-                '[log]\nlevel = "warn"\n' + extra
-            )
-        env = dict(os.environ, PYTHONPATH=ROOT)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "mailraven.cli",
-                "--config",
-                config,
-                "user",
-                "add",
-                "user@example.test",
-                "--password-stdin",
-            ],
-            input=b"pw\n",
-            check=True,
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-        )
-        self.log = open(os.path.join(directory, "server.log"), "wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from twisted.scripts.twistd import run; run()",
-                "-n",
-                "--pidfile=",
-                "mailraven",
-                "--config",
-                config,
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
-        )
-        waitForPort(self.port)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(60)
 
 
 def drive(port: int, messages: int) -> float:
@@ -159,17 +101,19 @@ def main() -> int:
     )
     servers = []
     try:
-        servers = [Server(work, "policy-off", ""), Server(work, "policy-on", on)]
-        results: dict[str, list[float]] = {s.name: [] for s in servers}
+        names = ["policy-off", "policy-on"]
+        servers = [
+            MailRavenProcess(os.path.join(work, name), extra, user="user@example.test")
+            for name, extra in zip(names, ["", on], strict=True)
+        ]
+        results: dict[str, list[float]] = {name: [] for name in names}
         for server in servers:
-            drive(server.port, 200)  # warm up (and warm the DNSBL cache)
+            drive(server.smtp, 200)  # warm up (and warm the DNSBL cache)
         for round_ in range(args.rounds):
-            for server in servers:
-                rate = drive(server.port, args.messages)
-                results[server.name].append(rate)
-                print(
-                    f"round {round_ + 1} {server.name:10} {rate:7.0f} msg/s", flush=True
-                )
+            for name, server in zip(names, servers, strict=True):
+                rate = drive(server.smtp, args.messages)
+                results[name].append(rate)
+                print(f"round {round_ + 1} {name:10} {rate:7.0f} msg/s", flush=True)
         off = statistics.median(results["policy-off"])
         onRate = statistics.median(results["policy-on"])
         print(

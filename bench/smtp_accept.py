@@ -27,8 +27,6 @@ import argparse
 import base64
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,26 +34,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import MailRavenProcess, freePort, waitForPort  # noqa: E402
+
 DOMAIN = "example.test"
 RCPT = f"user@{DOMAIN}"
-
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def waitForPort(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on {port}")
 
 
 @dataclass
@@ -111,71 +95,17 @@ class MailRaven:
     name = "MailRaven"
 
     def __init__(self, work: str) -> None:
-        self.port = freePort()
-        self.dir = os.path.join(work, "mailraven")
-        os.makedirs(self.dir)
-        self.config = os.path.join(self.dir, "mailraven.toml")
-        with open(self.config, "w") as f:
-            f.write(
-                f'[server]\nhostname = "mx.{DOMAIN}"\ndomains = ["{DOMAIN}"]\n'
-                f'data_dir = "{self.dir}/data"\n'
-                f'[smtp]\nlisten = ["tcp:{self.port}:interface=127.0.0.1"]\n'
-                f'[submission]\nlisten = ["tcp:{freePort()}:interface=127.0.0.1"]\n'
-                f'[api]\nlisten = ["tcp:{freePort()}:interface=127.0.0.1"]\n'
-                '[log]\nlevel = "warn"\n'
-            )
-        env = dict(os.environ, PYTHONPATH=ROOT)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "mailraven.cli",
-                "--config",
-                self.config,
-                "user",
-                "add",
-                RCPT,
-                "--password-stdin",
-            ],
-            input=b"pw\n",
-            check=True,
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-        )
-        self.log = open(os.path.join(self.dir, "server.log"), "wb")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "from twisted.scripts.twistd import run; run()",
-                "-n",
-                "--pidfile=",
-                "mailraven",
-                "--config",
-                self.config,
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
-        )
-        waitForPort(self.port)
+        self._server = MailRavenProcess(os.path.join(work, "mailraven"), user=RCPT)
+        self.port = self._server.smtp
 
     def settle(self) -> None:
         pass
 
     def peakRSS(self) -> str:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return line.split(":", 1)[1].strip()
-        return "?"
+        return self._server.peakRSS()
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(60)
-        self.log.close()
+        self._server.stop()
 
 
 class Postfix:
