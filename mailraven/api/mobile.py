@@ -332,7 +332,11 @@ class MobileAPI:
             sender=sender,
             event="spam_training",
         )
-        return self._db.write(lambda c: train(c, user[0], sender, kind))
+        d = self._db.write(lambda c: train(c, user[0], sender, kind))
+        lists = getattr(self._store, "senderLists", None)
+        if lists is not None:
+            d.addCallback(lambda _: lists.changed())
+        return d
 
     @app.route("/v1/messages/<string:entryId>", methods=["DELETE"])
     @endpoint()

@@ -9,17 +9,17 @@ written into the message as `X-Spam-Score` and `X-Spam-Status`.
 
 from __future__ import annotations
 
-import re
 import sqlite3
+import threading
+import time
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses, parseaddr, parsedate_tz
-from typing import Any
+from typing import Any, Callable
 
 LIST_WEIGHT = 100.0
 MANY_RECIPIENTS = 15
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
 _parser = BytesHeaderParser(policy=compat32)
 
 
@@ -73,10 +73,16 @@ class SpamScorer:
         self._block = {entry.lower() for entry in blocklist}
         self._metrics = metrics
 
-    def judge(self, envelope: Any, raw: bytes, conn: sqlite3.Connection) -> SpamVerdict:
-        """Score C{raw}; raises L{SpamRejected}. Runs on a file thread."""
-        end = _HEADER_END.search(raw, 0, 256 * 1024)
-        headers = _parser.parsebytes(raw[: end.start()] if end else raw[: 256 * 1024])
+    def judge(
+        self, envelope: Any, headers: Any, lists: Callable[[], dict]
+    ) -> SpamVerdict:
+        """
+        Score a message from its parsed header block (the metadata pass parsed
+        it already); raises L{SpamRejected}. Runs on a file thread. C{lists}
+        gives {user id: {sender or domain: kind}}.
+        """
+        if headers is None:
+            headers = _parser.parsebytes(b"")
         sender = senderOf(str(headers.get("From", "")), envelope.mailFrom)
         rules = self._rules(envelope, headers, sender)
         score = round(sum(weight for _, weight in rules), 2)
@@ -84,7 +90,7 @@ class SpamScorer:
             self._metrics.spamScore.observe(score)
         verdict = SpamVerdict(score, rules)
         accountLists = _accountLists(
-            conn, [r.userId for r in envelope.recipients], sender
+            lists(), [r.userId for r in envelope.recipients], sender
         )
         anyAllowed = any(kind == "allow" for kind in accountLists.values())
         if score >= self.rejectScore and not anyAllowed:
@@ -124,19 +130,53 @@ class SpamScorer:
 
 
 def _accountLists(
-    conn: sqlite3.Connection, userIds: list[int], sender: str
+    lists: dict[int, dict[str, str]], userIds: list[int], sender: str
 ) -> dict[int, str]:
     """{user id: 'allow' | 'block'} for accounts that listed this sender."""
-    if not userIds:
-        return {}
     domain = sender.rpartition("@")[2]
-    marks = ",".join("?" * len(userIds))
-    rows = conn.execute(
-        f"SELECT user_id, kind FROM sender_lists WHERE user_id IN ({marks})"
-        " AND value IN (?, ?, ?)",
-        (*userIds, sender, domain, f"@{domain}"),
-    ).fetchall()
-    return {userId: kind for userId, kind in rows}
+    found = {}
+    for userId in userIds:
+        mine = lists.get(userId)
+        if mine:
+            kind = mine.get(sender) or mine.get(domain) or mine.get(f"@{domain}")
+            if kind:
+                found[userId] = kind
+    return found
+
+
+class SenderLists:
+    """
+    Every account's trained sender lists, in memory: scoring then costs no
+    query per message. Reloaded (on the calling thread) when older than
+    C{maxAge} or after L{changed}; the API calls that when it trains.
+    """
+
+    def __init__(self, load: Callable[[], dict], maxAge: float = 30.0) -> None:
+        self._load = load
+        self._maxAge = maxAge
+        self._lists: dict[int, dict[str, str]] = {}
+        self._loadedAt = float("-inf")
+        self._lock = threading.Lock()
+
+    def __call__(self) -> dict[int, dict[str, str]]:
+        if time.monotonic() - self._loadedAt > self._maxAge:
+            with self._lock:
+                if time.monotonic() - self._loadedAt > self._maxAge:
+                    self._lists = self._load()
+                    self._loadedAt = time.monotonic()
+        return self._lists
+
+    def changed(self) -> None:
+        self._loadedAt = float("-inf")
+
+
+def loadSenderLists(conn: sqlite3.Connection) -> dict[int, dict[str, str]]:
+    lists: dict[int, dict[str, str]] = {}
+    for userId, value, kind in conn.execute(
+        "SELECT user_id, value, kind FROM sender_lists"
+    ):
+        lists.setdefault(userId, {})[value] = kind
+    return lists
 
 
 def train(conn: sqlite3.Connection, userId: int, sender: str, kind: str) -> None:

@@ -14,6 +14,7 @@ from zope.interface import implementer
 
 from mailraven.envelope import Envelope
 from mailraven.interfaces import IMessageStore
+from mailraven.policy.scoring import SenderLists, loadSenderLists
 from mailraven.spool import Spool
 from mailraven.store.db import Database
 from mailraven.store.files import (
@@ -63,6 +64,7 @@ class SQLiteMessageStore:
         scorer: Any = None,
     ) -> None:
         self._scorer = scorer
+        self.senderLists = SenderLists(lambda: db.readHere(loadSenderLists))
         self._db = db
         self._dataDir = dataDir
         self._reactor = reactor
@@ -107,19 +109,16 @@ class SQLiteMessageStore:
             raw = b"".join(spool.chunks())
         finally:
             spool.discard()
+        metadata = extractMetadata(raw)
         mailboxes = None
         if self._scorer is not None and envelope.outbound is None:
             # may raise SpamRejected: nothing has been written yet
-            verdict = self._db.readHere(
-                lambda conn: self._scorer.judge(envelope, raw, conn)
-            )
+            verdict = self._scorer.judge(envelope, metadata.headers, self.senderLists)
             raw = _afterReturnPath(raw, verdict.headers(self._scorer.junkScore))
             mailboxes = verdict.mailboxes
         messageId = newMessageId()
         stored = writeMessageFile(self._dataDir, messageId, raw, self._level)
-        return PreparedMessage(
-            messageId, envelope, stored, extractMetadata(raw), mailboxes
-        )
+        return PreparedMessage(messageId, envelope, stored, metadata, mailboxes)
 
     def get(self, entryId: str, userId: int) -> Deferred:
         def work(conn):

@@ -43,6 +43,8 @@ class Metadata:
     snippet: str = ""
     text: str = ""  # the body as text (plain, else html without tags), capped
     attachments: list[dict[str, Any]] = field(default_factory=list)
+    # the parsed top-level header block, for spam scoring (not stored)
+    headers: Any = field(default=None, repr=False, compare=False)
 
 
 def extractMetadata(raw: bytes) -> Metadata:
@@ -52,6 +54,7 @@ def extractMetadata(raw: bytes) -> Metadata:
     except Exception:
         return Metadata()
     meta = Metadata(
+        headers=headers,
         headerFrom=_header(headers, "From"),
         headerTo=_header(headers, "To"),
         subject=_header(headers, "Subject"),
