@@ -29,7 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import ROOT, MailRavenProcess  # noqa: E402
+from harness import ROOT, MailRavenProcess, smtpSourceRate  # noqa: E402
 
 sys.path.insert(0, ROOT)
 
@@ -172,27 +172,7 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def smtpRate(port: int, messages: int = 2000) -> float:
-    started = time.monotonic()
-    subprocess.run(
-        [
-            "smtp-source",
-            "-s",
-            "20",
-            "-m",
-            str(messages),
-            "-l",
-            "1024",
-            "-f",
-            "s@sender.example",
-            "-t",
-            USER,
-            f"127.0.0.1:{port}",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    return messages / (time.monotonic() - started)
+    return smtpSourceRate(port, messages, USER)
 
 
 def main() -> int:

@@ -30,6 +30,33 @@ def waitForPort(port: int, timeout: float = 60) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def smtpSourceRate(
+    port: int, messages: int, rcpt: str, sessions: int = 20, size: int = 1024
+) -> float:
+    """msg/s of Postfix's smtp-source (a new connection per message)."""
+    started = time.monotonic()
+    subprocess.run(
+        [
+            "smtp-source",
+            "-s",
+            str(sessions),
+            "-m",
+            str(messages),
+            "-l",
+            str(size),
+            "-f",
+            "s@sender.example",
+            "-t",
+            rcpt,
+            f"127.0.0.1:{port}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    return messages / (time.monotonic() - started)
+
+
 class MailRavenProcess:
     """
     A server in C{directory} (config, log; data in C{dataDir} or

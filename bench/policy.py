@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import ROOT, MailRavenProcess, freePort  # noqa: E402
+from harness import ROOT, MailRavenProcess, freePort, smtpSourceRate  # noqa: E402
 
 ZONES = ("bl1.test", "bl2.test")
 
@@ -54,27 +54,7 @@ def serveDNS(port: int) -> None:
 
 
 def drive(port: int, messages: int) -> float:
-    started = time.monotonic()
-    subprocess.run(
-        [
-            "smtp-source",
-            "-s",
-            "20",
-            "-m",
-            str(messages),
-            "-l",
-            "1024",
-            "-f",
-            "s@sender.example",
-            "-t",
-            "user@example.test",
-            f"127.0.0.1:{port}",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    return messages / (time.monotonic() - started)
+    return smtpSourceRate(port, messages, "user@example.test")
 
 
 def main() -> int:
