@@ -111,6 +111,13 @@ def _timestamp(text: str) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+def _bearer(request: Any) -> str:
+    """The bearer token of the request, or "" (one parser for every caller)."""
+    header = (request.getHeader(b"authorization") or b"").decode("latin-1")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 class MobileAPI:
     app = Klein()
     log = Logger()
@@ -149,11 +156,10 @@ class MobileAPI:
 
     @inlineCallbacks
     def authenticate(self, request: Any):
-        header = (request.getHeader(b"authorization") or b"").decode("latin-1")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = _bearer(request)
+        if not token:
             raise APIError(401, "unauthorized", "A bearer token is required")
-        user = yield self._db.read(lambda c: queries.userForToken(c, token.strip()))
+        user = yield self._db.read(lambda c: queries.userForToken(c, token))
         if user is None:
             raise APIError(401, "unauthorized", "The token is unknown or expired")
         return user
@@ -224,8 +230,8 @@ class MobileAPI:
     @endpoint()
     @inlineCallbacks
     def logout(self, request: Any, user: tuple[int, str]):
-        token = (request.getHeader(b"authorization") or b"").decode().split(" ", 1)[1]
-        yield self._db.write(lambda c: queries.revokeToken(c, token.strip()))
+        token = _bearer(request)
+        yield self._db.write(lambda c: queries.revokeToken(c, token))
         return {"status": "logged_out"}
 
     # -- messages ----------------------------------------------------------------

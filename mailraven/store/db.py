@@ -144,19 +144,16 @@ class Database(Service):
         """Run C{work(conn)} on a read connection of the pool."""
         return deferToThreadPool(self._reactor, self._readPool, self._readWith, work)
 
-    def readHere(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def readHere(self, work: Callable[[sqlite3.Connection], T], nice: int = 0) -> T:
         """Run C{work} now, on this (non-reactor) thread's own read connection."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = connect(self.path, readOnly=True)
+            _lowerPriority(nice)
         return work(conn)
 
     def _readWith(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._local.conn = connect(self.path, readOnly=True)
-            _lowerPriority(self.readNice)
-        return work(conn)
+        return self.readHere(work, self.readNice)
 
     def _writerLoop(self, conn: sqlite3.Connection) -> None:
         stopping = False
