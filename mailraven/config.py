@@ -7,6 +7,7 @@ key or a bad value stops start-up with a L{ConfigError} naming the key.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tomllib
 from dataclasses import dataclass
@@ -126,6 +127,25 @@ def _networks(value: Any) -> list[str]:
     return items
 
 
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def _certificates(value: Any) -> list[str]:
+    """ACME certificates: each entry "name [name...]" (SANs of one certificate)."""
+    items = _strList(value)
+    for item in items:
+        for name in item.lower().split():
+            if name.startswith("*."):
+                raise ValueError(
+                    f"{name}: wildcard names need DNS-01, which is not supported"
+                )
+            if len(name) > 253 or not all(
+                _DNS_LABEL.match(label) for label in name.split(".")
+            ):
+                raise ValueError(f"{name!r} is not a DNS name")
+    return [" ".join(item.lower().split()) for item in items]
+
+
 def _schedule(value: Any) -> str:
     value = _str(value).strip()
     if value:
@@ -177,6 +197,27 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "tls": {
         "cert_file": Key(_str, "", "operator certificate chain (PEM)"),
         "key_file": Key(_str, "", "operator private key (PEM)"),
+        "reload_interval": Key(
+            _positiveFloat, 60.0, "seconds between checks of the files"
+        ),
+    },
+    "acme": {
+        "enabled": Key(_bool, False, "obtain certificates from an ACME CA"),
+        "directory": Key(
+            _str, "letsencrypt", "letsencrypt, letsencrypt-staging or a URL"
+        ),
+        "email": Key(_str, "", "account contact (optional)"),
+        "domains": Key(
+            _certificates,
+            [],
+            "one entry per certificate, names space-separated; [] = hostname",
+        ),
+        "ca_bundle": Key(_str, "", "PEM bundle trusted for the CA; '' = system"),
+        "http01_listen": Key(_strList, ["tcp:80"], "HTTP-01 challenge listeners"),
+        "renew_before_days": Key(_positiveInt, 30, "renew with fewer days left"),
+        "check_interval": Key(_positiveFloat, 43200.0, "seconds between checks"),
+        "retry_initial": Key(_positiveFloat, 60.0, "first retry after a failure, s"),
+        "retry_max": Key(_positiveFloat, 86400.0, "longest retry delay, s"),
     },
     "store": {
         "threads": Key(_positiveInt, 2, "threads compressing and fsyncing messages"),

@@ -103,3 +103,25 @@ class IDiskGuard(Interface):
 
     def status():
         """A dict: C{used_percent}, C{free_bytes}, C{state} (ok|warn|full)."""
+
+
+class ICertificateManager(Interface):
+    """
+    The certificates this server presents, from operator files, ACME or a
+    self-signed fallback, in that order of preference.
+    """
+
+    def serverCreator():
+        """
+        An C{IOpenSSLServerConnectionCreator} choosing the certificate by SNI
+        (the default one without SNI or for an unknown name).
+        """
+
+    def certificateFor(name):
+        """The L{ServedCertificate} a client asking for C{name} gets."""
+
+    def install(key, certificate):
+        """Serve C{certificate} (from ACME) under C{key}; new handshakes use it."""
+
+    def status():
+        """A list of dicts: names, source, not_after, serial, last_error."""

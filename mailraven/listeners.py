@@ -1,4 +1,9 @@
-"""A listener per endpoint string, remembering whether it came up."""
+"""A listener per endpoint string, remembering whether it came up.
+
+Two prefixes wrap the endpoint: C{tls:} (implicit TLS with the server's
+SNI-aware certificates: submission on 465, HTTPS) and C{haproxy:} (a PROXY
+header first). Both may be combined as C{haproxy:tls:tcp:465}.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,30 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from mailraven.proxyprotocol import wrapForProxy
+
+TLS_PREFIX = "tls:"
+
+
+class ListenerError(Exception):
+    """A listener description that cannot work (e.g. C{tls:} without TLS)."""
+
+
+def wrap(description: str, factory: Any, tlsCreator: Any) -> tuple[str, Any]:
+    """(endpoint description, factory) with the C{haproxy:}/C{tls:} layers."""
+    proxied = description.startswith("haproxy:")
+    if proxied:
+        description = description[len("haproxy:") :]
+    if description.startswith(TLS_PREFIX):
+        if tlsCreator is None:
+            raise ListenerError(f"{description}: TLS is not available here")
+        description = description[len(TLS_PREFIX) :]
+        factory = TLSMemoryBIOFactory(tlsCreator, False, factory)
+    if proxied:
+        description, factory = wrapForProxy("haproxy:" + description, factory)
+    return description, factory
 
 
 class Listener(Service):
@@ -26,8 +53,10 @@ class Listener(Service):
         description: str,
         factory: Any,
         onFailure: Callable[[str], None] | None = None,
+        tlsCreator: Any = None,
     ) -> None:
         self._reactor = reactor
+        self._tlsCreator = tlsCreator
         self._onFailure = onFailure
         self.description = description
         self.factory = factory
@@ -37,7 +66,7 @@ class Listener(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        description, factory = wrapForProxy(self.description, self.factory)
+        description, factory = wrap(self.description, self.factory, self._tlsCreator)
         endpoint = serverFromString(self._reactor, description)
         self._listening = endpoint.listen(factory)
         self._listening.addCallbacks(self._listened, self._failed)

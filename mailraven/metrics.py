@@ -90,6 +90,18 @@ class Metrics:
             ["limit"],
             registry=r,
         )
+        self.tlsCertExpiry = Gauge(
+            "mailraven_tls_cert_expiry_timestamp_seconds",
+            "When the certificate served for a name expires",
+            ["name"],
+            registry=r,
+        )
+        self.acmeOrders = Counter(
+            "mailraven_acme_orders",
+            "ACME orders by result (issued, renewed, failed)",
+            ["result"],
+            registry=r,
+        )
 
     def observeCommit(self, seconds: float, batch: int) -> None:
         self.storeCommitSeconds.observe(seconds)

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailraven.config import Config
-from mailraven.tls import writePrivate
+from mailraven.privatefiles import writePrivate
 
 
 def dkimSelector(now: datetime | None = None) -> str:

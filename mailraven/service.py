@@ -15,7 +15,6 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
-from twisted.python.threadpool import ThreadPool
 
 from mailraven.api.health import HealthResource
 from mailraven.api.mobile import AdminAPI, MobileAPI
@@ -36,22 +35,9 @@ from mailraven.startup import prepareDataDir
 from mailraven.store.db import Database
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.users import SQLiteUserStore
-from mailraven.tls import serverContext
-
-
-class ThreadPoolService(Service):
-    """A thread pool that lives and dies with the service tree."""
-
-    def __init__(self, size: int, name: str) -> None:
-        self.pool = ThreadPool(1, size, name=name)
-
-    def startService(self) -> None:
-        super().startService()
-        self.pool.start()
-
-    def stopService(self) -> None:
-        super().stopService()
-        self.pool.stop()
+from mailraven.threads import ThreadPoolService
+from mailraven.tls.challenges import HTTP01Responder, mountResponder
+from mailraven.tls.service import makeAcmeService, makeCertificateManager
 
 
 class SMTPService(MultiService):
@@ -95,10 +81,14 @@ class MailRavenService(MultiService):
         self.log.info("mailraven stopped", event="stopped")
 
     def listeners(self) -> list[Listener]:
+        names = [
+            n for n in ("smtp", "submission", "api", "acme") if n in self.namedServices
+        ]
         return [
             listener
-            for name in ("smtp", "submission", "api")
+            for name in names
             for listener in self.getServiceNamed(name)
+            if isinstance(listener, Listener)
         ]
 
 
@@ -134,6 +124,10 @@ def makeService(
     )
     diskGuard.setName("disk")
     diskGuard.setServiceParent(root)
+    certificates = makeCertificateManager(config, reactor, metrics)
+    certificates.setServiceParent(root)
+    root.certificates = certificates
+    tlsCreator = certificates.serverCreator()
 
     scorer = SpamScorer(
         config["spam.junk_score"],
@@ -169,7 +163,7 @@ def makeService(
         discardSpool=discardSpool,
         diskGuard=diskGuard,
         metrics=metrics,
-        tlsContext=serverContext(config, dataDir),
+        tlsContext=tlsCreator,
         clock=reactor,
     )
     for name, factory in (
@@ -180,9 +174,9 @@ def makeService(
         service.setName(name)
         service.setServiceParent(root)
         for description in config[f"{name}.listen"]:
-            Listener(reactor, description, factory, onListenFailure).setServiceParent(
-                service
-            )
+            Listener(
+                reactor, description, factory, onListenFailure, tlsCreator
+            ).setServiceParent(service)
 
     backups = BackupJobs(
         dataDir,
@@ -202,7 +196,11 @@ def makeService(
         tmpDir,
         diskGuard,
         root.listeners,
-        {"backup": backups.health, "dnsbl": policy.health},
+        {
+            "backup": backups.health,
+            "dnsbl": policy.health,
+            "tls": certificates.health,
+        },
     )
     api = MultiService()
     api.setName("api")
@@ -224,6 +222,14 @@ def makeService(
         AdminAPI(*apiArgs, backups=backups).resource(),
         config["api.max_body"],
     )
+    responder = HTTP01Responder()
+    mountResponder(site.resource, responder)
     for description in config["api.listen"]:
-        Listener(reactor, description, site, onListenFailure).setServiceParent(api)
+        Listener(
+            reactor, description, site, onListenFailure, tlsCreator
+        ).setServiceParent(api)
+    if config["acme.enabled"]:
+        makeAcmeService(
+            config, certificates, responder, reactor, metrics, onListenFailure
+        ).setServiceParent(root)
     return root

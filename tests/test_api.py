@@ -44,9 +44,14 @@ class HealthAndMetricsTests(TestCase):
         body = yield response.json()
         self.assertEqual(body["status"], "ok")
         self.assertEqual(
-            set(body["checks"]), {"store", "disk", "listeners", "backup", "dnsbl"}
+            set(body["checks"]),
+            {"store", "disk", "listeners", "backup", "dnsbl", "tls"},
         )
         self.assertEqual(body["checks"]["listeners"]["status"], "ok")
+        [served] = body["checks"]["tls"]["certificates"]
+        self.assertEqual(
+            (served["source"], served["names"]), ("self-signed", ["mx.mailraven.test"])
+        )
 
     @inlineCallbacks
     def test_healthIsDownWhenTheStoreIsNotWritable(self):
@@ -137,7 +142,17 @@ class PluginTests(SynchronousTestCase):
         [root] = list(collection)
         self.assertEqual(
             {s.name for s in root if s.name},
-            {"db", "files", "disk", "policy", "backup", "smtp", "submission", "api"},
+            {
+                "db",
+                "files",
+                "disk",
+                "tls",
+                "policy",
+                "backup",
+                "smtp",
+                "submission",
+                "api",
+            },
         )
         self.assertIsNotNone(namespace["application"].getComponent(ILogObserver))
         self.assertTrue(os.path.exists(os.path.join(dataDir, "mailraven.db")))

@@ -12,7 +12,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from mailraven.tls import ensureSelfSigned
+from mailraven.tls.selfsigned import ensureSelfSigned
 from tests.helpers import RunningServer
 
 
