@@ -36,8 +36,10 @@ def testConfig(dataDir: str, **overrides: Any):
 class RunningServer:
     """A started service tree; C{smtpPort}, C{apiPort} are the bound ports."""
 
-    def __init__(self, testCase: Any, **overrides: Any) -> None:
-        self.dataDir = os.path.abspath(testCase.mktemp())
+    def __init__(
+        self, testCase: Any, dataDir: str | None = None, **overrides: Any
+    ) -> None:
+        self.dataDir = dataDir or os.path.abspath(testCase.mktemp())
         self.config = testConfig(self.dataDir, **overrides)
         self.root = makeService(self.config, reactor)
         self.root.privilegedStartService()

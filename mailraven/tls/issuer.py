@@ -120,7 +120,7 @@ class AcmeIssuer(Service):
         checkInterval: float,
         retryInitial: float,
         retryMax: float,
-        spacing: float = 5.0,
+        spacing: float = 2.0,
         metrics: Any = None,
         rand: Callable[[], float] = random.random,
         blocking: Callable[..., Any] = maybeDeferred,

@@ -1,0 +1,210 @@
+"""ACME against a real CA (Debian's pebble): issuance, SNI, renewal, failure
+with back-off, restart. The schedule's arithmetic is in test_certificates."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import TestCase
+
+from tests.helpers import RunningServer, sleep
+from tests.pebble import Pebble
+from tests.tlsclient import dnsNames, httpsCertificate, starttlsCertificate
+
+MAIL = "mail.example.test"
+MTA_STS = "mta-sts.example.test"
+OTHER = "other.example.test"
+
+
+def acmeOverrides(pebble: Pebble, **more):
+    values = dict(
+        acme__enabled=True,
+        acme__directory=pebble.directoryURL,
+        acme__ca_bundle=pebble.caBundle,
+        acme__http01_listen=[f"tcp:{pebble.httpPort}:interface=127.0.0.1"],
+        acme__domains=[f"{MAIL} {MTA_STS}"],
+        acme__retry_initial=1,
+        api__listen=["tcp:0:interface=127.0.0.1", "tls:tcp:0:interface=127.0.0.1"],
+    )
+    values.update(more)
+    return values
+
+
+def issuer(server: RunningServer):
+    return server.root.getServiceNamed("acme").getServiceNamed("issuer")
+
+
+@inlineCallbacks
+def waitFor(predicate, timeout: float = 30, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        yield sleep(0.1)
+
+
+def issued(server: RunningServer, count: int = 1):
+    def check() -> bool:
+        entries = issuer(server).status()
+        return sum(1 for e in entries if e.get("not_after")) >= count
+
+    return waitFor(check, what=f"{count} certificate(s) issued")
+
+
+def httpsPort(server: RunningServer) -> int:
+    listeners = list(server.root.getServiceNamed("api"))
+    return listeners[1].address.port
+
+
+def ordersCounted(server: RunningServer, result: str) -> float:
+    value = server.root.metrics.registry.get_sample_value(
+        "mailraven_acme_orders_total", {"result": result}
+    )
+    return value or 0.0
+
+
+class IssuanceTests(TestCase):
+    timeout = 120
+
+    @inlineCallbacks
+    def test_twoCertificatesServedBySNIOnSMTPAndHTTPS(self):
+        pebble = Pebble(self)
+        server = RunningServer(
+            self,
+            **acmeOverrides(pebble, acme__domains=[f"{MAIL} {MTA_STS}", OTHER]),
+        )
+        # Start-up does not wait for the CA: STARTTLS works at once.
+        early = yield deferToThread(starttlsCertificate, server.smtpPort, MAIL)
+        self.assertEqual(dnsNames(early), ["mx.mailraven.test"])
+        yield issued(server, 2)
+        root = os.path.join(pebble.directory, "root.pem")
+        with open(root, "wb") as f:
+            f.write(pebble.rootPEM())
+
+        for name in (MAIL, MTA_STS):
+            leaf = yield deferToThread(starttlsCertificate, server.smtpPort, name, root)
+            self.assertEqual(sorted(dnsNames(leaf)), [MAIL, MTA_STS])
+            leaf = yield deferToThread(httpsCertificate, httpsPort(server), name, root)
+            self.assertEqual(sorted(dnsNames(leaf)), [MAIL, MTA_STS])
+        other = yield deferToThread(starttlsCertificate, server.smtpPort, OTHER, root)
+        self.assertEqual(dnsNames(other), [OTHER])
+        other = yield deferToThread(httpsCertificate, httpsPort(server), OTHER, root)
+        self.assertEqual(dnsNames(other), [OTHER])
+
+        # Unknown name and no SNI at all: the default (first configured) one.
+        for name in ("unknown.example.test", None):
+            leaf = yield deferToThread(starttlsCertificate, server.smtpPort, name)
+            self.assertEqual(sorted(dnsNames(leaf)), [MAIL, MTA_STS])
+
+        acmeDir = os.path.join(server.dataDir, "certs", "acme")
+        self.assertEqual(stat.S_IMODE(os.stat(acmeDir).st_mode), 0o700)
+        for name in ("account.key", f"{MAIL}.pem", f"{OTHER}.pem", "state.json"):
+            mode = os.stat(os.path.join(acmeDir, name)).st_mode
+            self.assertEqual(stat.S_IMODE(mode), 0o600, name)
+        self.assertEqual(ordersCounted(server, "issued"), 2)
+        expiry = server.root.metrics.registry.get_sample_value(
+            "mailraven_tls_cert_expiry_timestamp_seconds", {"name": OTHER}
+        )
+        self.assertGreater(expiry, time.time() + 20 * 86400)
+        health = server.root.certificates.health()
+        self.assertEqual(health["status"], "ok")
+        self.assertEqual(
+            [e["names"] for e in health["certificates"]],
+            [[MAIL, MTA_STS], [OTHER]],
+        )
+
+    @inlineCallbacks
+    def test_restartReusesAccountAndCertificate(self):
+        pebble = Pebble(self)
+        dataDir = os.path.abspath(self.mktemp())
+        first = RunningServer(self, dataDir, **acmeOverrides(pebble))
+        yield issued(first)
+        served = yield deferToThread(starttlsCertificate, first.smtpPort, MAIL)
+        accountKey = os.path.join(dataDir, "certs", "acme", "account.key")
+        with open(accountKey, "rb") as f:
+            key = f.read()
+        yield first.stop()
+
+        second = RunningServer(self, dataDir, **acmeOverrides(pebble))
+        yield waitFor(
+            lambda: issuer(second).status()[0]["next_check"] is not None
+            and not issuer(second)._busy,
+            what="the start-up check",
+        )
+        yield sleep(1)
+        self.assertEqual(ordersCounted(second, "issued"), 0)
+        self.assertEqual(ordersCounted(second, "renewed"), 0)
+        again = yield deferToThread(starttlsCertificate, second.smtpPort, MAIL)
+        self.assertEqual(again.serial_number, served.serial_number)
+        with open(accountKey, "rb") as f:
+            self.assertEqual(f.read(), key)
+
+
+class RenewalTests(TestCase):
+    timeout = 120
+
+    @inlineCallbacks
+    def test_shortCertificateIsRenewedWithoutRestart(self):
+        # 29-day certificates with renew_before_days = 30: the next check renews.
+        pebble = Pebble(self, validityDays=29)
+        server = RunningServer(self, **acmeOverrides(pebble, acme__check_interval=1))
+        yield issued(server)
+        first = yield deferToThread(starttlsCertificate, server.smtpPort, MAIL)
+        yield waitFor(
+            lambda: ordersCounted(server, "renewed") >= 1, what="a renewal"
+        )
+        second = yield deferToThread(starttlsCertificate, server.smtpPort, MAIL)
+        self.assertNotEqual(second.serial_number, first.serial_number)
+        https = yield deferToThread(httpsCertificate, httpsPort(server), MAIL)
+        self.assertEqual(https.serial_number, second.serial_number)
+
+    @inlineCallbacks
+    def test_failureBacksOffKeepsServingAndRecovers(self):
+        pebble = Pebble(self, validityDays=29)
+        failures: list[dict] = []
+
+        def observe(event: dict) -> None:
+            if event.get("event") == "acme_failed":
+                failures.append(event)
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        server = RunningServer(
+            self,
+            **acmeOverrides(
+                pebble,
+                acme__check_interval=1,
+                acme__retry_initial=0.5,
+                acme__retry_max=2,
+            ),
+        )
+        yield issued(server)
+        good = yield deferToThread(starttlsCertificate, server.smtpPort, MAIL)
+
+        # The CA now resolves the name elsewhere: validation fails.
+        pebble.pointAt(MAIL, "127.0.0.2")
+        yield waitFor(lambda: len(failures) >= 4, timeout=60, what="4 failures")
+        pebble.unpoint(MAIL)
+        delays = [event["delay"] for event in failures[:4]]
+        for delay, expected in zip(delays, [0.5, 1, 2, 2], strict=True):
+            self.assertTrue(expected * 0.9 <= delay <= expected * 1.1, delays)
+        self.assertIsNotNone(failures[0]["problem"])
+        self.assertIn("validation of", failures[0]["error"])
+        entry = server.root.certificates.health()
+        self.assertEqual(entry["status"], "degraded")
+        still = yield deferToThread(starttlsCertificate, server.smtpPort, MAIL)
+        self.assertEqual(still.serial_number, good.serial_number)
+
+        yield waitFor(
+            lambda: ordersCounted(server, "renewed") >= 1,
+            timeout=30,
+            what="success after the fault is removed",
+        )
+        renewed = yield deferToThread(starttlsCertificate, server.smtpPort, MAIL)
+        self.assertNotEqual(renewed.serial_number, good.serial_number)
+        self.assertEqual(server.root.certificates.health()["status"], "ok")
