@@ -147,7 +147,13 @@ class Pebble:
         )
         _waitForPort(self.challtestPort, challtest)
         pebble = self._start(
-            ["pebble", "-config", configPath, "-dnsserver", f"127.0.0.1:{self.dnsPort}"],
+            [
+                "pebble",
+                "-config",
+                configPath,
+                "-dnsserver",
+                f"127.0.0.1:{self.dnsPort}",
+            ],
             log,
             {
                 "PEBBLE_VA_NOSLEEP": "1",

@@ -132,8 +132,10 @@ class IssuanceTests(TestCase):
 
         second = RunningServer(self, dataDir, **acmeOverrides(pebble))
         yield waitFor(
-            lambda: issuer(second).status()[0]["next_check"] is not None
-            and not issuer(second)._busy,
+            lambda: (
+                issuer(second).status()[0]["next_check"] is not None
+                and not issuer(second)._busy
+            ),
             what="the start-up check",
         )
         yield sleep(1)
@@ -155,9 +157,7 @@ class RenewalTests(TestCase):
         server = RunningServer(self, **acmeOverrides(pebble, acme__check_interval=1))
         yield issued(server)
         first = yield deferToThread(starttlsCertificate, server.smtpPort, MAIL)
-        yield waitFor(
-            lambda: ordersCounted(server, "renewed") >= 1, what="a renewal"
-        )
+        yield waitFor(lambda: ordersCounted(server, "renewed") >= 1, what="a renewal")
         second = yield deferToThread(starttlsCertificate, server.smtpPort, MAIL)
         self.assertNotEqual(second.serial_number, first.serial_number)
         https = yield deferToThread(httpsCertificate, httpsPort(server), MAIL)
