@@ -68,3 +68,29 @@ class ServedCertificateTests(TestCase):
         self.assertFalse(
             os.path.exists(os.path.join(server.dataDir, "certs", "selfsigned.key"))
         )
+
+
+class ImplicitTLSTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_tlsPrefixGivesImplicitTLSWithoutStartTLS(self):
+        server = RunningServer(
+            self, submission__listen=["tls:tcp:0:interface=127.0.0.1"]
+        )
+
+        def greet() -> tuple[str, bytes, bytes]:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            with smtplib.SMTP_SSL(
+                "127.0.0.1", server.submissionPort, context=context, timeout=20
+            ) as client:
+                code, ehlo = client.ehlo("c.example.org")
+                assert code == 250, ehlo
+                return client.sock.version(), ehlo, client.docmd("STARTTLS")[1]
+
+        version, ehlo, starttls = yield deferToThread(greet)
+        self.assertIn(version, ("TLSv1.2", "TLSv1.3"))
+        self.assertNotIn(b"STARTTLS", ehlo)
+        self.assertIn(b"TLS already active", starttls)

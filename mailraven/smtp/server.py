@@ -24,7 +24,7 @@ from email.utils import format_datetime
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
-from twisted.internet.interfaces import ITLSTransport
+from twisted.internet.interfaces import ISSLTransport, ITLSTransport
 from twisted.logger import Logger
 from twisted.mail import smtp
 from twisted.python.failure import Failure
@@ -111,6 +111,8 @@ class MailRavenESMTP(smtp.ESMTP):
         self.canStartTLS = (
             ITLSTransport.providedBy(self.transport) and self.ctx is not None
         )
+        if ISSLTransport.providedBy(self.transport):
+            self.startedTLS = True  # implicit TLS (a tls: listener, port 465)
         self.factory.sessionStarted(self)
         self.client = self.factory.policy.open(self.peerIP)
         refused = self.client.connect()
