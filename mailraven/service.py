@@ -222,7 +222,7 @@ def makeService(
         AdminAPI(*apiArgs, backups=backups).resource(),
         config["api.max_body"],
     )
-    responder = HTTP01Responder()
+    responder = root.challenges = HTTP01Responder()
     mountResponder(site.resource, responder)
     for description in config["api.listen"]:
         Listener(

@@ -9,14 +9,16 @@ import datetime
 import os
 import shutil
 
+import treq
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import HTTPConnectionPool
 from zope.interface.verify import verifyObject
 
 from mailraven.config import ConfigError, load
@@ -323,3 +325,21 @@ class OperatorReloadTests(TestCase):
         yield sleep(0.3)
         leaf = yield deferToThread(starttlsCertificate, server.smtpPort, None)
         self.assertEqual(dnsNames(leaf), ["two.example.test"])
+
+
+class ChallengeOnAPITests(TestCase):
+    timeout = 30
+
+    @defer.inlineCallbacks
+    def test_apiListenerAnswersPendingChallengesOnly(self):
+        server = RunningServer(self)
+        server.root.challenges.add("tok-123", "tok-123.thumbprint")
+        base = f"http://127.0.0.1:{server.apiPort}/.well-known/acme-challenge/"
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        response = yield treq.get(base + "tok-123", pool=pool)
+        self.assertEqual(response.code, 200)
+        self.assertEqual((yield response.content()), b"tok-123.thumbprint")
+        server.root.challenges.remove("tok-123")
+        response = yield treq.get(base + "tok-123", pool=pool)
+        self.assertEqual(response.code, 404)
+        yield response.content()
