@@ -25,8 +25,10 @@ mailraven=${MAILRAVEN:-mailraven}
 set -- ${config:+--config "$config"}
 target="$dir/mailraven-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$dir"
-"$mailraven" "$@" backup --to "$target" || exit 2
-"$mailraven" "$@" verify --backup "$target" || exit 3
+# MAILRAVEN may be a command with arguments (word-split on purpose), e.g.
+# "docker compose exec -T mailraven mailraven" for the container.
+$mailraven "$@" backup --to "$target" || exit 2
+$mailraven "$@" verify --backup "$target" || exit 3
 # retention: newest first, drop everything after the first $keep
 ls -1d "$dir"/mailraven-* 2>/dev/null | sort -r | tail -n +"$((keep + 1))" | while read -r old; do
     [ -f "$old/manifest.json" ] && rm -rf "$old"
