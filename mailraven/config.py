@@ -242,6 +242,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "messages_per_ip": Key(_positiveInt, 120, "messages per minute per IP"),
         "recipients_per_ip": Key(_positiveInt, 600, "recipients per minute per IP"),
         "outbound_per_day": Key(_positiveInt, 1000, "messages an account may send"),
+        "auth_failures": Key(
+            _positiveInt, 10, "failed logins per IP per 15 minutes, then 454"
+        ),
         "allowlist": Key(
             _networks,
             ["127.0.0.1/32", "::1/128"],

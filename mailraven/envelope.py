@@ -32,3 +32,5 @@ class Envelope:
     # queued in the same transaction that stores the message.
     outbound: list[str] | None = None
     dnsblScore: float = 0.0
+    # The account that sent it through submission (AUTH), else None.
+    authenticatedAs: str | None = None

@@ -18,6 +18,7 @@ from twisted.python.components import Componentized
 
 from mailraven.api.health import HealthResource
 from mailraven.api.mobile import AdminAPI, MobileAPI
+from mailraven.api.queries import sentToday
 from mailraven.api.site import makeSite
 from mailraven.backupservice import BackupJobs
 from mailraven.config import Config
@@ -27,6 +28,7 @@ from mailraven.logs import makeObserver
 from mailraven.metrics import Metrics
 from mailraven.policy.scoring import SpamScorer
 from mailraven.policy.service import PolicyService
+from mailraven.smtp.auth import AuthThrottle
 from mailraven.smtp.recipients import RecipientResolver
 from mailraven.smtp.server import MailRavenSMTPFactory, SMTPSettings
 from mailraven.smtp.submission import SubmissionSMTPFactory
@@ -168,7 +170,17 @@ def makeService(
     )
     for name, factory in (
         ("smtp", MailRavenSMTPFactory(**smtpArgs, policy=policy.mx)),
-        ("submission", SubmissionSMTPFactory(**smtpArgs, policy=policy.submission)),
+        (
+            "submission",
+            SubmissionSMTPFactory(
+                **smtpArgs,
+                policy=policy.submission,
+                users=root.users,
+                sentToday=lambda userId: db.read(lambda conn: sentToday(conn, userId)),
+                outboundPerDay=config["ratelimit.outbound_per_day"],
+                authThrottle=AuthThrottle(reactor, config["ratelimit.auth_failures"]),
+            ),
+        ),
     ):
         service = SMTPService(factory, config["smtp.shutdown_grace"])
         service.setName(name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.task import Clock
@@ -10,6 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from mailraven.metrics import Metrics
+from mailraven.smtp.auth import AuthThrottle
 from mailraven.smtp.recipients import RecipientResolver
 from mailraven.smtp.server import MailRavenSMTPFactory, SMTPSettings
 from mailraven.smtp.submission import SubmissionSMTPFactory
@@ -64,6 +67,7 @@ class ProtocolTestCase(SynchronousTestCase):
             metrics=self.metrics,
             tlsContext=self.tls,
             clock=self.clock,
+            **self.extraFactoryArgs(),
         )
         self.proto = self.factory.buildProtocol(None)
         self.transport = TLSStringTransport()
@@ -72,6 +76,9 @@ class ProtocolTestCase(SynchronousTestCase):
 
     def makeUsers(self):
         return MemoryUserStore()
+
+    def extraFactoryArgs(self) -> dict:
+        return {}
 
     def send(self, data: bytes) -> None:
         self.proto.dataReceived(data)
@@ -430,10 +437,125 @@ class PipeliningTests(ProtocolTestCase):
         self.assertEqual(self.codes(), ["250", "250", "221"])
 
 
-class SubmissionPlaceholderTests(ProtocolTestCase):
-    factoryClass = SubmissionSMTPFactory
+def plain(login: str, password: str) -> bytes:
+    return base64.b64encode(f"\0{login}\0{password}".encode())
 
-    def test_refusesUnauthenticatedMail(self):
+
+class SubmissionProtocolTests(ProtocolTestCase):
+    factoryClass = SubmissionSMTPFactory
+    sent = 0
+
+    def extraFactoryArgs(self) -> dict:
+        self.throttle = AuthThrottle(self.clock, maxFailures=3)
+        return dict(
+            users=self.users,
+            sentToday=lambda userId: self.sent,
+            outboundPerDay=2,
+            authThrottle=self.throttle,
+        )
+
+    def startTLS(self) -> None:
         self.ehlo()
+        self.send(b"STARTTLS\r\n")
+        self.assertEqual(self.codes(), ["220"])
+        self.send(b"EHLO client.example.org\r\n")
+        self.assertIn("250-AUTH PLAIN LOGIN", self.replies())
+
+    def login(self) -> None:
+        self.startTLS()
+        self.send(b"AUTH PLAIN " + plain("alice@example.test", "pw") + b"\r\n")
+        self.assertEqual(self.replies(), ["235 2.7.0 Authentication successful"])
+
+    def test_nothingBeforeTLS(self):
+        self.send(b"EHLO client.example.org\r\n")
+        self.assertNotIn("AUTH", self.transport.value().decode())
+        self.replies()
+        self.send(b"AUTH PLAIN " + plain("alice@example.test", "pw") + b"\r\n")
+        self.assertEqual(
+            self.replies(), ["530 5.7.0 Must issue a STARTTLS command first"]
+        )
         self.send(b"MAIL FROM:<alice@example.test>\r\n")
         self.assertEqual(self.replies(), ["530 5.7.0 Authentication required"])
+
+    def test_loginMechanismWithPrompts(self):
+        self.startTLS()
+        self.send(b"AUTH LOGIN\r\n")
+        self.assertEqual(self.replies(), ["334 VXNlcm5hbWU6"])
+        self.send(base64.b64encode(b"alice@example.test") + b"\r\n")
+        self.assertEqual(self.replies(), ["334 UGFzc3dvcmQ6"])
+        self.send(base64.b64encode(b"pw") + b"\r\n")
+        self.assertEqual(self.replies(), ["235 2.7.0 Authentication successful"])
+
+    def test_plainWithEmptyInitialResponseAndCancel(self):
+        self.startTLS()
+        self.send(b"AUTH PLAIN\r\n")
+        self.assertEqual(self.replies(), ["334 "])
+        self.send(b"*\r\n")
+        self.assertEqual(self.replies(), ["501 5.0.0 Authentication cancelled"])
+        self.send(b"AUTH PLAIN not-base64!\r\n")
+        self.assertEqual(self.replies(), ["501 5.5.2 Invalid base64 data"])
+
+    def test_failuresAreAnsweredLaterAndLaterThenRefused(self):
+        self.startTLS()
+        for delay in (0.5, 1.0, 2.0):
+            self.send(b"AUTH PLAIN " + plain("alice@example.test", "bad") + b"\r\n")
+            self.clock.advance(delay - 0.01)
+            self.assertEqual(self.replies(), [])  # not yet
+            self.clock.advance(0.01)
+            self.assertEqual(
+                self.replies(), ["535 5.7.8 Authentication credentials invalid"]
+            )
+        self.send(b"AUTH PLAIN " + plain("alice@example.test", "pw") + b"\r\n")
+        self.assertEqual(
+            self.replies(), ["454 4.7.0 Too many failed logins, try later"]
+        )
+        self.assertTrue(self.throttle.blocked(self.proto.peerIP))
+        self.clock.advance(901)  # the failures age out
+        self.assertFalse(self.throttle.blocked(self.proto.peerIP))
+
+    def test_onlyOwnSenderAddress(self):
+        self.login()
+        self.send(b"MAIL FROM:<carol@example.test>\r\n")
+        self.assertEqual(
+            self.replies(), ["553 5.7.1 Sender address not owned by alice@example.test"]
+        )
+        self.send(b"MAIL FROM:<Alice@Example.test>\r\n")
+        self.assertEqual(self.replies(), ["250 2.1.0 Sender OK"])
+
+    def test_relaysForTheUserAndStoresOnce(self):
+        self.login()
+        self.send(
+            b"MAIL FROM:<alice@example.test>\r\n"
+            b"RCPT TO:<bob@remote.example>\r\n"
+            b"RCPT TO:<carol@example.test>\r\n"
+            b"RCPT TO:<nobody@example.test>\r\n"
+            b"DATA\r\n"
+        )
+        self.assertEqual(
+            self.replies(),
+            [
+                "250 2.1.0 Sender OK",
+                "250 2.1.5 Recipient OK",
+                "250 2.1.5 Recipient OK",
+                "550 5.1.1 Recipient address rejected: no such user",
+                "354 End data with <CR><LF>.<CR><LF>",
+            ],
+        )
+        self.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(self.codes(), ["250"])
+        [(envelope, raw)] = self.store.messages.values()
+        self.assertEqual(
+            envelope.outbound, ["bob@remote.example", "carol@example.test"]
+        )
+        self.assertEqual(
+            [(r.address, envelope.mailbox) for r in envelope.recipients],
+            [("alice@example.test", "sent")],
+        )
+        self.assertEqual(envelope.authenticatedAs, "alice@example.test")
+        self.assertIn(b"with ESMTPSA", raw)
+
+    def test_dailyLimit(self):
+        self.login()
+        self.sent = 2
+        self.send(b"MAIL FROM:<alice@example.test>\r\n")
+        self.assertEqual(self.replies(), ["451 4.7.1 Daily sending limit reached"])

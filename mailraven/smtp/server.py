@@ -101,6 +101,8 @@ class MailRavenESMTP(smtp.ESMTP):
         self._drain = False
         self._heloName: str | None = None
         self._transaction: Transaction | None = None
+        # Set while a multi-line exchange (AUTH) waits for the client's next line.
+        self._continuation: Callable[[str], Any] | None = None
         self.peerIP = ""
         self.client: Any = None
 
@@ -193,6 +195,10 @@ class MailRavenESMTP(smtp.ESMTP):
         return True
 
     def _dispatch(self, line: bytes) -> None:
+        if self._continuation is not None:  # a SASL exchange owns this line
+            continuation, self._continuation = self._continuation, None
+            self._run(continuation, line.strip().decode("ascii", "replace"))
+            return
         verb, _, argument = line.strip().partition(b" ")
         handler = self._handlerFor(verb)
         try:
@@ -200,6 +206,10 @@ class MailRavenESMTP(smtp.ESMTP):
         except UnicodeDecodeError:
             self._reject("syntax", 501, "5.5.2", "Invalid UTF-8 in command")
             return
+        self._run(handler, text)
+
+    def _run(self, handler: Callable[[str], Any], text: str) -> None:
+        """Call a command handler; L{Reply} and errors become SMTP replies."""
         try:
             result = handler(text)
         except Reply as reply:
@@ -295,8 +305,13 @@ class MailRavenESMTP(smtp.ESMTP):
         ]
         if self.canStartTLS and not self.startedTLS:
             lines.append("STARTTLS")
+        lines.extend(self._moreExtensions())
         lines.append("HELP")
         self._reply(250, "", *lines)
+
+    def _moreExtensions(self) -> list[str]:
+        """EHLO keywords a subclass adds (submission: AUTH once under TLS)."""
+        return []
 
     def _greet(self, argument: str) -> None:
         if not argument or " " in argument:
@@ -441,6 +456,8 @@ class MailRavenESMTP(smtp.ESMTP):
         protocol = "ESMTPS" if envelope.tls else "ESMTP"
         if envelope.smtputf8:
             protocol = "UTF8SMTPS" if envelope.tls else "UTF8SMTP"
+        if envelope.authenticatedAs:
+            protocol += "A"  # RFC 3848: ESMTPSA
         forClause = ""
         if len(envelope.recipients) == 1:
             forClause = f"\r\n\tfor <{envelope.recipients[0].address}>"

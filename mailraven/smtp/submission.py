@@ -1,16 +1,226 @@
-"""Submission listeners (587/465). Until AUTH lands (the submission issue) they
-speak ESMTP and refuse every transaction: mail is never accepted unauthenticated
-here, and clients get a clear 530 rather than a closed port."""
+"""Submission (587 STARTTLS, 465 implicit TLS): authenticated users send mail.
+
+AUTH PLAIN/LOGIN is offered and accepted only under TLS. The envelope sender
+must be the account's own address (553 5.7.1 otherwise). Every recipient is
+accepted (relaying is the point of submission) except unknown users of our own
+domains. The message is stored once: a copy in the sender's C{sent} mailbox
+and a queue entry per recipient, in the same commit, before the 250.
+"""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import deferLater
+
+from mailraven.envelope import Recipient
+from mailraven.smtp.addresses import AddressError, parsePath, splitPathAndParams
+from mailraven.smtp.auth import AuthThrottle, SASLError, b64decode, decodePlain
+from mailraven.smtp.recipients import Rejection
 from mailraven.smtp.server import MailRavenESMTP, MailRavenSMTPFactory, Reply
+from mailraven.store.users import normaliseAddress
+
+USERNAME_PROMPT = "VXNlcm5hbWU6"  # base64 "Username:"
+PASSWORD_PROMPT = "UGFzc3dvcmQ6"  # base64 "Password:"
 
 
 class SubmissionESMTP(MailRavenESMTP):
-    def smtp_MAIL(self, argument: str) -> None:
-        raise Reply(530, "5.7.0", "Authentication required", "auth_required")
+    authenticatedAs: tuple[int, str] | None = None
+
+    # -- AUTH ---------------------------------------------------------------
+
+    def _moreExtensions(self) -> list[str]:
+        return ["AUTH PLAIN LOGIN"] if self.startedTLS else []
+
+    def smtp_AUTH(self, argument: str) -> Deferred | None:
+        if not self.startedTLS:
+            raise Reply(530, "5.7.0", "Must issue a STARTTLS command first", "auth_tls")
+        if self._heloName is None:
+            raise Reply(503, "5.5.1", "Send EHLO first", "bad_sequence")
+        if self.authenticatedAs is not None:
+            raise Reply(503, "5.5.1", "Already authenticated", "bad_sequence")
+        if self._transaction is not None:
+            raise Reply(503, "5.5.1", "AUTH not allowed during a transaction")
+        if self.factory.authThrottle.blocked(self.peerIP):
+            raise Reply(
+                454, "4.7.0", "Too many failed logins, try later", "auth_throttled"
+            )
+        mechanism, _, initial = argument.partition(" ")
+        mechanism = mechanism.upper()
+        if mechanism == "PLAIN":
+            if initial and initial != "=":
+                return self._plain(initial)
+            return self._ask("", self._plain)
+        if mechanism == "LOGIN":
+            if initial:
+                return self._loginUser(initial)
+            return self._ask(USERNAME_PROMPT, self._loginUser)
+        raise Reply(504, "5.5.4", "Unrecognized authentication type", "bad_auth")
+
+    def _ask(self, challenge: str, then: Callable[[str], Any]) -> None:
+        def answered(line: str) -> Any:
+            if line == "*":
+                raise Reply(501, "5.0.0", "Authentication cancelled", "auth_cancel")
+            return then(line)
+
+        self._continuation = answered
+        self.transport.write(f"334 {challenge}\r\n".encode())
+
+    def _plain(self, response: str) -> Deferred:
+        try:
+            login, password = decodePlain(response)
+        except SASLError as e:
+            raise Reply(501, "5.5.2", str(e), "bad_auth") from None
+        return self._check(login, password)
+
+    def _loginUser(self, response: str) -> None:
+        try:
+            login = b64decode(response).decode("utf-8", "replace")
+        except SASLError as e:
+            raise Reply(501, "5.5.2", str(e), "bad_auth") from None
+        self._ask(PASSWORD_PROMPT, lambda line: self._loginPassword(login, line))
+
+    def _loginPassword(self, login: str, response: str) -> Deferred:
+        try:
+            password = b64decode(response).decode("utf-8", "replace")
+        except SASLError as e:
+            raise Reply(501, "5.5.2", str(e), "bad_auth") from None
+        return self._check(login, password)
+
+    def _check(self, login: str, password: str) -> Deferred:
+        d = maybeDeferred(self.factory.users.authenticate, login, password)
+        d.addCallback(self._checked, login)
+        return d
+
+    def _checked(self, userId: int | None, login: str) -> Deferred | None:
+        outcome = "ok" if userId is not None else "failed"
+        self.log.info(
+            "smtp auth {outcome} login={login} peer={peer}",
+            outcome=outcome,
+            login=login,
+            peer=self.peerIP,
+            event="smtp_auth",
+        )
+        if userId is None:
+            delay = self.factory.authThrottle.failed(self.peerIP)
+            return deferLater(self.factory.clock, delay, self._authFailed)
+        self.factory.authThrottle.succeeded(self.peerIP)
+        self.authenticatedAs = (userId, normaliseAddress(login))
+        self._reply(235, "2.7.0", "Authentication successful")
+        return None
+
+    def _authFailed(self) -> None:
+        if self._closing:
+            return
+        self._reject("auth_failed", 535, "5.7.8", "Authentication credentials invalid")
+
+    # -- the transaction ------------------------------------------------------
+
+    def smtp_MAIL(self, argument: str) -> Deferred | None:
+        if self.authenticatedAs is None:
+            raise Reply(530, "5.7.0", "Authentication required", "auth_required")
+        if self._transaction is not None:
+            raise Reply(503, "5.5.1", "Nested MAIL command", "bad_sequence")
+        if not argument.upper().startswith("FROM:"):
+            raise Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
+        userId, email = self.authenticatedAs
+        try:
+            path, _ = splitPathAndParams(argument[5:])
+            sender = str(parsePath(path, utf8=True, allowNull=True))
+        except AddressError as e:
+            raise Reply(501, "5.1.7", f"Bad sender address syntax: {e}") from None
+        if sender.lower() != email.lower():  # accounts compare case-blind
+            raise Reply(
+                553, "5.7.1", f"Sender address not owned by {email}", "sender_denied"
+            )
+        d = maybeDeferred(self.factory.sentToday, userId)
+        d.addCallback(self._underDailyLimit, argument, userId, email)
+        return d
+
+    def _underDailyLimit(
+        self, sent: int, argument: str, userId: int, email: str
+    ) -> None:
+        if sent >= self.factory.outboundPerDay:
+            self._reject(
+                "outbound_per_day", 451, "4.7.1", "Daily sending limit reached"
+            )
+            return
+        try:
+            super().smtp_MAIL(argument)
+        except Reply as reply:
+            self._reject(
+                reply.reason or "syntax", reply.code, reply.enhanced, reply.text
+            )
+            return
+        envelope = self._transaction.envelope
+        envelope.recipients = [Recipient(email, userId)]  # the copy in "sent"
+        envelope.mailbox, envelope.seen = "sent", True
+        envelope.outbound = []
+        envelope.authenticatedAs = email
+
+    def smtp_RCPT(self, argument: str) -> Deferred:
+        transaction = self._transaction
+        if transaction is None:
+            raise Reply(503, "5.5.1", "Need MAIL command first", "bad_sequence")
+        if not argument.upper().startswith("TO:"):
+            raise Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
+        outbound = transaction.envelope.outbound
+        if len(outbound) >= self.settings.maxRecipients:
+            raise Reply(452, "4.5.3", "Too many recipients", "too_many_recipients")
+        try:
+            path, words = splitPathAndParams(argument[3:])
+            if words:
+                raise Reply(555, "5.5.4", "Unsupported RCPT parameter", "bad_parameter")
+            address = parsePath(path, utf8=transaction.envelope.smtputf8)
+        except AddressError as e:
+            raise Reply(501, "5.1.3", f"Bad recipient address syntax: {e}") from None
+        limited = self.client.recipient()
+        if limited is not None:
+            raise Reply(limited.code, limited.enhanced, limited.text, limited.reason)
+        d = maybeDeferred(self.factory.resolver.resolve, address)
+        d.addErrback(self._remoteIsFine)
+        d.addCallbacks(
+            self._accepted,
+            self._recipientRejected,
+            callbackArgs=(transaction, str(address)),
+        )
+        return d
+
+    def _remoteIsFine(self, failure: Any) -> None:
+        failure.trap(Rejection)
+        if failure.value.reason != "relay_denied":
+            return failure  # an unknown user of our own domain: 550 5.1.1
+        return None
+
+    def _accepted(self, _: object, transaction: Any, address: str) -> None:
+        if transaction is not self._transaction:
+            return
+        if address.lower() not in (a.lower() for a in transaction.envelope.outbound):
+            transaction.envelope.outbound.append(address)
+        self._reply(250, "2.1.5", "Recipient OK")
+
+    def smtp_DATA(self, argument: str) -> None:
+        transaction = self._transaction
+        if transaction is not None and not transaction.envelope.outbound:
+            raise Reply(503, "5.5.1", "Need RCPT command first", "bad_sequence")
+        super().smtp_DATA(argument)
 
 
 class SubmissionSMTPFactory(MailRavenSMTPFactory):
     protocol = SubmissionESMTP
+
+    def __init__(
+        self,
+        *args: Any,
+        users: Any,
+        sentToday: Callable[[int], Any],
+        outboundPerDay: int,
+        authThrottle: AuthThrottle,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.users = users
+        self.sentToday = sentToday
+        self.outboundPerDay = outboundPerDay
+        self.authThrottle = authThrottle

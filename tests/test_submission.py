@@ -1,0 +1,130 @@
+"""Submission with a real client (smtplib): TLS first, AUTH, own sender only."""
+
+from __future__ import annotations
+
+import json
+import smtplib
+import ssl
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from tests.helpers import PASSWORD, RunningServer
+
+
+def _context() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def submit(port: int, login: str, password: str, sender: str, rcpts: list[str]):
+    """Blocking: STARTTLS, AUTH, send; returns (auth code, refused, data reply)."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
+        client.ehlo("laptop.example.org")
+        client.starttls(context=_context())
+        client.ehlo("laptop.example.org")
+        assert "PLAIN" in client.esmtp_features["auth"], client.esmtp_features
+        try:
+            # One mechanism per attempt (login() would try PLAIN, then LOGIN).
+            client.user, client.password = login, password
+            code = client.auth("PLAIN", client.auth_plain)[0]
+        except smtplib.SMTPAuthenticationError as e:
+            return e.smtp_code, {}, None
+        try:
+            refused = client.sendmail(
+                sender,
+                rcpts,
+                f"From: {sender}\r\nTo: {', '.join(rcpts)}\r\n"
+                "Subject: submitted\r\n\r\nhello\r\n",
+            )
+        except smtplib.SMTPSenderRefused as e:
+            return code, {"sender": (e.smtp_code, e.smtp_error)}, None
+        return code, refused, 250
+
+
+def clearText(port: int) -> tuple[dict, tuple[int, bytes], tuple[int, bytes]]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
+        client.ehlo("laptop.example.org")
+        features = dict(client.esmtp_features)
+        auth = client.docmd("AUTH", "PLAIN AGFsaWNlAHB3")
+        mail = client.docmd("MAIL", "FROM:<alice@example.test>")
+    return features, auth, mail
+
+
+class SubmissionTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.server = RunningServer(self, ratelimit__auth_failures=2)
+        yield self.server.addUser("alice@example.test")
+        yield self.server.addUser("carol@example.test")
+
+    @inlineCallbacks
+    def test_noAuthInClearText(self):
+        features, auth, mail = yield deferToThread(
+            clearText, self.server.submissionPort
+        )
+        self.assertNotIn("auth", features)
+        self.assertIn("starttls", features)
+        self.assertEqual(auth[0], 530)
+        self.assertEqual(mail[0], 530)
+
+    @inlineCallbacks
+    def test_sendQueuesForEveryRecipientAndKeepsASentCopy(self):
+        code, refused, data = yield deferToThread(
+            submit,
+            self.server.submissionPort,
+            "alice@example.test",
+            PASSWORD,
+            "alice@example.test",
+            ["bob@remote.example", "carol@example.test"],
+        )
+        self.assertEqual((code, refused, data), (235, {}, 250))
+        rows = yield self.server.root.store._db.read(
+            lambda c: c.execute(
+                "SELECT q.mail_from, q.rcpt_to, e.mailbox FROM outbound_queue q"
+                " JOIN mailbox_entries e ON e.message_id = q.message_id"
+            ).fetchall()
+        )
+        self.assertEqual(
+            [(r[0], json.loads(r[1]), r[2]) for r in rows],
+            [
+                (
+                    "alice@example.test",
+                    ["bob@remote.example", "carol@example.test"],
+                    "sent",
+                )
+            ],
+        )
+
+    @inlineCallbacks
+    def test_cannotSendAsSomeoneElse(self):
+        code, refused, _ = yield deferToThread(
+            submit,
+            self.server.submissionPort,
+            "alice@example.test",
+            PASSWORD,
+            "carol@example.test",
+            ["bob@remote.example"],
+        )
+        self.assertEqual(code, 235)
+        self.assertEqual(refused["sender"][0], 553)
+
+    @inlineCallbacks
+    def test_wrongPasswordsAreThrottled(self):
+        codes = []
+        for _ in range(3):
+            code, _, _ = yield deferToThread(
+                submit,
+                self.server.submissionPort,
+                "alice@example.test",
+                "wrong",
+                "alice@example.test",
+                ["bob@remote.example"],
+            )
+            codes.append(code)
+        self.assertEqual(codes, [535, 535, 454])
