@@ -219,6 +219,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "retry_initial": Key(_positiveFloat, 60.0, "first retry after a failure, s"),
         "retry_max": Key(_positiveFloat, 86400.0, "longest retry delay, s"),
     },
+    "queue": {
+        "port": Key(_positiveInt, 25, "port of remote MX hosts"),
+        "retry_initial": Key(_positiveFloat, 450.0, "first retry after a 4xx, s"),
+        "retry_max": Key(_positiveFloat, 28800.0, "longest wait between tries, s"),
+        "give_up_after": Key(_positiveFloat, 432000.0, "bounce after this long, s"),
+        "delay_notice_after": Key(
+            _positiveFloat, 14400.0, "tell the sender after this long, s"
+        ),
+        "concurrency": Key(_positiveInt, 10, "parallel SMTP deliveries"),
+        "timeout": Key(_positiveFloat, 300.0, "seconds to wait for a reply"),
+    },
     "store": {
         "threads": Key(_positiveInt, 2, "threads compressing and fsyncing messages"),
         "compression_level": Key(_int, 6, "gzip level 1..9 for message files"),

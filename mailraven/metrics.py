@@ -96,6 +96,22 @@ class Metrics:
             ["name"],
             registry=r,
         )
+        self.outboundQueueDepth = Gauge(
+            "mailraven_outbound_queue_depth",
+            "Recipients waiting for delivery (queued or deferred)",
+            registry=r,
+        )
+        self.outboundDeliveries = Counter(
+            "mailraven_outbound_deliveries",
+            "Delivery attempts by result (delivered, deferred, failed)",
+            ["result"],
+            registry=r,
+        )
+        self.outboundRetries = Counter(
+            "mailraven_outbound_retries",
+            "Recipients deferred for another try",
+            registry=r,
+        )
         self.acmeOrders = Counter(
             "mailraven_acme_orders",
             "ACME orders by result (issued, renewed, failed)",

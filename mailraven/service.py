@@ -26,6 +26,9 @@ from mailraven.diskguard import DiskGuard
 from mailraven.listeners import Listener
 from mailraven.logs import makeObserver
 from mailraven.metrics import Metrics
+from mailraven.outbound.dkimsign import DKIMSigner
+from mailraven.outbound.mx import MXResolver, makeResolver
+from mailraven.outbound.queue import OutboundQueue, queueSettings
 from mailraven.policy.scoring import SpamScorer
 from mailraven.policy.service import PolicyService
 from mailraven.smtp.auth import AuthThrottle
@@ -240,6 +243,24 @@ def makeService(
         Listener(
             reactor, description, site, onListenFailure, tlsCreator
         ).setServiceParent(api)
+    outbound = OutboundQueue(
+        db,
+        root.store,
+        smtpArgs["resolver"],
+        MXResolver(
+            lambda: makeResolver(config["dns.nameservers"], config["dns.timeout"])
+        ),
+        DKIMSigner(os.path.join(dataDir, "dkim")),
+        dataDir,
+        files.pool,
+        reactor,
+        queueSettings(config),
+        metrics,
+    )
+    outbound.setName("queue")
+    outbound.setServiceParent(root)
+    root.store.onOutbound = outbound.kick
+    root.outbound = outbound
     if config["acme.enabled"]:
         makeAcmeService(
             config, certificates, responder, reactor, metrics, onListenFailure

@@ -28,6 +28,8 @@ def testConfig(dataDir: str, **overrides: Any):
         submission__listen=["tcp:0:interface=127.0.0.1"],
         api__listen=["tcp:0:interface=127.0.0.1"],
         log__level="warn",
+        # No real DNS from tests: the outbound queue's lookups go nowhere.
+        dns__nameservers=["127.0.0.1:9"],
     )
     values.update(overrides)
     return base.with_(**values)

@@ -152,6 +152,7 @@ class PluginTests(SynchronousTestCase):
                 "smtp",
                 "submission",
                 "api",
+                "queue",
             },
         )
         self.assertIsNotNone(namespace["application"].getComponent(ILogObserver))

@@ -6,6 +6,7 @@ import gzip
 import http.client
 import json
 import os
+import re
 import smtplib
 import sqlite3
 
@@ -365,7 +366,9 @@ class MobileAPITests(TestCase):
                 "hidden@elsewhere.example",
             ],
         )
-        self.assertEqual((status, messageId), ("queued", result["id"]))
+        self.assertEqual(messageId, result["id"])
+        # the queue may already have tried (no DNS in tests): never delivered
+        self.assertIn(status, ("queued", "deferred"))
         for bad in (
             {"to": [], "body": "x"},
             {"to": ["not an address"], "body": "x"},
@@ -485,7 +488,7 @@ class OpenAPIContractTests(SynchronousTestCase):
     def test_documentNamesExactlyTheServedRoutes(self):
         served = set()
         for rule in MobileAPI.app.url_map.iter_rules():
-            path = rule.rule.replace("<string:entryId>", "{entryId}")
+            path = re.sub(r"<string:(\w+)>", r"{\1}", rule.rule)
             for method in rule.methods - {"HEAD", "OPTIONS"}:
                 served.add((path, method.lower()))
         documented = {

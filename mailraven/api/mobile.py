@@ -29,6 +29,7 @@ from mailraven.api.http import APIError, errorBody, readJSON, writeJSON
 from mailraven.api.openapi import document
 from mailraven.api.search import BadQuery, parseQuery
 from mailraven.envelope import Envelope, Recipient
+from mailraven.outbound import state as outboundState
 from mailraven.policy.scoring import senderOf, train
 from mailraven.ratelimit import TokenBuckets
 from mailraven.smtp.addresses import AddressError, parsePath
@@ -394,6 +395,17 @@ class MobileAPI:
             event="send_queued",
         )
         return 202, {"id": messageId, "status": "queued"}
+
+    @app.route("/v1/outbound/<string:messageId>", methods=["GET"])
+    @endpoint()
+    @inlineCallbacks
+    def outboundStatus(self, request: Any, user: tuple[int, str], messageId: str):
+        found = yield self._db.read(
+            lambda c: outboundState.entryStatus(c, messageId, user[0])
+        )
+        if found is None:
+            raise APIError(404, "not_found", "No such queued message")
+        return found
 
     @app.route("/v1/openapi.json", methods=["GET"])
     @endpoint(auth=False)

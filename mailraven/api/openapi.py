@@ -94,6 +94,32 @@ def document() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
+                "OutboundStatus": {
+                    "type": "object",
+                    "required": ["id", "status", "queued_at", "recipients"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "status": {
+                            "type": "string",
+                            "enum": ["queued", "deferred", "delivered", "failed"],
+                        },
+                        "queued_at": {"type": "string"},
+                        "recipients": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "address": {"type": "string"},
+                                    "status": {"type": "string"},
+                                    "attempts": {"type": "integer"},
+                                    "last_reply": {"type": ["string", "null"]},
+                                    "next_attempt_at": {"type": ["string", "null"]},
+                                    "updated_at": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                },
                 "Error": {
                     "type": "object",
                     "required": ["error", "message"],
@@ -359,6 +385,24 @@ def document() -> dict[str, Any]:
                         **_errors(400, 401, 413, 429),
                     },
                 }
+            },
+            "/v1/outbound/{messageId}": {
+                "parameters": [
+                    {
+                        "name": "messageId",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "get": {
+                    "summary": "Delivery status of a sent message, per recipient",
+                    "security": _AUTH,
+                    "responses": {
+                        "200": _json({"$ref": "#/components/schemas/OutboundStatus"}),
+                        **_errors(401, 404, 429),
+                    },
+                },
             },
             "/v1/messages/{entryId}": {
                 "parameters": [_ID],

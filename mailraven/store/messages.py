@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -70,6 +70,8 @@ class SQLiteMessageStore:
         self._reactor = reactor
         self._pool = filePool
         self._level = compressionLevel
+        # Called after a commit that queued outbound mail (the queue's kick).
+        self.onOutbound: Callable[[], None] | None = None
 
     def deliver(self, envelope: Envelope, spool: Spool) -> Deferred:
         committed: Deferred = Deferred()
@@ -80,7 +82,13 @@ class SQLiteMessageStore:
             )
         )
         finished.addErrback(committed.errback)
+        if envelope.outbound and self.onOutbound is not None:
+            committed.addCallback(self._queued)
         return committed
+
+    def _queued(self, messageId: str) -> str:
+        self.onOutbound()  # the outbound queue runs now instead of at its poll
+        return messageId
 
     def _prepareAndQueue(
         self, envelope: Envelope, spool: Spool, committed: Deferred
@@ -249,11 +257,12 @@ def _insertMessage(conn: Any, prepared: PreparedMessage) -> str:
         ),
     )
     if envelope.outbound:
+        queueId = newMessageId()
         conn.execute(
             "INSERT INTO outbound_queue (id, user_id, message_id, mail_from, rcpt_to,"
             " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
-                newMessageId(),
+                queueId,
                 envelope.recipients[0].userId,
                 prepared.messageId,
                 envelope.mailFrom,
@@ -261,5 +270,10 @@ def _insertMessage(conn: Any, prepared: PreparedMessage) -> str:
                 receivedAt,
                 receivedAt,
             ),
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO outbound_recipients (queue_id, rcpt, updated_at)"
+            " VALUES (?, ?, ?)",
+            [(queueId, rcpt, receivedAt) for rcpt in envelope.outbound],
         )
     return prepared.messageId

@@ -125,6 +125,26 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (user_id, value)
     ) WITHOUT ROWID;
     """,
+    # 4: outbound delivery state per recipient (a message to three domains
+    # succeeds, defers and fails independently); next_attempt in Unix seconds.
+    """
+    CREATE TABLE outbound_recipients (
+        queue_id TEXT NOT NULL REFERENCES outbound_queue(id) ON DELETE CASCADE,
+        rcpt TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'queued',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_reply TEXT,
+        next_attempt REAL NOT NULL DEFAULT 0,
+        delay_notified INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (queue_id, rcpt)
+    ) WITHOUT ROWID;
+    CREATE INDEX outbound_recipients_due
+        ON outbound_recipients (status, next_attempt);
+    INSERT INTO outbound_recipients (queue_id, rcpt, updated_at)
+        SELECT q.id, j.value, q.created_at
+        FROM outbound_queue q, json_each(q.rcpt_to) j;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,1 @@
+"""Outbound delivery: the durable queue, MX lookup, DKIM signing, DSNs."""

@@ -1,0 +1,120 @@
+"""One SMTP transaction to one remote host, on twisted.mail's client.
+
+Opportunistic STARTTLS (used when offered, certificate not verified: RFC
+7435; MTA-STS is not implemented). Each recipient's reply is reported
+separately, so a message to several addresses at one domain can be
+delivered to some and deferred or refused for others.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import ssl
+from twisted.internet.defer import Deferred
+from twisted.mail import smtp
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+class ConnectionProblem(Exception):
+    """No SMTP answer at all (refused, timeout, TLS): try the next host."""
+
+
+class _Sender(smtp.ESMTPSender):
+    """twisted's sender, with dot-stuffing that also holds across chunks."""
+
+    _lineStart = True
+
+    def transformChunk(self, chunk: bytes) -> bytes:
+        self.resetTimeout()
+        chunk = chunk.replace(b"\n", b"\r\n")  # the data was made LF-only
+        if self._lineStart and chunk.startswith(b"."):
+            chunk = b"." + chunk
+        self._lineStart = chunk.endswith(b"\n")
+        return chunk.replace(b"\r\n.", b"\r\n..")
+
+
+class _SenderFactory(smtp.ESMTPSenderFactory):
+    protocol = _Sender
+
+
+def _clientTLS() -> Any:
+    return ssl.CertificateOptions(verify=False, raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+
+
+def send(
+    reactor: Any,
+    ip: str,
+    port: int,
+    hostname: str,
+    sender: str,
+    recipients: list[str],
+    message: bytes,
+    timeout: float = 300,
+) -> Deferred:
+    """
+    Deferred {recipient: L{Reply}}; fails with L{ConnectionProblem} when the
+    host never answered in SMTP (the caller tries the next MX).
+    """
+    result: Deferred = Deferred()
+    factory = _SenderFactory(
+        None,
+        None,
+        sender,
+        recipients,
+        io.BytesIO(message.replace(b"\r\n", b"\n")),
+        result,
+        retries=0,
+        timeout=timeout,
+        contextFactory=_clientTLS(),
+        heloFallback=True,
+        requireAuthentication=False,
+        requireTransportSecurity=False,
+        hostname=hostname,
+    )
+    factory.domain = hostname.encode() if isinstance(hostname, str) else hostname
+    reactor.connectTCP(ip, port, factory, timeout=min(timeout, 30))
+    return result.addCallbacks(_accepted, _failed, errbackArgs=(recipients,))
+
+
+def _decode(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _accepted(result: tuple[int, list]) -> dict[str, Reply]:
+    _, addresses = result
+    return {
+        _decode(address): Reply(code, _decode(text))
+        for address, code, text in addresses
+    }
+
+
+def _failed(failure: Any, recipients: list[str]) -> dict[str, Reply]:
+    error = failure.value
+    if isinstance(error, smtp.SMTPDeliveryError) and error.code not in (-1, None):
+        replies = {}
+        perAddress = {
+            _decode(a): Reply(c, _decode(t)) for a, c, t in (error.addresses or [])
+        }
+        for rcpt in recipients:
+            own = perAddress.get(rcpt)
+            if own is not None and own.code >= 400:
+                replies[rcpt] = own
+            else:
+                replies[rcpt] = Reply(error.code, _decode(error.resp))
+        return replies
+    if isinstance(error, smtp.SMTPClientError) and error.code and error.code >= 400:
+        return {rcpt: Reply(error.code, _decode(error.resp)) for rcpt in recipients}
+    raise ConnectionProblem(_decode(getattr(error, "resp", None) or error))

@@ -1,0 +1,67 @@
+"""DKIM signing of outgoing mail (dkimpy): rsa-sha256, relaxed/relaxed.
+
+The key is the newest C{data_dir/dkim/<selector>.key} (what C{mailraven
+quickstart} and the container's first start make); the selector is its file
+name. Every local domain signs with it (each publishes the same public key
+under C{<selector>._domainkey}). Blocking: run it on a file thread.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dkim
+
+SIGNED_HEADERS = [
+    b"from",
+    b"to",
+    b"cc",
+    b"subject",
+    b"date",
+    b"message-id",
+    b"reply-to",
+    b"in-reply-to",
+    b"references",
+    b"mime-version",
+    b"content-type",
+    b"content-transfer-encoding",
+]
+
+
+class DKIMSigner:
+    def __init__(self, dkimDir: str) -> None:
+        self.selector: str | None = None
+        self._key: bytes | None = None
+        keys = sorted(name for name in _listdir(dkimDir) if name.endswith(".key"))
+        if keys:
+            newest = keys[-1]
+            with open(os.path.join(dkimDir, newest), "rb") as f:
+                self._key = f.read()
+            self.selector = newest[: -len(".key")]
+
+    def sign(self, message: bytes, domain: str) -> bytes:
+        """C{message} with a DKIM-Signature for C{domain} prepended (or as is)."""
+        if self._key is None or self.selector is None:
+            return message
+        present = {
+            line.split(b":", 1)[0].strip().lower()
+            for line in message.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+            if b":" in line and not line[:1].isspace()
+        }
+        headers = [h for h in SIGNED_HEADERS if h in present]
+        signature = dkim.sign(
+            message,
+            self.selector.encode(),
+            domain.encode(),
+            self._key,
+            canonicalize=(b"relaxed", b"relaxed"),
+            include_headers=headers,
+        )
+        return signature + message
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []

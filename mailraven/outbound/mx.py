@@ -1,0 +1,98 @@
+"""Where mail for a domain goes (RFC 5321 5.1) using twisted.names.
+
+MX records by preference, each host's A records; no MX at all means the
+domain itself (implicit MX); a single "." MX is a null MX (RFC 7505): the
+domain accepts no mail, a permanent failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.names import client, dns, error
+
+
+class PermanentDNSFailure(Exception):
+    """The domain cannot receive mail (no such domain, null MX): a 5xx."""
+
+
+class TemporaryDNSFailure(Exception):
+    """DNS did not answer well enough to decide: try again later."""
+
+
+def makeResolver(nameservers: list[str], timeout: float) -> Any:
+    """A twisted.names resolver on C{dns.nameservers} ("host:port"), or
+    resolv.conf; MX lookups get more patience than DNSBL queries."""
+    kwargs: dict[str, Any] = {"timeout": (timeout, timeout * 3, timeout * 6)}
+    servers = [
+        (host.strip("[]"), int(port))
+        for host, _, port in (s.rpartition(":") for s in nameservers)
+    ]
+    if servers:
+        kwargs["servers"] = servers
+    else:
+        kwargs["resolv"] = "/etc/resolv.conf"
+    return client.Resolver(**kwargs)
+
+
+class MXResolver:
+    """C{resolver} is a resolver or a callable making one on first use (a
+    resolv.conf resolver re-reads the file every minute: only when needed)."""
+
+    def __init__(self, resolver: Any) -> None:
+        self._make = resolver if callable(resolver) else (lambda: resolver)
+        self._made: Any = None
+        self._closed = False
+
+    @property
+    def _resolver(self) -> Any:
+        if self._made is None:
+            self._made = self._make()
+            if self._closed:
+                self.close()
+        return self._made
+
+    def close(self) -> None:
+        """Stop the resolver's resolv.conf timer (service stop)."""
+        self._closed = True
+        call = getattr(self._made, "_parseCall", None)
+        if call is not None and call.active():
+            call.cancel()
+
+    @inlineCallbacks
+    def targets(self, domain: str):
+        """IPv4 addresses to try, best first (Deferred list of str)."""
+        try:
+            answers, _, _ = yield self._resolver.lookupMailExchange(domain)
+        except error.DNSNameError:
+            raise PermanentDNSFailure(f"{domain}: no such domain") from None
+        except Exception as e:
+            raise TemporaryDNSFailure(f"{domain}: MX lookup failed: {e}") from None
+        exchanges = sorted(
+            (a.payload.preference, str(a.payload.name))
+            for a in answers
+            if a.type == dns.MX
+        )
+        if len(exchanges) == 1 and exchanges[0][1] in ("", "."):
+            raise PermanentDNSFailure(f"{domain}: null MX, accepts no mail")
+        hosts = [name for _, name in exchanges if name not in ("", ".")] or [domain]
+        addresses: list[str] = []
+        failures = []
+        for host in hosts:
+            try:
+                found, _, _ = yield self._resolver.lookupAddress(host)
+            except Exception as e:
+                failures.append(f"{host}: {e.__class__.__name__}")
+                continue
+            for answer in found:
+                if answer.type == dns.A:
+                    ip = answer.payload.dottedQuad()
+                    if ip not in addresses:
+                        addresses.append(ip)
+        if not addresses:
+            detail = "; ".join(failures) or "no addresses"
+            if not exchanges and failures:
+                raise PermanentDNSFailure(f"{domain}: no MX and no address")
+            raise TemporaryDNSFailure(f"{domain}: {detail}")
+        return addresses

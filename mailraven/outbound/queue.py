@@ -1,0 +1,339 @@
+"""The outbound queue runner: durable, per recipient, with retries.
+
+State lives only in SQLite (C{outbound_queue} + C{outbound_recipients},
+written in the same commit as the message), so a crash loses nothing: what
+was in flight is simply tried again (at-least-once, like every MTA). Each
+run takes the due recipients, groups them per message and domain (one SMTP
+transaction each), delivers local recipients straight into the store, and
+records every recipient's outcome: delivered, deferred (4xx, no answer; the
+next try doubles the wait from C{queue.retry_initial}, capped at
+C{queue.retry_max}) or failed (5xx, or still deferred after
+C{queue.give_up_after}). Failures, and delays past C{queue.delay_notice_after},
+are reported to the sender with a DSN.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import DeferredList, inlineCallbacks, maybeDeferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from mailraven.envelope import Envelope, Recipient
+from mailraven.outbound import state
+from mailraven.outbound.client import ConnectionProblem, send
+from mailraven.outbound.dsn import buildDSN
+from mailraven.outbound.mx import PermanentDNSFailure, TemporaryDNSFailure
+from mailraven.smtp.addresses import AddressError, parsePath
+from mailraven.smtp.recipients import Rejection
+from mailraven.spool import memorySpool
+from mailraven.store.files import readMessageFile, relativePath
+
+
+def _timestamp(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def retryDelay(attempts: int, initial: float, cap: float) -> float:
+    """Wait after the C{attempts}-th failed try: 7.5 min doubling, capped."""
+    return min(cap, initial * 2 ** max(0, attempts - 1))
+
+
+class OutboundQueue(Service):
+    log = Logger()
+
+    def __init__(
+        self,
+        db: Any,
+        store: Any,
+        resolver: Any,
+        mx: Any,
+        signer: Any,
+        dataDir: str,
+        pool: Any,
+        reactor: Any,
+        settings: dict[str, Any],
+        metrics: Any = None,
+        clock: Any = None,
+    ) -> None:
+        self._db = db
+        self._store = store
+        self._resolver = resolver
+        self._mx = mx
+        self._signer = signer
+        self._dataDir = dataDir
+        self._pool = pool
+        self._reactor = reactor
+        self._clock = clock or reactor
+        self._settings = settings
+        self._metrics = metrics
+        self._call: Any = None
+        self._running: Any = None
+        self._again = False
+
+    # -- scheduling ---------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self.kick()
+
+    def stopService(self):
+        super().stopService()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self._mx.close()
+        return self._running  # let a run in progress record its outcomes
+
+    def kick(self, _: object = None) -> None:
+        """New mail was queued: run now (or right after the current run)."""
+        if not self.running:
+            return
+        if self._running is not None:
+            self._again = True
+            return
+        self._schedule(0)
+
+    def _schedule(self, delay: float) -> None:
+        if self._call is not None and self._call.active():
+            if self._call.getTime() <= self._clock.seconds() + delay:
+                return
+            self._call.cancel()
+        self._call = self._clock.callLater(max(0.0, delay), self._start)
+
+    def _start(self) -> None:
+        self._call = None
+        self._running = self.runOnce()
+        self._running.addErrback(
+            lambda f: self.log.failure("outbound queue run failed", f)
+        )
+        self._running.addBoth(self._finished)
+
+    @inlineCallbacks
+    def _finished(self, _: object):
+        self._running = None
+        if not self.running:
+            return
+        if self._again:
+            self._again = False
+            self._schedule(0)
+            return
+        nextDue = yield self._db.read(state.nextDue)
+        poll = self._settings["poll_interval"]
+        delay = poll if nextDue is None else nextDue - self._clock.seconds()
+        self._schedule(min(max(delay, 0.0), poll))
+
+    # -- one run ------------------------------------------------------------
+
+    @inlineCallbacks
+    def runOnce(self):
+        """Attempt every due recipient once; Deferred fires when recorded."""
+        now = self._clock.seconds()
+        due = yield self._db.read(
+            lambda conn: state.dueRecipients(conn, now, self._settings["batch"])
+        )
+        groups: dict[tuple[str, str], list[state.DueRecipient]] = defaultdict(list)
+        for item in due:
+            groups[(item.queueId, item.rcpt.rpartition("@")[2].lower())].append(item)
+        work = list(groups.items())
+        limit = self._settings["concurrency"]
+        for start in range(0, len(work), limit):
+            batch = work[start : start + limit]
+            yield DeferredList(
+                [self._attempt(domain, items) for (_, domain), items in batch],
+                consumeErrors=True,
+            )
+        if self._metrics is not None:
+            depth = yield self._db.read(state.pendingCount)
+            self._metrics.outboundQueueDepth.set(depth)
+        return len(due)
+
+    @inlineCallbacks
+    def _attempt(self, domain: str, items: list[state.DueRecipient]):
+        first = items[0]
+        try:
+            raw = yield deferToThreadPool(
+                self._reactor,
+                self._pool,
+                readMessageFile,
+                self._dataDir,
+                relativePath(first.messageId),
+            )
+            replies = yield self._deliver(domain, first, [i.rcpt for i in items], raw)
+        except Exception as e:
+            self.log.failure("outbound attempt failed for {domain}", domain=domain)
+            replies = {i.rcpt: f"451 4.3.0 Internal error: {e}" for i in items}
+            raw = b""
+        outcomes = [self._outcome(item, replies[item.rcpt]) for item in items]
+        yield self._db.write(lambda conn: state.record(conn, outcomes))
+        for item, outcome in zip(items, outcomes, strict=True):
+            self._logOutcome(item, outcome)
+        yield self._notify(first, items, outcomes, raw)
+
+    def _deliver(self, domain: str, first: state.DueRecipient, rcpts, raw: bytes):
+        d = self._isLocal(rcpts[0])
+        d.addCallback(
+            lambda local: (
+                self._deliverLocally(first, rcpts, raw)
+                if local
+                else self._deliverRemotely(domain, first, rcpts, raw)
+            )
+        )
+        return d
+
+    def _isLocal(self, rcpt: str):
+        try:
+            address = parsePath(f"<{rcpt}>", utf8=True)
+        except AddressError:
+            return maybeDeferred(lambda: False)
+        d = maybeDeferred(self._resolver.resolve, address)
+
+        def rejected(failure):
+            failure.trap(Rejection)
+            return failure.value.reason != "relay_denied"
+
+        d.addCallbacks(lambda _: True, rejected)
+        return d
+
+    @inlineCallbacks
+    def _deliverLocally(self, first, rcpts: list[str], raw: bytes):
+        replies = {}
+        for rcpt in rcpts:
+            try:
+                recipient = yield self._resolver.resolve(
+                    parsePath(f"<{rcpt}>", utf8=True)
+                )
+            except Rejection as e:
+                replies[rcpt] = f"{e.code} {e.enhanced} {e.text}"
+                continue
+            envelope = Envelope(
+                mailFrom=first.mailFrom,
+                recipients=[Recipient(rcpt, recipient.userId)],
+                tls=True,
+            )
+            yield self._store.deliver(envelope, memorySpool(raw))
+            replies[rcpt] = "250 2.0.0 Delivered locally"
+        return replies
+
+    @inlineCallbacks
+    def _deliverRemotely(self, domain: str, first, rcpts: list[str], raw: bytes):
+        try:
+            targets = yield self._mx.targets(domain)
+        except PermanentDNSFailure as e:
+            return {rcpt: f"550 5.1.2 {e}" for rcpt in rcpts}
+        except TemporaryDNSFailure as e:
+            return {rcpt: f"451 4.4.3 {e}" for rcpt in rcpts}
+        senderDomain = first.mailFrom.rpartition("@")[2]
+        signed = yield deferToThreadPool(
+            self._reactor, self._pool, self._signer.sign, raw, senderDomain
+        )
+        problems = []
+        for ip in targets[: self._settings["max_mx"]]:
+            try:
+                replies = yield send(
+                    self._reactor,
+                    ip,
+                    self._settings["port"],
+                    self._settings["hostname"],
+                    first.mailFrom,
+                    rcpts,
+                    signed,
+                    timeout=self._settings["timeout"],
+                )
+            except ConnectionProblem as e:
+                problems.append(f"{ip}: {e}")
+                continue
+            return {rcpt: str(reply) for rcpt, reply in replies.items()}
+        detail = "; ".join(problems) or "no host to try"
+        return {rcpt: f"451 4.4.1 No answer from {domain}: {detail}" for rcpt in rcpts}
+
+    # -- outcomes -------------------------------------------------------------
+
+    def _outcome(self, item: state.DueRecipient, reply: str) -> state.Outcome:
+        code = reply[:1]
+        now = self._clock.seconds()
+        if code == "2":
+            return state.Outcome(item.queueId, item.rcpt, "delivered", reply)
+        if code == "4":
+            age = now - _timestamp(item.createdAt)
+            if age < self._settings["give_up_after"]:
+                delay = retryDelay(
+                    item.attempts + 1,
+                    self._settings["retry_initial"],
+                    self._settings["retry_max"],
+                )
+                return state.Outcome(
+                    item.queueId, item.rcpt, "deferred", reply, now + delay
+                )
+            reply = f"{reply} (gave up after {age / 86400:.1f} days)"
+        return state.Outcome(item.queueId, item.rcpt, "failed", reply)
+
+    def _logOutcome(self, item: state.DueRecipient, outcome: state.Outcome) -> None:
+        if self._metrics is not None:
+            self._metrics.outboundDeliveries.labels(outcome.status).inc()
+            if outcome.status == "deferred":
+                self._metrics.outboundRetries.inc()
+        self.log.info(
+            "outbound {status} {rcpt} (attempt {attempt}): {reply}",
+            status=outcome.status,
+            rcpt=item.rcpt,
+            attempt=item.attempts + 1,
+            reply=outcome.reply,
+            queue_id=item.queueId,
+            event=f"outbound_{outcome.status}",
+        )
+
+    @inlineCallbacks
+    def _notify(self, first, items, outcomes, raw: bytes):
+        """DSN to the sender for failures, and once for a long delay."""
+        if not first.mailFrom:
+            return  # never answer a bounce with a bounce
+        failed = [(o.rcpt, "failed", o.reply) for o in outcomes if o.status == "failed"]
+        age = (
+            self._clock.seconds() - datetime.fromisoformat(first.createdAt).timestamp()
+        )
+        delayed = [
+            (o.rcpt, "delayed", o.reply)
+            for item, o in zip(items, outcomes, strict=True)
+            if o.status == "deferred"
+            and not item.delayNotified
+            and age >= self._settings["delay_notice_after"]
+        ]
+        for entries, isDelay in ((failed, False), (delayed, True)):
+            if not entries:
+                continue
+            report = buildDSN(
+                self._settings["hostname"], first.mailFrom, raw, entries, isDelay
+            )
+            envelope = Envelope(
+                mailFrom="",
+                recipients=[Recipient(first.mailFrom, first.userId)],
+            )
+            yield self._store.deliver(envelope, memorySpool(report))
+            if isDelay:
+                rcpts = [rcpt for rcpt, _, _ in entries]
+                yield self._db.write(
+                    lambda conn, r=rcpts: state.markDelayNotified(
+                        conn, first.queueId, r
+                    )
+                )
+
+
+def queueSettings(config: Any) -> dict[str, Any]:
+    return {
+        "hostname": config["server.hostname"],
+        "port": config["queue.port"],
+        "retry_initial": config["queue.retry_initial"],
+        "retry_max": config["queue.retry_max"],
+        "give_up_after": config["queue.give_up_after"],
+        "delay_notice_after": config["queue.delay_notice_after"],
+        "concurrency": config["queue.concurrency"],
+        "timeout": config["queue.timeout"],
+        "poll_interval": 30.0,
+        "batch": 500,
+        "max_mx": 5,
+    }
