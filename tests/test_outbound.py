@@ -20,7 +20,7 @@ from mailraven.quickstart import createDKIMKey
 from tests.dnszone import Zone, serveZone
 from tests.helpers import PASSWORD, RunningServer, sleep
 from tests.postfix import Postfix, subjects
-from tests.process import freePort
+from tests.process import ServerProcess, cli, freePort, writeConfig
 from tests.test_mobile_api import APIClient
 from tests.test_submission import submit
 
@@ -254,3 +254,50 @@ class ScheduleTests(SynchronousTestCase):
             [retryDelay(n, 450, 28800) for n in range(1, 9)],
             [450, 900, 1800, 3600, 7200, 14400, 28800, 28800],
         )
+
+
+class CrashTests(TestCase):
+    timeout = 120
+
+    @inlineCallbacks
+    def test_queuedMessageSurvivesSIGKILL(self):
+        postfix = Postfix(self, ["remote.example"])
+        dnsPort = serveZone(self, remoteZone())
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        config, ports = writeConfig(
+            directory,
+            dns={"nameservers": [f"127.0.0.1:{dnsPort}"]},
+            queue={"port": postfix.port, "retry_initial": 0.5},
+        )
+        cli(
+            "--config",
+            config,
+            "user",
+            "add",
+            "alice@example.test",
+            "--password-stdin",
+            stdin=PASSWORD,
+        )
+        logPath = os.path.join(directory, "server.log")
+        server = ServerProcess(config, logPath)
+        self.addCleanup(server.ensureStopped)
+        yield deferToThread(server.waitForPort, ports["submission"])
+        code, refused, data = yield deferToThread(
+            submit,
+            ports["submission"],
+            "alice@example.test",
+            PASSWORD,
+            "alice@example.test",
+            ["bob@remote.example"],
+        )
+        self.assertEqual((code, refused, data), (235, {}, 250))
+        yield sleep(1)  # at least one attempt: the MX is down
+        server.kill()
+
+        postfix.start()
+        again = ServerProcess(config, logPath)
+        self.addCleanup(again.ensureStopped)
+        arrived = yield deferToThread(postfix.waitFor, 1)
+        self.assertEqual(subjects(arrived), ["submitted"])
+        self.assertTrue((yield deferToThread(again.terminate)))
