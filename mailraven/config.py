@@ -268,6 +268,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "allowlist": Key(_strList, [], "senders (address, domain) never spam"),
         "blocklist": Key(_strList, [], "senders (address, domain) always spam"),
     },
+    "mailauth": {
+        "enabled": Key(_bool, True, "check SPF, DKIM and DMARC of inbound mail"),
+        "dmarc_reject": Key(_bool, True, "550 when DMARC fails under p=reject"),
+        "budget": Key(_positiveFloat, 5.0, "seconds the three checks may take"),
+    },
     "backup": {
         "dir": Key(_str, "", "where backups go (default data_dir/backups)"),
         "schedule": Key(_schedule, "", 'daily backup time "HH:MM" UTC; "" = off'),

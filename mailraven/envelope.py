@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -34,3 +35,5 @@ class Envelope:
     dnsblScore: float = 0.0
     # The account that sent it through submission (AUTH), else None.
     authenticatedAs: str | None = None
+    # SPF/DKIM/DMARC outcome (policy.emailauth.AuthResults) for MX mail.
+    auth: Any = None

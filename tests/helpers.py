@@ -30,6 +30,7 @@ def testConfig(dataDir: str, **overrides: Any):
         log__level="warn",
         # No real DNS from tests: the outbound queue's lookups go nowhere.
         dns__nameservers=["127.0.0.1:9"],
+        mailauth__enabled=False,  # tests of SPF/DKIM/DMARC serve their own DNS
     )
     values.update(overrides)
     return base.with_(**values)

@@ -37,12 +37,17 @@ def writeConfig(directory: str, **sections: dict) -> tuple[str, dict[str, int]]:
     }
     for name, port in ports.items():
         merged[name] = {"listen": [f"tcp:{port}:interface=127.0.0.1"]}
+    merged["mailauth"] = {"enabled": False}  # no real DNS from tests
     for section, values in sections.items():
         merged.setdefault(section, {}).update(values)
     lines = []
     for section, values in merged.items():
         lines.append(f"[{section}]")
         for key, value in values.items():
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+                lines.append(f"{key} = {value}")
+                continue
             lines.append(f"{key} = {value!r}".replace("'", '"'))
     path = os.path.join(directory, "mailraven.toml")
     with open(path, "w") as f:

@@ -18,7 +18,7 @@ TOKEN_LIFETIME = timedelta(days=7)
 _SUMMARY = """
     e.id, e.recipient, e.mailbox, e.read_state, e.starred, e.received_at,
     e.updated_at, m.mail_from, m.header_from, m.subject, m.snippet, m.size,
-    m.has_attachments, m.spam_score
+    m.has_attachments, m.spam_score, m.auth_results
 """
 
 
@@ -34,14 +34,21 @@ def summary(row: sqlite3.Row) -> dict[str, Any]:
         "starred": bool(row["starred"]),
         "received_at": _z(row["received_at"]),
         "updated_at": _z(row["updated_at"]),
-        # SPF/DKIM/DMARC arrive with inbound authentication (submission issue).
-        "spf_result": "none",
-        "dkim_result": "none",
-        "dmarc_result": "none",
+        **_authResults(row),
         "mailbox": row["mailbox"],
         "spam_score": row["spam_score"],
         "has_attachments": bool(row["has_attachments"]),
         "size": row["size"],
+    }
+
+
+def _authResults(row: sqlite3.Row) -> dict[str, str]:
+    """SPF/DKIM/DMARC of inbound mail; "none" for mail that was not checked."""
+    stored = row["auth_results"] if "auth_results" in row.keys() else None
+    found = json.loads(stored) if stored else {}
+    return {
+        f"{check}_result": found.get(check, "none")
+        for check in ("spf", "dkim", "dmarc")
     }
 
 

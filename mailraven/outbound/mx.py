@@ -46,7 +46,7 @@ class MXResolver:
         self._closed = False
 
     @property
-    def _resolver(self) -> Any:
+    def resolver(self) -> Any:
         if self._made is None:
             self._made = self._make()
             if self._closed:
@@ -64,7 +64,7 @@ class MXResolver:
     def targets(self, domain: str):
         """IPv4 addresses to try, best first (Deferred list of str)."""
         try:
-            answers, _, _ = yield self._resolver.lookupMailExchange(domain)
+            answers, _, _ = yield self.resolver.lookupMailExchange(domain)
         except error.DNSNameError:
             raise PermanentDNSFailure(f"{domain}: no such domain") from None
         except Exception as e:
@@ -81,7 +81,7 @@ class MXResolver:
         failures = []
         for host in hosts:
             try:
-                found, _, _ = yield self._resolver.lookupAddress(host)
+                found, _, _ = yield self.resolver.lookupAddress(host)
             except Exception as e:
                 failures.append(f"{host}: {e.__class__.__name__}")
                 continue

@@ -107,6 +107,8 @@ class SpamScorer:
         rules: list[tuple[str, float]] = []
         if envelope.dnsblScore:
             rules.append(("DNSBL_LISTED", envelope.dnsblScore))
+        if getattr(envelope, "auth", None) is not None:
+            rules.extend(envelope.auth.scoring())
         if not headers.get("Message-ID"):
             rules.append(("MISSING_MESSAGE_ID", 1.5))
         date = headers.get("Date")

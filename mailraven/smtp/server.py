@@ -67,6 +67,14 @@ class Transaction:
     seenUsers: set[int] = field(default_factory=set)
 
 
+class DMARCRejected(Exception):
+    """The From domain's DMARC policy says reject, and authentication failed."""
+
+    def __init__(self, domain: str) -> None:
+        super().__init__(domain)
+        self.domain = domain
+
+
 class Reply(Exception):
     """Raised by a command handler to answer with a rejection."""
 
@@ -561,9 +569,25 @@ class MailRavenESMTP(smtp.ESMTP):
             self.factory.metrics.smtpMessages.labels("rejected").inc()
             self._reject(reason, code, enhanced, text)
             return
-        d = self.factory.store.deliver(transaction.envelope, transaction.spool)
+        if self.factory.emailAuth is not None:
+            d = self.factory.emailAuth(transaction.envelope, transaction.spool)
+            d.addCallback(self._authenticated, transaction)
+        else:
+            d = self.factory.store.deliver(transaction.envelope, transaction.spool)
         d.addCallbacks(self._stored, self._storeFailed, errbackArgs=(transaction,))
         self._waitFor(d)
+
+    def _authenticated(self, results: Any, transaction: Transaction) -> Deferred:
+        """SPF/DKIM/DMARC are in: refuse a DMARC p=reject failure, else store."""
+        results.authservId = self.settings.hostname
+        transaction.envelope.auth = results
+        if (
+            results.dmarc == "fail"
+            and results.dmarcPolicy == "reject"
+            and self.factory.dmarcReject
+        ):
+            raise DMARCRejected(results.fromDomain)
+        return self.factory.store.deliver(transaction.envelope, transaction.spool)
 
     def _stored(self, messageId: str) -> None:
         self.factory.metrics.smtpMessages.labels("accepted").inc()
@@ -578,6 +602,16 @@ class MailRavenESMTP(smtp.ESMTP):
 
     def _storeFailed(self, failure: Failure, transaction: Transaction) -> None:
         self._discardSpool(transaction)
+        if failure.check(DMARCRejected):
+            self.factory.metrics.smtpMessages.labels("rejected").inc()
+            if not self._closing:
+                self._reject(
+                    "dmarc",
+                    550,
+                    "5.7.1",
+                    f"Rejected by the DMARC policy of {failure.value.domain}",
+                )
+            return
         if failure.check(SpamRejected):
             self.factory.metrics.smtpMessages.labels("rejected").inc()
             if not self._closing:
@@ -626,8 +660,12 @@ class MailRavenSMTPFactory(smtp.SMTPFactory):
         tlsContext: Any = None,
         clock: Any = None,
         policy: SessionPolicy | None = None,
+        emailAuth: Callable[[Envelope, Spool], Deferred] | None = None,
+        dmarcReject: bool = True,
     ) -> None:
         super().__init__()
+        self.emailAuth = emailAuth
+        self.dmarcReject = dmarcReject
         self.policy = policy or SessionPolicy()
         self.settings = settings
         self.resolver = resolver

@@ -30,7 +30,8 @@ MAILBOXES = ("inbox", "archive", "junk", "trash", "sent")
 _ENTRY_COLUMNS = """
     e.id, e.message_id AS file_id, e.recipient, e.mailbox, e.read_state, e.starred,
     e.received_at, m.mail_from, m.header_from, m.subject, m.snippet, m.size,
-    m.has_attachments, m.spam_score, m.message_id, m.path, m.attachments
+    m.has_attachments, m.spam_score, m.message_id, m.path, m.attachments,
+    m.auth_results
 """
 
 
@@ -124,6 +125,8 @@ class SQLiteMessageStore:
             verdict = self._scorer.judge(envelope, metadata.headers, self.senderLists)
             raw = _afterReturnPath(raw, verdict.headers(self._scorer.junkScore))
             mailboxes = verdict.mailboxes
+        if envelope.auth is not None:
+            raw = _afterReturnPath(raw, envelope.auth.header())
         messageId = newMessageId()
         stored = writeMessageFile(self._dataDir, messageId, raw, self._level)
         return PreparedMessage(messageId, envelope, stored, metadata, mailboxes)
@@ -204,8 +207,8 @@ def _insertMessage(conn: Any, prepared: PreparedMessage) -> str:
     conn.execute(
         "INSERT INTO messages (id, path, size, stored_size, sha256, received_at,"
         " mail_from, rcpt_to, helo, peer_ip, header_from, header_to, subject, date,"
-        " message_id, snippet, attachments, has_attachments)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " message_id, snippet, attachments, has_attachments, auth_results)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             prepared.messageId,
             stored.relpath,
@@ -225,6 +228,7 @@ def _insertMessage(conn: Any, prepared: PreparedMessage) -> str:
             meta.snippet,
             json.dumps(meta.attachments),
             bool(meta.attachments),
+            json.dumps(envelope.auth.asDict()) if envelope.auth is not None else None,
         ),
     )
     conn.executemany(

@@ -145,6 +145,10 @@ MIGRATIONS: list[str] = [
         SELECT q.id, j.value, q.created_at
         FROM outbound_queue q, json_each(q.rcpt_to) j;
     """,
+    # 5: SPF/DKIM/DMARC results of inbound mail, as JSON {spf, dkim, dmarc}
+    """
+    ALTER TABLE messages ADD COLUMN auth_results TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,172 @@
+"""Inbound SPF, DKIM and DMARC with records served by an in-process DNS
+server: pass, fail and none land in Authentication-Results and in the API."""
+
+from __future__ import annotations
+
+import base64
+import smtplib
+
+import dkim
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.names import dns
+from twisted.trial.unittest import TestCase
+
+from tests.dnszone import Zone, serveZone
+from tests.helpers import RunningServer
+from tests.test_mobile_api import APIClient
+
+
+def rsaKey() -> tuple[bytes, str]:
+    """(private PEM, public key base64 for the DKIM TXT record)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, base64.b64encode(public).decode()
+
+
+KEY, PUBLIC = rsaKey()
+
+
+def zone() -> Zone:
+    dkimRecord = [(dns.TXT, f"v=DKIM1; k=rsa; p={PUBLIC}")]
+    return Zone(
+        {
+            "sender.example": [(dns.TXT, "v=spf1 ip4:127.0.0.1 -all")],
+            "fail.example": [(dns.TXT, "v=spf1 ip4:192.0.2.1 -all")],
+            "_dmarc.fail.example": [(dns.TXT, "v=DMARC1; p=reject")],
+            "soft.example": [(dns.TXT, "v=spf1 ~all")],
+            "_dmarc.soft.example": [(dns.TXT, "v=DMARC1; p=none")],
+            "signed.example": [(dns.TXT, "v=spf1 ip4:192.0.2.1 -all")],
+            "_dmarc.signed.example": [(dns.TXT, "v=DMARC1; p=reject")],
+            "sel._domainkey.signed.example": dkimRecord,
+            "loose.example": [(dns.TXT, "v=spf1 ?all")],
+            "_dmarc.loose.example": [(dns.TXT, "v=DMARC1; p=none")],
+            "sel._domainkey.loose.example": dkimRecord,
+        }
+    )
+
+
+def message(sender: str, subject: str, body: str = "hello\r\n") -> bytes:
+    return (
+        f"From: {sender}\r\nTo: alice@example.test\r\nSubject: {subject}\r\n"
+        f"Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n"
+        f"Message-ID: <{subject.replace(' ', '-')}@test>\r\n\r\n{body}"
+    ).encode()
+
+
+def signed(raw: bytes, domain: str) -> bytes:
+    signature = dkim.sign(
+        raw,
+        b"sel",
+        domain.encode(),
+        KEY,
+        canonicalize=(b"relaxed", b"relaxed"),
+        include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
+    )
+    return signature + raw
+
+
+def deliver(port: int, mailFrom: str, raw: bytes) -> tuple[int, bytes]:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("mta.sender.example")
+        client.mail(mailFrom)
+        client.rcpt("alice@example.test")
+        try:
+            return client.data(raw)
+        except smtplib.SMTPDataError as e:
+            return e.smtp_code, e.smtp_error
+
+
+class EmailAuthTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        port = serveZone(self, zone())
+        self.server = RunningServer(
+            self,
+            mailauth__enabled=True,
+            dns__nameservers=[f"127.0.0.1:{port}"],
+        )
+        yield self.server.addUser("alice@example.test")
+        self.api = APIClient(self, self.server.apiPort)
+        yield self.api.login()
+
+    @inlineCallbacks
+    def results(self, subject: str):
+        listed = yield self.api.json("GET", "/messages")
+        [found] = [m for m in listed["messages"] if m["subject"] == subject]
+        full = yield self.api.json("GET", f"/messages/{found['id']}")
+        [header] = [
+            h["value"] for h in full["headers"] if h["name"] == "Authentication-Results"
+        ]
+        fields = (found["spf_result"], found["dkim_result"], found["dmarc_result"])
+        return fields, " ".join(header.split())
+
+    def send(self, mailFrom: str, raw: bytes):
+        return deferToThread(deliver, self.server.smtpPort, mailFrom, raw)
+
+    @inlineCallbacks
+    def test_spfPassWithoutDKIMOrDMARC(self):
+        code, _ = yield self.send(
+            "bob@sender.example", message("bob@sender.example", "spf pass")
+        )
+        self.assertEqual(code, 250)
+        fields, header = yield self.results("spf pass")
+        self.assertEqual(fields, ("pass", "none", "none"))
+        self.assertEqual(
+            header,
+            "mx.mailraven.test; spf=pass smtp.mailfrom=sender.example; dkim=none;"
+            " dmarc=none header.from=sender.example",
+        )
+
+    @inlineCallbacks
+    def test_dmarcRejectRefusesSPFFailure(self):
+        code, text = yield self.send(
+            "x@fail.example", message("x@fail.example", "forged")
+        )
+        self.assertEqual(code, 550)
+        self.assertIn(b"5.7.1 Rejected by the DMARC policy of fail.example", text)
+        listed = yield self.api.json("GET", "/messages")
+        self.assertEqual(listed["messages"], [])
+
+    @inlineCallbacks
+    def test_alignedDKIMPassesDMARCDespiteSPFFail(self):
+        raw = signed(message("news@signed.example", "dkim signed"), "signed.example")
+        code, _ = yield self.send("bounce@signed.example", raw)
+        self.assertEqual(code, 250)
+        fields, header = yield self.results("dkim signed")
+        self.assertEqual(fields, ("fail", "pass", "pass"))
+        self.assertIn("dkim=pass header.d=signed.example", header)
+
+    @inlineCallbacks
+    def test_brokenSignatureFailsAndIsKeptUnderPNone(self):
+        raw = signed(message("news@loose.example", "tampered"), "loose.example")
+        raw = raw.replace(b"hello", b"HELLO")
+        code, _ = yield self.send("news@loose.example", raw)
+        self.assertEqual(code, 250)
+        fields, header = yield self.results("tampered")
+        self.assertEqual(fields, ("neutral", "fail", "fail"))
+        self.assertIn("dkim=fail", header)
+
+    @inlineCallbacks
+    def test_softfailAndUnknownDomains(self):
+        code, _ = yield self.send("a@soft.example", message("a@soft.example", "soft"))
+        self.assertEqual(code, 250)
+        fields, _ = yield self.results("soft")
+        self.assertEqual(fields, ("softfail", "none", "fail"))
+        code, _ = yield self.send(
+            "a@nowhere.example", message("a@nowhere.example", "nx")
+        )
+        self.assertEqual(code, 250)
+        fields, _ = yield self.results("nx")
+        self.assertEqual(fields, ("none", "none", "none"))
