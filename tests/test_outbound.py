@@ -301,3 +301,38 @@ class CrashTests(TestCase):
         arrived = yield deferToThread(postfix.waitFor, 1)
         self.assertEqual(subjects(arrived), ["submitted"])
         self.assertTrue((yield deferToThread(again.terminate)))
+
+
+class StartTLSTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_deliveryUsesSTARTTLSWhenTheRemoteOffersIt(self):
+        # The remote MX is a second MailRaven (it offers STARTTLS).
+        remote = RunningServer(self, server__domains=["remote.example"])
+        yield remote.addUser("bob@remote.example")
+        dnsPort = serveZone(self, remoteZone())
+        sender = RunningServer(
+            self, dns__nameservers=[f"127.0.0.1:{dnsPort}"], queue__port=remote.smtpPort
+        )
+        yield sender.addUser("alice@example.test")
+        api = APIClient(self, sender.apiPort)
+        yield api.login()
+        sent = yield api.json(
+            "POST",
+            "/messages/send",
+            {"to": ["bob@remote.example"], "subject": "over TLS", "body": "hi"},
+            expect=202,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            status = yield api.json("GET", f"/outbound/{sent['id']}")
+            if status["status"] == "delivered" or time.monotonic() > deadline:
+                break
+            yield sleep(0.1)
+        self.assertEqual(status["status"], "delivered", status)
+        theirs = APIClient(self, remote.apiPort)
+        yield theirs.login("bob@remote.example")
+        [received] = (yield theirs.json("GET", "/messages"))["messages"]
+        full = yield theirs.json("GET", f"/messages/{received['id']}")
+        self.assertIn("with ESMTPS", full["body"])
