@@ -127,6 +127,15 @@ def _networks(value: Any) -> list[str]:
     return items
 
 
+def _aliases(value: Any) -> list[str]:
+    items = _strList(value)
+    for item in items:
+        alias, sep, account = item.partition("=")
+        if not sep or "@" not in alias or "@" not in account:
+            raise ValueError(f'expected "alias@domain=account@domain", got {item!r}')
+    return [item.strip().lower() for item in items]
+
+
 _DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
@@ -188,6 +197,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "submission": {
         "listen": Key(_strList, ["tcp:2587"], "submission listeners"),
+        "aliases": Key(_aliases, [], '"alias@domain=account@domain" send-as rights'),
     },
     "api": {
         "listen": Key(_strList, ["tcp:8080"], "HTTP API, /health, /metrics"),

@@ -227,6 +227,7 @@ def makeService(
                 sentToday=lambda userId: db.read(lambda conn: sentToday(conn, userId)),
                 outboundPerDay=config["ratelimit.outbound_per_day"],
                 authThrottle=AuthThrottle(reactor, config["ratelimit.auth_failures"]),
+                aliases=config["submission.aliases"],
             ),
         ),
     ):

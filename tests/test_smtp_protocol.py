@@ -452,6 +452,7 @@ class SubmissionProtocolTests(ProtocolTestCase):
             sentToday=lambda userId: self.sent,
             outboundPerDay=2,
             authThrottle=self.throttle,
+            aliases=["sales@example.test=alice@example.test"],
         )
 
     def startTLS(self) -> None:
@@ -521,6 +522,8 @@ class SubmissionProtocolTests(ProtocolTestCase):
         )
         self.send(b"MAIL FROM:<Alice@Example.test>\r\n")
         self.assertEqual(self.replies(), ["250 2.1.0 Sender OK"])
+        self.send(b"RSET\r\nMAIL FROM:<Sales@example.test>\r\n")
+        self.assertEqual(self.replies(), ["250 2.0.0 Reset OK", "250 2.1.0 Sender OK"])
 
     def test_relaysForTheUserAndStoresOnce(self):
         self.login()

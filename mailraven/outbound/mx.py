@@ -7,6 +7,7 @@ domain accepts no mail, a permanent failure.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
@@ -53,6 +54,28 @@ class MXResolver:
                 self.close()
         return self._made
 
+    @inlineCallbacks
+    def _addressesOf(self, host: str, failures: list[str]):
+        """A then AAAA records of one MX host (IPv4 first: most MXes have it)."""
+        found: list[str] = []
+        for lookup, kind in (
+            (self.resolver.lookupAddress, dns.A),
+            (self.resolver.lookupIPV6Address, dns.AAAA),
+        ):
+            try:
+                answers, _, _ = yield lookup(host)
+            except Exception as e:
+                failures.append(f"{host}: {e.__class__.__name__}")
+                continue
+            for answer in answers:
+                if answer.type == kind == dns.A:
+                    found.append(answer.payload.dottedQuad())
+                elif answer.type == kind == dns.AAAA:
+                    found.append(
+                        socket.inet_ntop(socket.AF_INET6, answer.payload.address)
+                    )
+        return found
+
     def close(self) -> None:
         """Stop the resolver's resolv.conf timer (service stop)."""
         self._closed = True
@@ -80,16 +103,9 @@ class MXResolver:
         addresses: list[str] = []
         failures = []
         for host in hosts:
-            try:
-                found, _, _ = yield self.resolver.lookupAddress(host)
-            except Exception as e:
-                failures.append(f"{host}: {e.__class__.__name__}")
-                continue
-            for answer in found:
-                if answer.type == dns.A:
-                    ip = answer.payload.dottedQuad()
-                    if ip not in addresses:
-                        addresses.append(ip)
+            for ip in (yield self._addressesOf(host, failures)):
+                if ip not in addresses:
+                    addresses.append(ip)
         if not addresses:
             detail = "; ".join(failures) or "no addresses"
             if not exchanges and failures:

@@ -130,7 +130,7 @@ class SubmissionESMTP(MailRavenESMTP):
             sender = str(parsePath(path, utf8=True, allowNull=True))
         except AddressError as e:
             raise Reply(501, "5.1.7", f"Bad sender address syntax: {e}") from None
-        if sender.lower() != email.lower():  # accounts compare case-blind
+        if not self.factory.maySendAs(email, sender):
             raise Reply(
                 553, "5.7.1", f"Sender address not owned by {email}", "sender_denied"
             )
@@ -217,6 +217,7 @@ class SubmissionSMTPFactory(MailRavenSMTPFactory):
         sentToday: Callable[[int], Any],
         outboundPerDay: int,
         authThrottle: AuthThrottle,
+        aliases: list[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -224,3 +225,12 @@ class SubmissionSMTPFactory(MailRavenSMTPFactory):
         self.sentToday = sentToday
         self.outboundPerDay = outboundPerDay
         self.authThrottle = authThrottle
+        self._sendAs: dict[str, set[str]] = {}
+        for entry in aliases:
+            alias, _, account = entry.partition("=")
+            self._sendAs.setdefault(account.strip(), set()).add(alias.strip())
+
+    def maySendAs(self, account: str, sender: str) -> bool:
+        """The account's own address, or one of its C{submission.aliases}."""
+        sender, account = sender.lower(), account.lower()  # accounts: case-blind
+        return sender == account or sender in self._sendAs.get(account, ())
