@@ -4,6 +4,7 @@ the published ports. Each sub-command exits non-zero with a reason on failure.
   check.py banner SMTP_PORT          wait (30 s) for the 220 greeting
   check.py deliver SMTP_PORT         send a message to alice@example.test
   check.py read API_PORT             log in as alice, the message is listed
+  check.py https HTTPS_PORT          /health over TLS 1.2+ (self-signed here)
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import smtplib
 import socket
+import ssl
 import sys
 import time
 import urllib.request
@@ -67,6 +69,16 @@ def read(port: int) -> None:
     print(f"read back through the API: {subjects}")
 
 
+def https(port: int) -> None:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    url = f"https://127.0.0.1:{port}/health"
+    with urllib.request.urlopen(url, context=context, timeout=10) as response:
+        body = json.load(response)
+    print(f"HTTPS /health: {body['status']}")
+
+
 if __name__ == "__main__":
     command, port = sys.argv[1], int(sys.argv[2])
-    {"banner": banner, "deliver": deliver, "read": read}[command](port)
+    {"banner": banner, "deliver": deliver, "read": read, "https": https}[command](port)

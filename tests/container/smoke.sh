@@ -74,13 +74,13 @@ python3 -c "import sys; sys.exit($size >= $SIZE_LIMIT_MB * 1000000)" \
     || die "image is $mb MB gzip, over $SIZE_LIMIT_MB MB"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-smtp=$(free_port); api=$(free_port)
+smtp=$(free_port); api=$(free_port); https=$(free_port)
 data="$work/data"; mkdir -p "$data"
 run() {  # run NAME [podman options...]
     local name=$1; shift
     names+=("$name")
     podman run -d --name "$name" --network slirp4netns \
-        -p "127.0.0.1:$smtp:25" -p "127.0.0.1:$api:8080" \
+        -p "127.0.0.1:$smtp:25" -p "127.0.0.1:$api:8080" -p "127.0.0.1:$https:443" \
         --sysctl net.ipv4.ip_unprivileged_port_start=0 \
         -e MAILRAVEN_SERVER_HOSTNAME=mail.example.test \
         -e MAILRAVEN_SERVER_DOMAINS=example.test \
@@ -105,6 +105,7 @@ echo "container-smoke-password" | podman exec -i mrsmoke1 mailraven \
     || die "user add"
 python3 "$here/check.py" deliver "$smtp" || die "deliver"
 python3 "$here/check.py" read "$api" || die "read back"
+python3 "$here/check.py" https "$https" || die "HTTPS on 443"
 healthy mrsmoke1
 
 step "SIGTERM within 10 s, exit 0"
