@@ -223,6 +223,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
             "one entry per certificate, names space-separated; [] = hostname",
         ),
         "ca_bundle": Key(_str, "", "PEM bundle trusted for the CA; '' = system"),
+        "challenge": Key(
+            _choice("http-01", "tls-alpn-01"), "http-01", "how the CA validates"
+        ),
         "http01_listen": Key(_strList, ["tcp:80"], "HTTP-01 challenge listeners"),
         "renew_before_days": Key(_positiveInt, 30, "renew with fewer days left"),
         "check_interval": Key(_positiveFloat, 43200.0, "seconds between checks"),

@@ -105,13 +105,14 @@ class Pebble:
         self.port, self.managementPort = freePort(), freePort()
         self.dnsPort, self.challtestPort = freePort(), freePort()
         self.httpPort = freePort()
+        self.tlsPort = freePort()  # where tls-alpn-01 is validated
         config = {
             "listenAddress": f"127.0.0.1:{self.port}",
             "managementListenAddress": f"127.0.0.1:{self.managementPort}",
             "certificate": cert,
             "privateKey": key,
             "httpPort": self.httpPort,
-            "tlsPort": freePort(),
+            "tlsPort": self.tlsPort,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": False,
         }

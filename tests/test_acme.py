@@ -208,3 +208,29 @@ class RenewalTests(TestCase):
         renewed = yield deferToThread(starttlsCertificate, server.smtpPort, MAIL)
         self.assertNotEqual(renewed.serial_number, good.serial_number)
         self.assertEqual(server.root.certificates.health()["status"], "ok")
+
+
+class TLSALPNTests(TestCase):
+    timeout = 120
+
+    @inlineCallbacks
+    def test_tlsAlpn01OnTheHTTPSListenerWhileItServes(self):
+        pebble = Pebble(self)
+        https = f"tls:tcp:{pebble.tlsPort}:interface=127.0.0.1"
+        server = RunningServer(
+            self,
+            **acmeOverrides(
+                pebble,
+                acme__challenge="tls-alpn-01",
+                acme__http01_listen=[],  # nothing on the HTTP-01 port
+                api__listen=["tcp:0:interface=127.0.0.1", https],
+            ),
+        )
+        yield issued(server)
+        root = os.path.join(pebble.directory, "root.pem")
+        with open(root, "wb") as f:
+            f.write(pebble.rootPEM())
+        leaf = yield deferToThread(httpsCertificate, pebble.tlsPort, MTA_STS, root)
+        self.assertEqual(sorted(dnsNames(leaf)), [MAIL, MTA_STS])
+        # no challenge pending now: acme-tls/1 clients get the normal certificate
+        self.assertEqual(ordersCounted(server, "issued"), 1)

@@ -343,3 +343,39 @@ class ChallengeOnAPITests(TestCase):
         response = yield treq.get(base + "tok-123", pool=pool)
         self.assertEqual(response.code, 404)
         yield response.content()
+
+
+class StopDuringOrderTests(SynchronousTestCase):
+    def test_stoppingMidOrderIsNotAFailureAndWaitsForTheOrder(self):
+        clock = Clock()
+        data = os.path.abspath(self.mktemp())
+        manager = CertificateManager(
+            "", "", os.path.join(data, "ss"), "mx.example.test"
+        )
+        pending = defer.Deferred()
+        cancelled = []
+
+        def cancel():
+            cancelled.append(True)
+            pending.errback(AcmeProblem("stopped while waiting for validation"))
+
+        issuer = AcmeIssuer(
+            [("mail.example.test",)],
+            manager,
+            AcmeStore(os.path.join(data, "acme")),
+            lambda names: pending,
+            clock,
+            renewBefore=datetime.timedelta(days=30),
+            checkInterval=3600,
+            retryInitial=60,
+            retryMax=3600,
+            cancel=cancel,
+        )
+        issuer.startService()
+        clock.advance(0)  # the order is waiting on the "CA"
+        stopped = issuer.stopService()
+        self.assertEqual(cancelled, [True])
+        if stopped is not None:  # here the order ended inside stopService
+            self.successResultOf(stopped)
+        [entry] = issuer.status()
+        self.assertEqual((entry["failures"], entry["last_error"]), (0, None))

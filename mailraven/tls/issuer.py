@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import inlineCallbacks, maybeDeferred
+from twisted.internet.defer import CancelledError, inlineCallbacks, maybeDeferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -124,6 +124,7 @@ class AcmeIssuer(Service):
         metrics: Any = None,
         rand: Callable[[], float] = random.random,
         blocking: Callable[..., Any] = maybeDeferred,
+        cancel: Callable[[], None] = lambda: None,
     ) -> None:
         self._orders = [Order(tuple(names)) for names in certificates]
         self._manager = manager
@@ -138,6 +139,9 @@ class AcmeIssuer(Service):
         self._metrics = metrics
         self._rand = rand
         self._blocking = blocking  # runs file writes off the reactor thread
+        self._cancel = cancel  # stops an issuance waiting on the CA
+        self._inFlight: Any = None
+        self._stagger: Any = None
         self._call: Any = None
         self._busy = False
         self.stopping = False
@@ -161,12 +165,16 @@ class AcmeIssuer(Service):
                 order.due = now
         self._schedule()
 
-    def stopService(self) -> None:
+    def stopService(self) -> Any:
         super().stopService()
         self.stopping = True
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+        self._cancel()
+        if self._stagger is not None:
+            self._stagger.cancel()
+        return self._inFlight  # an order in progress records its outcome
 
     def _schedule(self) -> None:
         if self.stopping or self._busy or not self._orders:
@@ -174,7 +182,12 @@ class AcmeIssuer(Service):
         if self._call is not None and self._call.active():
             self._call.cancel()
         delay = max(0.0, min(o.due for o in self._orders) - self._clock.seconds())
-        self._call = self._clock.callLater(delay, self._runDue)
+        self._call = self._clock.callLater(delay, self._start)
+
+    def _start(self) -> None:
+        self._inFlight = self._runDue()
+        self._inFlight.addErrback(lambda f: self.log.failure("ACME run failed", f))
+        self._inFlight.addBoth(lambda _: setattr(self, "_inFlight", None))
 
     @inlineCallbacks
     def _runDue(self):
@@ -187,7 +200,15 @@ class AcmeIssuer(Service):
                     continue
                 if self._needsOrder(order):
                     if ordered:  # stagger orders: CAs rate-limit bursts
-                        yield deferLater(self._clock, self._spacing, lambda: None)
+                        self._stagger = deferLater(
+                            self._clock, self._spacing, lambda: None
+                        )
+                        try:
+                            yield self._stagger
+                        except CancelledError:
+                            break
+                        finally:
+                            self._stagger = None
                     ordered = True
                     yield self._order(order)
                 else:
@@ -214,6 +235,9 @@ class AcmeIssuer(Service):
                 self._store.saveCertificate, order.key, keyPEM, chainPEM
             )
         except Exception as e:
+            if self.stopping:  # interrupted by shutdown: not the CA's failure
+                order.due = self._clock.seconds()
+                return
             self._failed(order, e)
             return
         self._manager.install(order.key, certificate)

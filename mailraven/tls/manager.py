@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailraven.interfaces import ICertificateManager
+from mailraven.tls.alpn import TLSALPN01Responder
 from mailraven.tls.certificates import (
     SOURCE_FILE,
     SOURCE_SELF_SIGNED,
@@ -89,6 +90,7 @@ class CertificateManager(TimerService):
         self._acmeOrder: list[str] = []
         self._acmeStatus: Callable[[], list[dict]] = list
         self._selfSigned: ServedCertificate | None = None
+        self.alpnChallenges = TLSALPN01Responder()
         if certFile:
             self._operatorStamp = _fileStamp(certFile, keyFile)
             self._setOperator(readCertificate(certFile, keyFile, SOURCE_FILE))
@@ -102,6 +104,7 @@ class CertificateManager(TimerService):
 
     def _prepare(self, certificate: ServedCertificate) -> ServedCertificate:
         certificate.context.set_tlsext_servername_callback(self._onServerName)
+        certificate.context.set_alpn_select_callback(self.alpnChallenges.select)
         if self._metrics is not None:
             for name in certificate.names:
                 self._metrics.tlsCertExpiry.labels(name).set(

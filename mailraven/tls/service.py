@@ -68,7 +68,13 @@ def makeAcmeService(
     )
     issuer: AcmeIssuer | None = None
     issuance = AcmeIssuance(
-        blocking, responder, reactor, threads.pool, lambda: issuer.stopping
+        blocking,
+        responder,
+        reactor,
+        threads.pool,
+        lambda: issuer.stopping,
+        challenge=config["acme.challenge"],
+        alpn=manager.alpnChallenges,
     )
     issuer = AcmeIssuer(
         acmeCertificates(config),
@@ -82,6 +88,7 @@ def makeAcmeService(
         retryMax=config["acme.retry_max"],
         metrics=metrics,
         blocking=lambda f, *a: deferToThreadPool(reactor, threads.pool, f, *a),
+        cancel=issuance.cancel,
     )
     issuer.setName("issuer")
     issuer.setServiceParent(acme)
