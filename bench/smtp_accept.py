@@ -38,6 +38,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness import MailRavenProcess, freePort, waitForPort  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.postfix import isolatedPostfix  # noqa: E402
+
 DOMAIN = "example.test"
 RCPT = f"user@{DOMAIN}"
 
@@ -113,64 +116,8 @@ class Postfix:
 
     def __init__(self, work: str) -> None:
         self.port = freePort()
-        self.dir = os.path.join(work, "postfix")
-        queue, data = os.path.join(self.dir, "queue"), os.path.join(self.dir, "data")
-        self.maildirs = os.path.join(self.dir, "maildirs")
-        for path in (queue, data, self.maildirs):
-            os.makedirs(path)
-        os.chmod(work, 0o755)  # postfix's own users must reach their dirs
-        os.chmod(self.dir, 0o755)
-        shutil.chown(data, "postfix")
-        shutil.chown(self.maildirs, 65534, 65534)
-        main = {
-            "queue_directory": queue,
-            "data_directory": data,
-            "maillog_file": os.path.join(self.dir, "maillog"),
-            "maillog_file_prefixes": self.dir,
-            "command_directory": "/usr/sbin",
-            "daemon_directory": "/usr/lib/postfix/sbin",
-            "shlib_directory": "/usr/lib/postfix",
-            "meta_directory": "/etc/postfix",
-            "mail_owner": "postfix",
-            "setgid_group": "postdrop",
-            "inet_interfaces": "127.0.0.1",
-            "inet_protocols": "ipv4",
-            "mydestination": "",
-            "myhostname": "postfix.bench.test",
-            "virtual_mailbox_domains": DOMAIN,
-            "virtual_mailbox_base": self.maildirs,
-            "virtual_mailbox_maps": "static:user/",
-            "virtual_uid_maps": "static:65534",
-            "virtual_gid_maps": "static:65534",
-            "alias_maps": "",
-            "alias_database": "",
-            "local_recipient_maps": "",
-            "smtputf8_enable": "no",
-            "compatibility_level": "3.6",
-        }
-        with open(os.path.join(self.dir, "main.cf"), "w") as f:
-            f.writelines(f"{k} = {v}\n" for k, v in main.items())
-        with open("/etc/postfix/master.cf") as f:
-            lines = f.readlines()
-        out = []
-        for line in lines:
-            fields = line.split()
-            if line[:1].isspace() or line.startswith("#") or len(fields) < 8:
-                out.append(line)
-                continue
-            if fields[0] == "smtp" and fields[1] == "inet":
-                fields[0] = f"127.0.0.1:{self.port}"
-            if fields[4] == "y":
-                fields[4] = "n"  # no chroot
-            out.append(
-                "  ".join(fields[:8])
-                + (" " + " ".join(fields[8:]) if fields[8:] else "")
-                + "\n"
-            )
-        with open(os.path.join(self.dir, "master.cf"), "w") as f:
-            f.writelines(out)
-        subprocess.run(
-            ["postfix", "-c", self.dir, "set-permissions"], capture_output=True
+        self.dir, queue, self.maildirs = isolatedPostfix(
+            work, self.port, "postfix.bench.test", [DOMAIN], {}
         )
         subprocess.run(
             ["postfix", "-c", self.dir, "start"], check=True, capture_output=True

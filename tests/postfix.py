@@ -25,6 +25,74 @@ def requirePostfix() -> None:
     raise SkipTest("needs Debian's postfix and root")
 
 
+def isolatedPostfix(
+    work: str, port: int, hostname: str, domains: list[str], extra: dict
+) -> tuple[str, str, str]:
+    """
+    An isolated Postfix under C{work}/postfix (its own main.cf/master.cf, the
+    system's untouched): smtpd on 127.0.0.1:C{port}, every recipient of
+    C{domains} into one maildir. Returns (config dir, queue, maildirs).
+    Shared by these tests and bench/smtp_accept.py.
+    """
+    directory = os.path.join(work, "postfix")
+    queue, data = os.path.join(directory, "queue"), os.path.join(directory, "data")
+    maildirs = os.path.join(directory, "maildirs")
+    for path in (queue, data, maildirs):
+        os.makedirs(path)
+    for path in (work, directory):
+        os.chmod(path, 0o755)  # postfix's own users must reach their dirs
+    shutil.chown(data, "postfix")
+    shutil.chown(maildirs, 65534, 65534)
+    main = {
+        "queue_directory": queue,
+        "data_directory": data,
+        "maillog_file": os.path.join(directory, "maillog"),
+        "maillog_file_prefixes": directory,
+        "command_directory": "/usr/sbin",
+        "daemon_directory": "/usr/lib/postfix/sbin",
+        "shlib_directory": "/usr/lib/postfix",
+        "meta_directory": "/etc/postfix",
+        "mail_owner": "postfix",
+        "setgid_group": "postdrop",
+        "inet_interfaces": "127.0.0.1",
+        "inet_protocols": "ipv4",
+        "mydestination": "",
+        "myhostname": hostname,
+        "mynetworks": "127.0.0.0/8",
+        "virtual_mailbox_domains": " ".join(domains),
+        "virtual_mailbox_base": maildirs,
+        "virtual_mailbox_maps": "static:user/",
+        "virtual_uid_maps": "static:65534",
+        "virtual_gid_maps": "static:65534",
+        "alias_maps": "",
+        "alias_database": "",
+        "local_recipient_maps": "",
+        "smtputf8_enable": "no",
+        "compatibility_level": "3.6",
+        **extra,
+    }
+    with open(os.path.join(directory, "main.cf"), "w") as f:
+        f.writelines(f"{k} = {v}\n" for k, v in main.items())
+    with open("/etc/postfix/master.cf") as f:
+        lines = f.readlines()
+    out = []
+    for line in lines:
+        fields = line.split()
+        if line[:1].isspace() or line.startswith("#") or len(fields) < 8:
+            out.append(line)
+            continue
+        if fields[0] == "smtp" and fields[1] == "inet":
+            fields[0] = f"127.0.0.1:{port}"
+        if fields[4] == "y":
+            fields[4] = "n"  # no chroot
+        rest = " " + " ".join(fields[8:]) if fields[8:] else ""
+        out.append("  ".join(fields[:8]) + rest + "\n")
+    with open(os.path.join(directory, "master.cf"), "w") as f:
+        f.writelines(out)
+    subprocess.run(["postfix", "-c", directory, "set-permissions"], capture_output=True)
+    return directory, queue, maildirs
+
+
 class Postfix:
     def __init__(self, testCase, domains: list[str]) -> None:
         requirePostfix()
@@ -32,67 +100,17 @@ class Postfix:
         # Short: Postfix's unix sockets live under it (sun_path is 108 bytes).
         work = tempfile.mkdtemp(prefix="mr-postfix-", dir="/tmp")
         testCase.addCleanup(shutil.rmtree, work, True)
-        self.dir = os.path.join(work, "postfix")
-        queue, data = os.path.join(self.dir, "queue"), os.path.join(self.dir, "data")
-        self.maildirs = os.path.join(self.dir, "maildirs")
-        for path in (queue, data, self.maildirs):
-            os.makedirs(path)
-        for path in (work, self.dir):
-            os.chmod(path, 0o755)  # postfix's own users must reach their dirs
-        shutil.chown(data, "postfix")
-        shutil.chown(self.maildirs, 65534, 65534)
-        main = {
-            "queue_directory": queue,
-            "data_directory": data,
-            "maillog_file": os.path.join(self.dir, "maillog"),
-            "maillog_file_prefixes": self.dir,
-            "command_directory": "/usr/sbin",
-            "daemon_directory": "/usr/lib/postfix/sbin",
-            "shlib_directory": "/usr/lib/postfix",
-            "meta_directory": "/etc/postfix",
-            "mail_owner": "postfix",
-            "setgid_group": "postdrop",
-            "inet_interfaces": "127.0.0.1",
-            "inet_protocols": "ipv4",
-            "mydestination": "",
-            "myhostname": "mx.remote.example",
-            "mynetworks": "127.0.0.0/8",
-            "virtual_mailbox_domains": " ".join(domains),
-            "virtual_mailbox_base": self.maildirs,
-            "virtual_mailbox_maps": "static:user/",
-            "virtual_uid_maps": "static:65534",
-            "virtual_gid_maps": "static:65534",
-            "alias_maps": "",
-            "alias_database": "",
-            "local_recipient_maps": "",
-            "smtputf8_enable": "no",
-            "compatibility_level": "3.6",
-            "smtpd_recipient_restrictions": (
-                "check_recipient_access inline:{"
-                " {reject@" + domains[0] + "=550 5.1.1 No such user here},"
-                " {defer@" + domains[0] + "=451 4.3.0 Try again later} }"
-            ),
-        }
-        with open(os.path.join(self.dir, "main.cf"), "w") as f:
-            f.writelines(f"{k} = {v}\n" for k, v in main.items())
-        with open("/etc/postfix/master.cf") as f:
-            lines = f.readlines()
-        out = []
-        for line in lines:
-            fields = line.split()
-            if line[:1].isspace() or line.startswith("#") or len(fields) < 8:
-                out.append(line)
-                continue
-            if fields[0] == "smtp" and fields[1] == "inet":
-                fields[0] = f"127.0.0.1:{self.port}"
-            if fields[4] == "y":
-                fields[4] = "n"  # no chroot
-            rest = " " + " ".join(fields[8:]) if fields[8:] else ""
-            out.append("  ".join(fields[:8]) + rest + "\n")
-        with open(os.path.join(self.dir, "master.cf"), "w") as f:
-            f.writelines(out)
-        subprocess.run(
-            ["postfix", "-c", self.dir, "set-permissions"], capture_output=True
+        restrictions = (
+            "check_recipient_access inline:{"
+            " {reject@" + domains[0] + "=550 5.1.1 No such user here},"
+            " {defer@" + domains[0] + "=451 4.3.0 Try again later} }"
+        )
+        self.dir, _, self.maildirs = isolatedPostfix(
+            work,
+            self.port,
+            "mx.remote.example",
+            domains,
+            {"smtpd_recipient_restrictions": restrictions},
         )
         self.running = False
         testCase.addCleanup(self.stop)

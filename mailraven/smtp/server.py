@@ -33,6 +33,7 @@ from mailraven.envelope import Envelope, Recipient
 from mailraven.policy.scoring import SpamRejected
 from mailraven.policy.session import SessionPolicy
 from mailraven.smtp.addresses import (
+    Address,
     AddressError,
     parseParams,
     parsePath,
@@ -394,13 +395,17 @@ class MailRavenESMTP(smtp.ESMTP):
                 )
         return envelope
 
-    def smtp_RCPT(self, argument: str) -> Deferred:
+    def _acceptedCount(self, transaction: Transaction) -> int:
+        return len(transaction.envelope.recipients)
+
+    def _recipientAddress(self, argument: str) -> tuple[Transaction, Address]:
+        """RCPT's checks before any lookup: order, syntax, count, rate limit."""
         transaction = self._transaction
         if transaction is None:
             raise Reply(503, "5.5.1", "Need MAIL command first", "bad_sequence")
         if not argument.upper().startswith("TO:"):
             raise Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
-        if len(transaction.envelope.recipients) >= self.settings.maxRecipients:
+        if self._acceptedCount(transaction) >= self.settings.maxRecipients:
             raise Reply(452, "4.5.3", "Too many recipients", "too_many_recipients")
         try:
             path, words = splitPathAndParams(argument[3:])
@@ -412,6 +417,10 @@ class MailRavenESMTP(smtp.ESMTP):
         limited = self.client.recipient()
         if limited is not None:
             raise Reply(limited.code, limited.enhanced, limited.text, limited.reason)
+        return transaction, address
+
+    def smtp_RCPT(self, argument: str) -> Deferred:
+        transaction, address = self._recipientAddress(argument)
         d = maybeDeferred(self.factory.resolver.resolve, address)
         d.addCallback(self._afterDNSBL, transaction)
         d.addCallbacks(

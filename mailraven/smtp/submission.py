@@ -159,25 +159,11 @@ class SubmissionESMTP(MailRavenESMTP):
         envelope.outbound = []
         envelope.authenticatedAs = email
 
+    def _acceptedCount(self, transaction: Any) -> int:
+        return len(transaction.envelope.outbound)
+
     def smtp_RCPT(self, argument: str) -> Deferred:
-        transaction = self._transaction
-        if transaction is None:
-            raise Reply(503, "5.5.1", "Need MAIL command first", "bad_sequence")
-        if not argument.upper().startswith("TO:"):
-            raise Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
-        outbound = transaction.envelope.outbound
-        if len(outbound) >= self.settings.maxRecipients:
-            raise Reply(452, "4.5.3", "Too many recipients", "too_many_recipients")
-        try:
-            path, words = splitPathAndParams(argument[3:])
-            if words:
-                raise Reply(555, "5.5.4", "Unsupported RCPT parameter", "bad_parameter")
-            address = parsePath(path, utf8=transaction.envelope.smtputf8)
-        except AddressError as e:
-            raise Reply(501, "5.1.3", f"Bad recipient address syntax: {e}") from None
-        limited = self.client.recipient()
-        if limited is not None:
-            raise Reply(limited.code, limited.enhanced, limited.text, limited.reason)
+        transaction, address = self._recipientAddress(argument)
         d = maybeDeferred(self.factory.resolver.resolve, address)
         d.addErrback(self._remoteIsFine)
         d.addCallbacks(
