@@ -35,7 +35,7 @@ from mailraven.policy.service import PolicyService
 from mailraven.smtp.auth import AuthThrottle
 from mailraven.smtp.recipients import RecipientResolver
 from mailraven.smtp.server import MailRavenSMTPFactory, SMTPSettings
-from mailraven.smtp.submission import SubmissionSMTPFactory
+from mailraven.smtp.submission import SubmissionSMTPFactory, fromAddresses
 from mailraven.spool import Spool
 from mailraven.startup import prepareDataDir
 from mailraven.store.db import Database
@@ -228,6 +228,13 @@ def makeService(
                 outboundPerDay=config["ratelimit.outbound_per_day"],
                 authThrottle=AuthThrottle(reactor, config["ratelimit.auth_failures"]),
                 aliases=config["submission.aliases"],
+                headerSenders=lambda spool: spool.finished().addCallback(
+                    lambda _: deferToThreadPool(
+                        reactor,
+                        files.pool,
+                        lambda: fromAddresses(b"".join(spool.chunks())),
+                    )
+                ),
             ),
         ),
     ):

@@ -544,7 +544,9 @@ class SubmissionProtocolTests(ProtocolTestCase):
                 "354 End data with <CR><LF>.<CR><LF>",
             ],
         )
-        self.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n")
+        self.send(
+            b"From: Alice <alice@example.test>\r\nSubject: hi\r\n\r\nbody\r\n.\r\n"
+        )
         self.assertEqual(self.codes(), ["250"])
         [(envelope, raw)] = self.store.messages.values()
         self.assertEqual(
@@ -556,6 +558,19 @@ class SubmissionProtocolTests(ProtocolTestCase):
         )
         self.assertEqual(envelope.authenticatedAs, "alice@example.test")
         self.assertIn(b"with ESMTPSA", raw)
+
+    def test_fromHeaderMustBeTheAccountsToo(self):
+        self.login()
+        for header, reply in (
+            (b"From: Carol <carol@example.test>", "553 5.7.1 From: carol@example.test"),
+            (b"X-No-From: 1", "554 5.6.0 A From: header is required"),
+            (b"From: sales@example.test", "250 2.0.0 Ok"),
+        ):
+            self.send(
+                b"MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@remote.example>\r\n"
+                b"DATA\r\n" + header + b"\r\nSubject: s\r\n\r\nbody\r\n.\r\n"
+            )
+            self.assertTrue(self.replies()[-1].startswith(reply))
 
     def test_dailyLimit(self):
         self.login()

@@ -68,20 +68,16 @@ class Transaction:
     seenUsers: set[int] = field(default_factory=set)
 
 
-class DMARCRejected(Exception):
-    """The From domain's DMARC policy says reject, and authentication failed."""
-
-    def __init__(self, domain: str) -> None:
-        super().__init__(domain)
-        self.domain = domain
-
-
 class Reply(Exception):
     """Raised by a command handler to answer with a rejection."""
 
     def __init__(self, code: int, enhanced: str, text: str, reason: str = "") -> None:
         super().__init__(code, enhanced, text)
         self.code, self.enhanced, self.text, self.reason = code, enhanced, text, reason
+
+
+class Refused(Reply):
+    """The whole message is refused before it is stored (DMARC, From:)."""
 
 
 class MailRavenESMTP(smtp.ESMTP):
@@ -578,16 +574,25 @@ class MailRavenESMTP(smtp.ESMTP):
             self.factory.metrics.smtpMessages.labels("rejected").inc()
             self._reject(reason, code, enhanced, text)
             return
-        if self.factory.emailAuth is not None:
-            d = self.factory.emailAuth(transaction.envelope, transaction.spool)
-            d.addCallback(self._authenticated, transaction)
-        else:
-            d = self.factory.store.deliver(transaction.envelope, transaction.spool)
+        d = self._beforeStore(transaction)
+        d.addCallback(
+            lambda _: self.factory.store.deliver(
+                transaction.envelope, transaction.spool
+            )
+        )
         d.addCallbacks(self._stored, self._storeFailed, errbackArgs=(transaction,))
         self._waitFor(d)
 
-    def _authenticated(self, results: Any, transaction: Transaction) -> Deferred:
-        """SPF/DKIM/DMARC are in: refuse a DMARC p=reject failure, else store."""
+    def _beforeStore(self, transaction: Transaction) -> Deferred:
+        """Checks of the whole message; a L{Refused} failure refuses it."""
+        if self.factory.emailAuth is None:
+            return succeed(None)
+        d = self.factory.emailAuth(transaction.envelope, transaction.spool)
+        d.addCallback(self._authenticated, transaction)
+        return d
+
+    def _authenticated(self, results: Any, transaction: Transaction) -> None:
+        """SPF/DKIM/DMARC are in: refuse a DMARC p=reject failure."""
         results.authservId = self.settings.hostname
         transaction.envelope.auth = results
         if (
@@ -595,8 +600,12 @@ class MailRavenESMTP(smtp.ESMTP):
             and results.dmarcPolicy == "reject"
             and self.factory.dmarcReject
         ):
-            raise DMARCRejected(results.fromDomain)
-        return self.factory.store.deliver(transaction.envelope, transaction.spool)
+            raise Refused(
+                550,
+                "5.7.1",
+                f"Rejected by the DMARC policy of {results.fromDomain}",
+                "dmarc",
+            )
 
     def _stored(self, messageId: str) -> None:
         self.factory.metrics.smtpMessages.labels("accepted").inc()
@@ -611,14 +620,12 @@ class MailRavenESMTP(smtp.ESMTP):
 
     def _storeFailed(self, failure: Failure, transaction: Transaction) -> None:
         self._discardSpool(transaction)
-        if failure.check(DMARCRejected):
+        if failure.check(Refused):
+            refused = failure.value
             self.factory.metrics.smtpMessages.labels("rejected").inc()
             if not self._closing:
                 self._reject(
-                    "dmarc",
-                    550,
-                    "5.7.1",
-                    f"Rejected by the DMARC policy of {failure.value.domain}",
+                    refused.reason, refused.code, refused.enhanced, refused.text
                 )
             return
         if failure.check(SpamRejected):

@@ -9,6 +9,8 @@ and a queue entry per recipient, in the same commit, before the 250.
 
 from __future__ import annotations
 
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -18,7 +20,12 @@ from mailraven.envelope import Recipient
 from mailraven.smtp.addresses import AddressError, parsePath, splitPathAndParams
 from mailraven.smtp.auth import AuthThrottle, SASLError, b64decode, decodePlain
 from mailraven.smtp.recipients import Rejection
-from mailraven.smtp.server import MailRavenESMTP, MailRavenSMTPFactory, Reply
+from mailraven.smtp.server import (
+    MailRavenESMTP,
+    MailRavenSMTPFactory,
+    Refused,
+    Reply,
+)
 from mailraven.store.users import normaliseAddress
 
 USERNAME_PROMPT = "VXNlcm5hbWU6"  # base64 "Username:"
@@ -186,11 +193,41 @@ class SubmissionESMTP(MailRavenESMTP):
             transaction.envelope.outbound.append(address)
         self._reply(250, "2.1.5", "Recipient OK")
 
+    def _beforeStore(self, transaction: Any) -> Deferred:
+        """The From: header too must be the account's (no spoofing inside)."""
+        d = self.factory.headerSenders(transaction.spool)
+        d.addCallback(self._checkHeaderFrom)
+        return d
+
+    def _checkHeaderFrom(self, senders: list[str]) -> None:
+        _, email = self.authenticatedAs
+        if not senders:
+            raise Refused(554, "5.6.0", "A From: header is required", "no_from")
+        foreign = [a for a in senders if not self.factory.maySendAs(email, a)]
+        if foreign:
+            raise Refused(
+                553,
+                "5.7.1",
+                f"From: {', '.join(foreign)} is not owned by {email}",
+                "sender_denied",
+            )
+
     def smtp_DATA(self, argument: str) -> None:
         transaction = self._transaction
         if transaction is not None and not transaction.envelope.outbound:
             raise Reply(503, "5.5.1", "Need RCPT command first", "bad_sequence")
         super().smtp_DATA(argument)
+
+
+def fromAddresses(message: bytes) -> list[str]:
+    """The addresses in the From: header(s) of C{message}."""
+    headers = BytesHeaderParser().parsebytes(message)
+    return [a for _, a in getaddresses(headers.get_all("From", [])) if a]
+
+
+def spoolSenders(spool: Any) -> Deferred:
+    """Without a thread pool (tests): read the spool right here."""
+    return maybeDeferred(lambda: fromAddresses(b"".join(spool.chunks())))
 
 
 class SubmissionSMTPFactory(MailRavenSMTPFactory):
@@ -204,9 +241,12 @@ class SubmissionSMTPFactory(MailRavenSMTPFactory):
         outboundPerDay: int,
         authThrottle: AuthThrottle,
         aliases: list[str] = (),
+        headerSenders: Callable[[Any], Deferred] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        # spool -> Deferred list of the From: addresses (read on a thread)
+        self.headerSenders = headerSenders or spoolSenders
         self.users = users
         self.sentToday = sentToday
         self.outboundPerDay = outboundPerDay
