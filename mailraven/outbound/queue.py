@@ -19,7 +19,12 @@ from datetime import datetime
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import DeferredList, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    inlineCallbacks,
+    maybeDeferred,
+)
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -32,6 +37,8 @@ from mailraven.smtp.addresses import AddressError, parsePath
 from mailraven.smtp.recipients import Rejection
 from mailraven.spool import memorySpool
 from mailraven.store.files import readMessageFile, relativePath
+
+STOP_WAIT = 10.0  # seconds shutdown waits for deliveries in progress
 
 
 def _timestamp(iso: str) -> float:
@@ -87,7 +94,28 @@ class OutboundQueue(Service):
             self._call.cancel()
         self._call = None
         self._mx.close()
-        return self._running  # let a run in progress record its outcomes
+        return self._waitForRun(STOP_WAIT)
+
+    def _waitForRun(self, limit: float) -> Deferred | None:
+        """
+        Let a run in progress record its outcomes, for at most C{limit} s: a
+        slow remote server must not hold up shutdown (an unrecorded delivery
+        is simply tried again: at-least-once).
+        """
+        if self._running is None:
+            return None
+        waited: Deferred = Deferred()
+
+        def done(result: object = None) -> object:
+            if not waited.called:
+                waited.callback(None)
+            if timer.active():
+                timer.cancel()
+            return result
+
+        timer = self._reactor.callLater(limit, done)
+        self._running.addBoth(done)
+        return waited
 
     def kick(self, _: object = None) -> None:
         """New mail was queued: run now (or right after the current run)."""
