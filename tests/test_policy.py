@@ -355,6 +355,7 @@ class ScoringTests(DNSServerMixin, TestCase):
         self.assertEqual(code, 250)
         summary, headers = yield self.newest("junk")
         self.assertEqual(summary["mailbox"], "junk")
+        self.assertEqual(summary["spam_score"], 7.0)
         self.assertEqual(headers["X-Spam-Score"], "7.0")
         for rule in (
             "DNSBL_LISTED=3",

@@ -44,6 +44,7 @@ class PreparedMessage:
     stored: StoredFile
     metadata: Metadata
     mailboxes: dict[int, str] | None = None  # per recipient, from spam scoring
+    spamScore: float = 0.0
 
 
 @implementer(IMessageStore)
@@ -119,17 +120,19 @@ class SQLiteMessageStore:
         finally:
             spool.discard()
         metadata = extractMetadata(raw)
-        mailboxes = None
+        mailboxes, spamScore = None, 0.0
         if self._scorer is not None and envelope.outbound is None:
             # may raise SpamRejected: nothing has been written yet
             verdict = self._scorer.judge(envelope, metadata.headers, self.senderLists)
             raw = _afterReturnPath(raw, verdict.headers(self._scorer.junkScore))
-            mailboxes = verdict.mailboxes
+            mailboxes, spamScore = verdict.mailboxes, verdict.score
         if envelope.auth is not None:
             raw = _afterReturnPath(raw, envelope.auth.header())
         messageId = newMessageId()
         stored = writeMessageFile(self._dataDir, messageId, raw, self._level)
-        return PreparedMessage(messageId, envelope, stored, metadata, mailboxes)
+        return PreparedMessage(
+            messageId, envelope, stored, metadata, mailboxes, spamScore
+        )
 
     def get(self, entryId: str, userId: int) -> Deferred:
         def work(conn):
@@ -207,8 +210,8 @@ def _insertMessage(conn: Any, prepared: PreparedMessage) -> str:
     conn.execute(
         "INSERT INTO messages (id, path, size, stored_size, sha256, received_at,"
         " mail_from, rcpt_to, helo, peer_ip, header_from, header_to, subject, date,"
-        " message_id, snippet, attachments, has_attachments, auth_results)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " message_id, snippet, attachments, has_attachments, auth_results,"
+        " spam_score) VALUES (" + ", ".join("?" * 20) + ")",
         (
             prepared.messageId,
             stored.relpath,
@@ -229,6 +232,7 @@ def _insertMessage(conn: Any, prepared: PreparedMessage) -> str:
             json.dumps(meta.attachments),
             bool(meta.attachments),
             json.dumps(envelope.auth.asDict()) if envelope.auth is not None else None,
+            prepared.spamScore,
         ),
     )
     conn.executemany(
