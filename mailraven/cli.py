@@ -31,9 +31,9 @@ from mailraven.store.users import (
     BadAddress,
     UserExists,
     addUser,
-    hashPassword,
     listUsers,
     normaliseAddress,
+    passwordSecrets,
     removeUser,
     setPasswordHash,
 )
@@ -71,12 +71,12 @@ def _address(text: str) -> str:
 
 def userAdd(config, args) -> int:
     email = _address(args.email)
-    hashed = hashPassword(_password(args))
+    hashed, scram = passwordSecrets(_password(args))
     conn = _open(config)
     try:
         with conn:
             conn.execute("BEGIN IMMEDIATE")
-            addUser(conn, email, hashed, admin=args.admin)
+            addUser(conn, email, hashed, admin=args.admin, scram=scram)
     except UserExists:
         raise CommandError(f"{email} already exists") from None
     domains = config["server.domains"]
@@ -91,11 +91,11 @@ def userAdd(config, args) -> int:
 
 def userPasswd(config, args) -> int:
     email = _address(args.email)
-    hashed = hashPassword(_password(args))
+    hashed, scram = passwordSecrets(_password(args))
     conn = _open(config)
     with conn:
         conn.execute("BEGIN IMMEDIATE")
-        found = setPasswordHash(conn, email, hashed)
+        found = setPasswordHash(conn, email, hashed, scram)
     if not found:
         raise CommandError(f"no such user: {email}")
     print(f"password changed for {email}")
@@ -231,7 +231,8 @@ def runQuickstart(config, args) -> int:
     try:
         with conn:
             conn.execute("BEGIN IMMEDIATE")
-            addUser(conn, email, hashPassword(password))
+            hashed, scram = passwordSecrets(password)
+            addUser(conn, email, hashed, scram=scram)
     except UserExists:
         raise CommandError(f"{email} already exists") from None
     print(

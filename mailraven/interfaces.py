@@ -66,6 +66,12 @@ class IUserStore(Interface):
     def lookup(email):
         """Deferred firing with the user's id, or None when there is no such user."""
 
+    def scramCredentials(email):
+        """
+        Deferred (salt, StoredKey, ServerKey, iterations) for SCRAM-SHA-256,
+        or None (no such account, or no verifier yet).
+        """
+
     def authenticate(email, password):
         """Deferred firing with the user's id when the password matches, else None."""
 

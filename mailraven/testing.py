@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from scramp import ScramMechanism
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
@@ -100,6 +101,9 @@ class MemoryMessageStore:
         return self.updateFlags(entryId, userId, {"mailbox": "trash"})
 
 
+_scram = ScramMechanism("SCRAM-SHA-256")
+
+
 @implementer(IUserStore)
 class MemoryUserStore:
     def __init__(self) -> None:
@@ -127,6 +131,12 @@ class MemoryUserStore:
     def lookup(self, email: str) -> Deferred:
         found = self._users.get(email.lower())
         return succeed(None if found is None else found[0])
+
+    def scramCredentials(self, email: str) -> Deferred:
+        found = self._users.get(email.lower())
+        if found is None:
+            return succeed(None)
+        return succeed(_scram.make_auth_info(found[1], iteration_count=4096))
 
     def authenticate(self, email: str, password: str) -> Deferred:
         found = self._users.get(email.lower())

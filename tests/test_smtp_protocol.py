@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+from scramp import ScramClient
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.task import Clock
@@ -460,7 +461,7 @@ class SubmissionProtocolTests(ProtocolTestCase):
         self.send(b"STARTTLS\r\n")
         self.assertEqual(self.codes(), ["220"])
         self.send(b"EHLO client.example.org\r\n")
-        self.assertIn("250-AUTH PLAIN LOGIN", self.replies())
+        self.assertIn("250-AUTH SCRAM-SHA-256 PLAIN LOGIN", self.replies())
 
     def login(self) -> None:
         self.startTLS()
@@ -486,6 +487,44 @@ class SubmissionProtocolTests(ProtocolTestCase):
         self.assertEqual(self.replies(), ["334 UGFzc3dvcmQ6"])
         self.send(base64.b64encode(b"pw") + b"\r\n")
         self.assertEqual(self.replies(), ["235 2.7.0 Authentication successful"])
+
+    def scram(self, password: str) -> list[str]:
+        client = ScramClient(["SCRAM-SHA-256"], "alice@example.test", password)
+        first = base64.b64encode(client.get_client_first().encode())
+        self.send(b"AUTH SCRAM-SHA-256 " + first + b"\r\n")
+        [challenge] = self.replies()
+        self.assertTrue(challenge.startswith("334 "), challenge)
+        client.set_server_first(base64.b64decode(challenge[4:]).decode())
+        self.send(base64.b64encode(client.get_client_final().encode()) + b"\r\n")
+        self.clock.advance(10)  # a failure is answered late
+        replies = self.replies()
+        if replies[0].startswith("334 "):
+            client.set_server_final(base64.b64decode(replies[0][4:]).decode())
+            self.send(b"\r\n")
+            replies = self.replies()
+        return replies
+
+    def test_scramSha256(self):
+        self.startTLS()
+        self.assertEqual(
+            self.scram("wrong"), ["535 5.7.8 Authentication credentials invalid"]
+        )
+        self.assertEqual(self.scram("pw"), ["235 2.7.0 Authentication successful"])
+        self.send(b"MAIL FROM:<alice@example.test>\r\n")
+        self.assertEqual(self.replies(), ["250 2.1.0 Sender OK"])
+
+    def test_scramForAnUnknownAccountFailsTheSameWay(self):
+        self.startTLS()
+        client = ScramClient(["SCRAM-SHA-256"], "nobody@example.test", "pw")
+        first = base64.b64encode(client.get_client_first().encode())
+        self.send(b"AUTH SCRAM-SHA-256 " + first + b"\r\n")
+        [challenge] = self.replies()
+        client.set_server_first(base64.b64decode(challenge[4:]).decode())
+        self.send(base64.b64encode(client.get_client_final().encode()) + b"\r\n")
+        self.clock.advance(10)
+        self.assertEqual(
+            self.replies(), ["535 5.7.8 Authentication credentials invalid"]
+        )
 
     def test_plainWithEmptyInitialResponseAndCancel(self):
         self.startTLS()

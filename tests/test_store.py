@@ -10,6 +10,7 @@ import sqlite3
 import uuid
 import zlib
 
+from scramp import ScramClient, ScramException, ScramMechanism
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.python.threadpool import ThreadPool
@@ -155,6 +156,32 @@ class UserStoreContract:
         self.assertEqual(
             (yield users.authenticate("alice@example.test", "new")), userId
         )
+
+    @inlineCallbacks
+    def test_scramVerifierFollowsThePassword(self):
+        users = self.makeUsers()
+        yield users.add("alice@example.test", "old")
+        self.assertIsNone((yield users.scramCredentials("bob@example.test")))
+
+        def proves(credentials, password: str) -> bool:
+            mechanism = ScramMechanism("SCRAM-SHA-256")
+            server = mechanism.make_server(lambda username: credentials)
+            client = ScramClient(["SCRAM-SHA-256"], "alice@example.test", password)
+            server.set_client_first(client.get_client_first())
+            client.set_server_first(server.get_server_first())
+            try:
+                server.set_client_final(client.get_client_final())
+            except ScramException:
+                return False
+            return True
+
+        old = yield users.scramCredentials("Alice@example.test")
+        self.assertTrue(proves(old, "old"))
+        self.assertFalse(proves(old, "wrong"))
+        yield users.setPassword("alice@example.test", "new")
+        new = yield users.scramCredentials("alice@example.test")
+        self.assertTrue(proves(new, "new"))
+        self.assertFalse(proves(new, "old"))
 
     @inlineCallbacks
     def test_remove(self):

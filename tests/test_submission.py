@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import smtplib
 import ssl
 
+from scramp import ScramClient
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
@@ -54,6 +56,28 @@ def clearText(port: int) -> tuple[dict, tuple[int, bytes], tuple[int, bytes]]:
     return features, auth, mail
 
 
+def scramLogin(port: int, login: str, password: str) -> tuple[int, bool]:
+    """Blocking: STARTTLS then AUTH SCRAM-SHA-256 (smtplib has no SCRAM);
+    (final code, whether the server proved it knows the verifier)."""
+    client = ScramClient(["SCRAM-SHA-256"], login, password)
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as smtp:
+        smtp.ehlo("laptop.example.org")
+        smtp.starttls(context=_context())
+        smtp.ehlo("laptop.example.org")
+        assert "SCRAM-SHA-256" in smtp.esmtp_features["auth"]
+        first = base64.b64encode(client.get_client_first().encode()).decode()
+        code, challenge = smtp.docmd("AUTH", f"SCRAM-SHA-256 {first}")
+        assert code == 334, (code, challenge)
+        client.set_server_first(base64.b64decode(challenge).decode())
+        final = base64.b64encode(client.get_client_final().encode()).decode()
+        code, reply = smtp.docmd(final)
+        if code != 334:
+            return code, False
+        client.set_server_final(base64.b64decode(reply).decode())  # raises if forged
+        code, _ = smtp.docmd("")
+        return code, True
+
+
 class SubmissionTests(TestCase):
     timeout = 60
 
@@ -99,6 +123,18 @@ class SubmissionTests(TestCase):
                     "sent",
                 )
             ],
+        )
+
+    @inlineCallbacks
+    def test_scramSha256WithARealClient(self):
+        port = self.server.submissionPort
+        self.assertEqual(
+            (yield deferToThread(scramLogin, port, "alice@example.test", PASSWORD)),
+            (235, True),
+        )
+        self.assertEqual(
+            (yield deferToThread(scramLogin, port, "alice@example.test", "wrong")),
+            (535, False),
         )
 
     @inlineCallbacks

@@ -13,12 +13,21 @@ from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from typing import Any, Callable
 
+from scramp import ScramException
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import deferLater
 
 from mailraven.envelope import Recipient
 from mailraven.smtp.addresses import AddressError, parsePath, splitPathAndParams
-from mailraven.smtp.auth import AuthThrottle, SASLError, b64decode, decodePlain
+from mailraven.smtp.auth import (
+    AuthThrottle,
+    SASLError,
+    ScramExchange,
+    b64decode,
+    b64encode,
+    decodePlain,
+    scramUsername,
+)
 from mailraven.smtp.recipients import Rejection
 from mailraven.smtp.server import (
     MailRavenESMTP,
@@ -38,7 +47,7 @@ class SubmissionESMTP(MailRavenESMTP):
     # -- AUTH ---------------------------------------------------------------
 
     def _moreExtensions(self) -> list[str]:
-        return ["AUTH PLAIN LOGIN"] if self.startedTLS else []
+        return ["AUTH SCRAM-SHA-256 PLAIN LOGIN"] if self.startedTLS else []
 
     def smtp_AUTH(self, argument: str) -> Deferred | None:
         if not self.startedTLS:
@@ -63,6 +72,10 @@ class SubmissionESMTP(MailRavenESMTP):
             if initial:
                 return self._loginUser(initial)
             return self._ask(USERNAME_PROMPT, self._loginUser)
+        if mechanism == "SCRAM-SHA-256":
+            if initial and initial != "=":
+                return self._scramFirst(initial)
+            return self._ask("", self._scramFirst)
         raise Reply(504, "5.5.4", "Unrecognized authentication type", "bad_auth")
 
     def _ask(self, challenge: str, then: Callable[[str], Any]) -> None:
@@ -94,6 +107,52 @@ class SubmissionESMTP(MailRavenESMTP):
         except SASLError as e:
             raise Reply(501, "5.5.2", str(e), "bad_auth") from None
         return self._check(login, password)
+
+    def _scramFirst(self, response: str) -> Deferred:
+        """SCRAM-SHA-256 (RFC 7677): the password never crosses the wire."""
+        try:
+            clientFirst = b64decode(response).decode("utf-8")
+            login = scramUsername(clientFirst)
+        except (SASLError, UnicodeDecodeError, ValueError):
+            raise Reply(501, "5.5.2", "Invalid SCRAM message", "bad_auth") from None
+        d = maybeDeferred(self.factory.users.scramCredentials, login)
+        d.addCallback(self._scramChallenge, login, clientFirst)
+        return d
+
+    def _scramChallenge(self, credentials: Any, login: str, clientFirst: str) -> None:
+        # An unknown account gets a decoy verifier: the same exchange, then 535.
+        exchange = ScramExchange(credentials)
+        try:
+            serverFirst = exchange.first(clientFirst)
+        except ScramException:
+            raise Reply(501, "5.5.2", "Invalid SCRAM message", "bad_auth") from None
+        self._ask(
+            b64encode(serverFirst),
+            lambda line: self._scramFinal(exchange, login, line),
+        )
+
+    def _scramFinal(self, exchange: Any, login: str, response: str) -> Deferred | None:
+        try:
+            serverFinal = exchange.final(b64decode(response).decode("utf-8"))
+        except (SASLError, UnicodeDecodeError, ScramException):
+            serverFinal = None
+        if serverFinal is None or not exchange.known:
+            d = maybeDeferred(lambda: None)
+            d.addCallback(self._checked, login)
+            return d
+        # RFC 4954: the server's final message goes in a 334, answered empty
+        self._ask(
+            b64encode(serverFinal),
+            lambda line: self._scramDone(login, line),
+        )
+        return None
+
+    def _scramDone(self, login: str, line: str) -> Deferred:
+        if line:
+            raise Reply(501, "5.5.2", "Expected an empty response", "bad_auth")
+        d = self.factory.users.lookup(login)
+        d.addCallback(self._checked, login)
+        return d
 
     def _check(self, login: str, password: str) -> Deferred:
         d = maybeDeferred(self.factory.users.authenticate, login, password)

@@ -149,6 +149,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE messages ADD COLUMN auth_results TEXT;
     """,
+    # 6: SCRAM-SHA-256 verifiers (salt, StoredKey, ServerKey, iterations) as
+    # JSON, set with the password; accounts made before get them at their
+    # next password change.
+    """
+    ALTER TABLE users ADD COLUMN scram TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,4 +1,5 @@
-"""Mail accounts in SQLite, passwords hashed with argon2id (argon2-cffi).
+"""Mail accounts in SQLite, passwords hashed with argon2id (argon2-cffi), plus
+SCRAM-SHA-256 verifiers (scramp) for submission logins that never send it.
 
 The plain functions take a connection so the CLI can use them synchronously;
 L{SQLiteUserStore} runs the same functions off the reactor thread.
@@ -6,11 +7,14 @@ L{SQLiteUserStore} runs the same functions off the reactor thread.
 
 from __future__ import annotations
 
+import base64
+import json
 import sqlite3
 from datetime import UTC, datetime
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from scramp import ScramMechanism
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
@@ -18,6 +22,7 @@ from mailraven.interfaces import IUserStore
 from mailraven.store.db import Database
 
 _hasher = PasswordHasher()
+_scram = ScramMechanism("SCRAM-SHA-256")
 
 
 class UserExists(Exception):
@@ -44,24 +49,66 @@ def hashPassword(password: str) -> str:
     return _hasher.hash(password)
 
 
+def scramVerifier(password: str) -> str:
+    """SCRAM-SHA-256 verifiers (RFC 7677) of C{password}, as JSON: what lets
+    a client log in without the password crossing the wire."""
+    salt, storedKey, serverKey, iterations = _scram.make_auth_info(password)
+    return json.dumps(
+        {
+            "salt": base64.b64encode(salt).decode(),
+            "stored_key": base64.b64encode(storedKey).decode(),
+            "server_key": base64.b64encode(serverKey).decode(),
+            "iterations": iterations,
+        }
+    )
+
+
+def passwordSecrets(password: str) -> tuple[str, str]:
+    """(argon2id hash, SCRAM verifier): everything kept of a password."""
+    return hashPassword(password), scramVerifier(password)
+
+
+def scramCredentials(
+    conn: sqlite3.Connection, email: str
+) -> tuple[bytes, bytes, bytes, int] | None:
+    """The SCRAM verifier of an account (None: no account, or none set yet)."""
+    row = conn.execute("SELECT scram FROM users WHERE email = ?", (email,)).fetchone()
+    if row is None or not row[0]:
+        return None
+    stored = json.loads(row[0])
+    return (
+        base64.b64decode(stored["salt"]),
+        base64.b64decode(stored["stored_key"]),
+        base64.b64decode(stored["server_key"]),
+        stored["iterations"],
+    )
+
+
 def addUser(
-    conn: sqlite3.Connection, email: str, passwordHash: str, admin: bool = False
+    conn: sqlite3.Connection,
+    email: str,
+    passwordHash: str,
+    admin: bool = False,
+    scram: str | None = None,
 ) -> int:
     try:
         cursor = conn.execute(
-            "INSERT INTO users (email, password_hash, is_admin, created_at)"
-            " VALUES (?, ?, ?, ?)",
-            (normaliseAddress(email), passwordHash, admin, _now()),
+            "INSERT INTO users (email, password_hash, is_admin, created_at, scram)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (normaliseAddress(email), passwordHash, admin, _now(), scram),
         )
     except sqlite3.IntegrityError:
         raise UserExists(email) from None
     return cursor.lastrowid
 
 
-def setPasswordHash(conn: sqlite3.Connection, email: str, passwordHash: str) -> bool:
+def setPasswordHash(
+    conn: sqlite3.Connection, email: str, passwordHash: str, scram: str | None = None
+) -> bool:
     """A new password also revokes every API token of the account."""
     cursor = conn.execute(
-        "UPDATE users SET password_hash = ? WHERE email = ?", (passwordHash, email)
+        "UPDATE users SET password_hash = ?, scram = ? WHERE email = ?",
+        (passwordHash, scram, email),
     )
     conn.execute(
         "DELETE FROM tokens WHERE user_id = (SELECT id FROM users WHERE email = ?)",
@@ -120,20 +167,30 @@ class SQLiteUserStore:
         self._db = db
 
     def _hash(self, password: str) -> Deferred:
-        # argon2 is deliberately slow: a read thread, not the reactor or the writer.
-        return self._db.read(lambda conn: hashPassword(password))
+        # argon2 and PBKDF2 are deliberately slow: a read thread, not the
+        # reactor or the writer.
+        return self._db.read(lambda conn: passwordSecrets(password))
 
     def add(self, email: str, password: str) -> Deferred:
         d = self._hash(password)
-        d.addCallback(lambda h: self._db.write(lambda conn: addUser(conn, email, h)))
+        d.addCallback(
+            lambda secrets: self._db.write(
+                lambda conn: addUser(conn, email, secrets[0], scram=secrets[1])
+            )
+        )
         return d
 
     def setPassword(self, email: str, password: str) -> Deferred:
         d = self._hash(password)
         d.addCallback(
-            lambda h: self._db.write(lambda conn: setPasswordHash(conn, email, h))
+            lambda secrets: self._db.write(
+                lambda conn: setPasswordHash(conn, email, *secrets)
+            )
         )
         return d
+
+    def scramCredentials(self, email: str) -> Deferred:
+        return self._db.read(lambda conn: scramCredentials(conn, email))
 
     def remove(self, email: str) -> Deferred:
         return self._db.write(lambda conn: removeUser(conn, email))
