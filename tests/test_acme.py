@@ -3,6 +3,7 @@ with back-off, restart. The schedule's arithmetic is in test_certificates."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import stat
 import time
@@ -157,7 +158,14 @@ class RenewalTests(TestCase):
         server = RunningServer(self, **acmeOverrides(pebble, acme__check_interval=1))
         yield issued(server)
         first = yield deferToThread(starttlsCertificate, server.smtpPort, MAIL)
-        yield waitFor(lambda: ordersCounted(server, "renewed") >= 1, what="a renewal")
+        before = ordersCounted(server, "renewed")
+        yield waitFor(
+            lambda: ordersCounted(server, "renewed") > before, what="a renewal"
+        )
+        # no more renewals from here (each check would renew again): compare
+        # SMTP and HTTPS on one certificate
+        issuer(server)._renewBefore = datetime.timedelta(0)
+        yield waitFor(lambda: not issuer(server)._busy, what="the order in flight")
         second = yield deferToThread(starttlsCertificate, server.smtpPort, MAIL)
         self.assertNotEqual(second.serial_number, first.serial_number)
         https = yield deferToThread(httpsCertificate, httpsPort(server), MAIL)
@@ -184,10 +192,14 @@ class RenewalTests(TestCase):
             ),
         )
         yield issued(server)
-        good = yield deferToThread(starttlsCertificate, server.smtpPort, MAIL)
 
-        # The CA now resolves the name elsewhere: validation fails.
+        # The CA now resolves the name elsewhere: validation fails. Orders run
+        # one at a time, so after the first failure no renewal can land: the
+        # certificate served then must stay until the fault is removed.
         pebble.pointAt(MAIL, "127.0.0.2")
+        yield waitFor(lambda: len(failures) >= 1, timeout=60, what="a failure")
+        good = yield deferToThread(starttlsCertificate, server.smtpPort, MAIL)
+        renewedBefore = ordersCounted(server, "renewed")
         yield waitFor(lambda: len(failures) >= 4, timeout=60, what="4 failures")
         pebble.unpoint(MAIL)
         delays = [event["delay"] for event in failures[:4]]
@@ -201,7 +213,7 @@ class RenewalTests(TestCase):
         self.assertEqual(still.serial_number, good.serial_number)
 
         yield waitFor(
-            lambda: ordersCounted(server, "renewed") >= 1,
+            lambda: ordersCounted(server, "renewed") > renewedBefore,
             timeout=30,
             what="success after the fault is removed",
         )

@@ -127,6 +127,8 @@ class OutboundQueue(Service):
         self._schedule(0)
 
     def _schedule(self, delay: float) -> None:
+        if not self.running:
+            return  # stopped meanwhile (e.g. while the next due time was read)
         if self._call is not None and self._call.active():
             if self._call.getTime() <= self._clock.seconds() + delay:
                 return
