@@ -149,6 +149,27 @@ class DeliveryTests(OutboundCase):
         self.assertIn("Subject: half of it bounces", full["body"])
 
     @inlineCallbacks
+    def test_nonASCIIRecipientFailsAtOnceTheOthersGo(self):
+        yield self.startServer()
+        self.postfix.start()
+        sent = yield self.api.json(
+            "POST",
+            "/messages/send",
+            {
+                "to": ["δοκιμή@remote.example", "ok@remote.example"],
+                "subject": "utf8",
+                "body": "b",
+            },
+            expect=202,
+        )
+        status = yield self.waitForStatus(sent["id"], "failed")
+        byAddress = {r["address"]: r for r in status["recipients"]}
+        self.assertEqual(byAddress["ok@remote.example"]["status"], "delivered")
+        self.assertTrue(
+            byAddress["δοκιμή@remote.example"]["last_reply"].startswith("553 5.6.7")
+        )
+
+    @inlineCallbacks
     def test_nullMXFailsAtOnce(self):
         yield self.startServer()
         sent = yield self.api.json(

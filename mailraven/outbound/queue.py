@@ -39,6 +39,7 @@ from mailraven.spool import memorySpool
 from mailraven.store.files import readMessageFile, relativePath
 
 STOP_WAIT = 10.0  # seconds shutdown waits for deliveries in progress
+NO_SMTPUTF8 = "553 5.6.7 Non-ASCII addresses cannot be delivered remotely yet"
 
 
 def _timestamp(iso: str) -> float:
@@ -257,6 +258,14 @@ class OutboundQueue(Service):
             return {rcpt: f"550 5.1.2 {e}" for rcpt in rcpts}
         except TemporaryDNSFailure as e:
             return {rcpt: f"451 4.4.3 {e}" for rcpt in rcpts}
+        # twisted.mail's client speaks ASCII only: no SMTPUTF8 delivery yet.
+        # Say so at once instead of retrying for days.
+        if not first.mailFrom.isascii():
+            return {rcpt: NO_SMTPUTF8 for rcpt in rcpts}
+        refused = {rcpt: NO_SMTPUTF8 for rcpt in rcpts if not rcpt.isascii()}
+        rcpts = [rcpt for rcpt in rcpts if rcpt.isascii()]
+        if not rcpts:
+            return refused
         senderDomain = first.mailFrom.rpartition("@")[2]
         signed = yield deferToThreadPool(
             self._reactor, self._pool, self._signer.sign, raw, senderDomain
@@ -277,9 +286,12 @@ class OutboundQueue(Service):
             except ConnectionProblem as e:
                 problems.append(f"{ip}: {e}")
                 continue
-            return {rcpt: str(reply) for rcpt, reply in replies.items()}
+            return {**refused, **{rcpt: str(r) for rcpt, r in replies.items()}}
         detail = "; ".join(problems) or "no host to try"
-        return {rcpt: f"451 4.4.1 No answer from {domain}: {detail}" for rcpt in rcpts}
+        return {
+            **refused,
+            **{rcpt: f"451 4.4.1 No answer from {domain}: {detail}" for rcpt in rcpts},
+        }
 
     # -- outcomes -------------------------------------------------------------
 
