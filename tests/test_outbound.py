@@ -9,10 +9,13 @@ import os
 import time
 
 import dkim
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 from twisted.names import dns
+from twisted.protocols.basic import LineReceiver
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailraven.outbound.queue import retryDelay
@@ -357,3 +360,74 @@ class StartTLSTests(TestCase):
         [received] = (yield theirs.json("GET", "/messages"))["messages"]
         full = yield theirs.json("GET", f"/messages/{received['id']}")
         self.assertIn("with ESMTPS", full["body"])
+
+
+class BrokenTLSMX(LineReceiver):
+    """Offers STARTTLS, then injects plain-text lines after its 220 (which the
+    client must ignore) and drops the handshake; takes mail in clear on a
+    connection that does not ask for TLS."""
+
+    def connectionMade(self) -> None:
+        self.data: list[bytes] | None = None
+        self.sendLine(b"220 broken.example ESMTP")
+
+    def lineReceived(self, line: bytes) -> None:
+        if self.data is not None:
+            if line == b".":
+                self.factory.received.append(b"\r\n".join(self.data))
+                self.data = None
+                self.sendLine(b"250 2.0.0 queued")
+            else:
+                self.data.append(line)
+            return
+        verb = line.split(b" ", 1)[0].upper()
+        if verb == b"EHLO":
+            self.sendLine(b"250-broken.example")
+            self.sendLine(b"250 STARTTLS")
+        elif verb == b"STARTTLS":
+            self.factory.tlsAttempts += 1
+            self.sendLine(b"220 go ahead")
+            self.transport.write(b"250 injected in clear\r\n" * 4)
+            self.transport.loseConnection()
+        elif verb == b"DATA":
+            self.data = []
+            self.sendLine(b"354 go on")
+        elif verb == b"QUIT":
+            self.sendLine(b"221 bye")
+            self.transport.loseConnection()
+        else:
+            self.sendLine(b"250 ok")
+
+
+class TLSFallbackTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_brokenTLSIsRetriedInClear(self):
+        factory = Factory.forProtocol(BrokenTLSMX)
+        factory.received, factory.tlsAttempts = [], 0
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        dnsPort = serveZone(self, remoteZone())
+        server = RunningServer(
+            self,
+            dns__nameservers=[f"127.0.0.1:{dnsPort}"],
+            queue__port=port.getHost().port,
+        )
+        yield server.addUser("alice@example.test")
+        api = APIClient(self, server.apiPort)
+        yield api.login()
+        sent = yield api.json(
+            "POST",
+            "/messages/send",
+            {"to": ["bob@remote.example"], "subject": "in clear", "body": "hi"},
+            expect=202,
+        )
+        deadline = time.monotonic() + 30
+        while not factory.received and time.monotonic() < deadline:
+            yield sleep(0.1)
+        self.assertEqual(factory.tlsAttempts, 1)
+        self.assertEqual(len(factory.received), 1)
+        self.assertIn(b"Subject: in clear", factory.received[0])
+        status = yield api.json("GET", f"/outbound/{sent['id']}")
+        self.assertEqual(status["status"], "delivered")

@@ -1,7 +1,8 @@
 """One SMTP transaction to one remote host, on twisted.mail's client.
 
 Opportunistic STARTTLS (used when offered, certificate not verified: RFC
-7435; MTA-STS is not implemented). Each recipient's reply is reported
+7435; MTA-STS is not implemented); a host whose TLS handshake fails is tried
+again in clear, as Postfix does at its "may" level. Each recipient's reply is reported
 separately, so a message to several addresses at one domain can be
 delivered to some and deferred or refused for others.
 """
@@ -30,10 +31,23 @@ class ConnectionProblem(Exception):
     """No SMTP answer at all (refused, timeout, TLS): try the next host."""
 
 
+class TLSProblem(ConnectionProblem):
+    """The STARTTLS handshake failed: opportunistic TLS tries again in clear."""
+
+
 class _Sender(smtp.ESMTPSender):
-    """twisted's sender, with dot-stuffing that also holds across chunks."""
+    """twisted's sender, with dot-stuffing that also holds across chunks and
+    no plaintext read-ahead carried into TLS."""
 
     _lineStart = True
+
+    def esmtpState_starttls(self, code: int, resp: bytes) -> None:
+        self.factory.triedTLS = True
+        # RFC 3207 4.2, the client's side: bytes that arrived in clear after
+        # the 220 must not be read as if TLS protected them (twisted.mail's
+        # client would, line by line: a STARTTLS injection).
+        self._buffer = b""
+        super().esmtpState_starttls(code, resp)
 
     def transformChunk(self, chunk: bytes) -> bytes:
         self.resetTimeout()
@@ -46,6 +60,14 @@ class _Sender(smtp.ESMTPSender):
 
 class _SenderFactory(smtp.ESMTPSenderFactory):
     protocol = _Sender
+    triedTLS = False
+    useTLS = True
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        if not self.useTLS:
+            protocol.context = None  # twisted would make a default one
+        return protocol
 
 
 def _clientTLS() -> Any:
@@ -61,6 +83,7 @@ def send(
     recipients: list[str],
     message: bytes,
     timeout: float = 300,
+    tls: bool = True,
 ) -> Deferred:
     """
     Deferred {recipient: L{Reply}}; fails with L{ConnectionProblem} when the
@@ -76,15 +99,16 @@ def send(
         result,
         retries=0,
         timeout=timeout,
-        contextFactory=_clientTLS(),
+        contextFactory=_clientTLS() if tls else None,
         heloFallback=True,
         requireAuthentication=False,
         requireTransportSecurity=False,
         hostname=hostname,
     )
     factory.domain = hostname.encode() if isinstance(hostname, str) else hostname
+    factory.useTLS = tls
     reactor.connectTCP(ip, port, factory, timeout=min(timeout, 30))
-    return result.addCallbacks(_accepted, _failed, errbackArgs=(recipients,))
+    return result.addCallbacks(_accepted, _failed, errbackArgs=(recipients, factory))
 
 
 def _decode(value: Any) -> str:
@@ -101,7 +125,7 @@ def _accepted(result: tuple[int, list]) -> dict[str, Reply]:
     }
 
 
-def _failed(failure: Any, recipients: list[str]) -> dict[str, Reply]:
+def _failed(failure: Any, recipients: list[str], factory: Any) -> dict[str, Reply]:
     error = failure.value
     if isinstance(error, smtp.SMTPDeliveryError) and error.code not in (-1, None):
         replies = {}
@@ -117,4 +141,7 @@ def _failed(failure: Any, recipients: list[str]) -> dict[str, Reply]:
         return replies
     if isinstance(error, smtp.SMTPClientError) and error.code and error.code >= 400:
         return {rcpt: Reply(error.code, _decode(error.resp)) for rcpt in recipients}
-    raise ConnectionProblem(_decode(getattr(error, "resp", None) or error))
+    text = _decode(getattr(error, "resp", None) or error)
+    if factory.triedTLS:
+        raise TLSProblem(f"TLS handshake failed: {text}")
+    raise ConnectionProblem(text)

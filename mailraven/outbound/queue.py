@@ -30,7 +30,7 @@ from twisted.logger import Logger
 
 from mailraven.envelope import Envelope, Recipient
 from mailraven.outbound import state
-from mailraven.outbound.client import ConnectionProblem, send
+from mailraven.outbound.client import ConnectionProblem, TLSProblem, send
 from mailraven.outbound.dsn import buildDSN
 from mailraven.outbound.mx import PermanentDNSFailure, TemporaryDNSFailure
 from mailraven.smtp.addresses import AddressError, parsePath
@@ -273,16 +273,7 @@ class OutboundQueue(Service):
         problems = []
         for ip in targets[: self._settings["max_mx"]]:
             try:
-                replies = yield send(
-                    self._reactor,
-                    ip,
-                    self._settings["port"],
-                    self._settings["hostname"],
-                    first.mailFrom,
-                    rcpts,
-                    signed,
-                    timeout=self._settings["timeout"],
-                )
+                replies = yield self._send(ip, first.mailFrom, rcpts, signed)
             except ConnectionProblem as e:
                 problems.append(f"{ip}: {e}")
                 continue
@@ -292,6 +283,31 @@ class OutboundQueue(Service):
             **refused,
             **{rcpt: f"451 4.4.1 No answer from {domain}: {detail}" for rcpt in rcpts},
         }
+
+    @inlineCallbacks
+    def _send(self, ip: str, sender: str, rcpts: list[str], message: bytes):
+        """One host: with STARTTLS if offered, in clear if that handshake fails."""
+        args = (self._reactor, ip, self._settings["port"], self._settings["hostname"])
+        try:
+            replies = yield send(
+                *args, sender, rcpts, message, timeout=self._settings["timeout"]
+            )
+        except TLSProblem as e:
+            self.log.warn(
+                "TLS with {ip} failed ({error}); delivering in clear",
+                ip=ip,
+                error=str(e),
+                event="outbound_tls_fallback",
+            )
+            replies = yield send(
+                *args,
+                sender,
+                rcpts,
+                message,
+                timeout=self._settings["timeout"],
+                tls=False,
+            )
+        return replies
 
     # -- outcomes -------------------------------------------------------------
 
