@@ -242,6 +242,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
         "concurrency": Key(_positiveInt, 10, "parallel SMTP deliveries"),
         "timeout": Key(_positiveFloat, 300.0, "seconds to wait for a reply"),
+        "mta_sts": Key(_bool, True, "honour MTA-STS policies (RFC 8461)"),
+        "mta_sts_port": Key(_positiveInt, 443, "port of mta-sts.<domain> (tests)"),
+        "ca_bundle": Key(_str, "", "PEM CAs for verified outbound TLS; '' = system"),
     },
     "store": {
         "threads": Key(_positiveInt, 2, "threads compressing and fsyncing messages"),

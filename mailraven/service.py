@@ -27,6 +27,7 @@ from mailraven.listeners import Listener
 from mailraven.logs import makeObserver
 from mailraven.metrics import Metrics
 from mailraven.outbound.dkimsign import DKIMSigner
+from mailraven.outbound.mtasts import MTASTS, trustRootFrom
 from mailraven.outbound.mx import MXResolver, makeResolver
 from mailraven.outbound.queue import OutboundQueue, queueSettings
 from mailraven.policy.emailauth import AuthResults, BlockingDNS, authenticate
@@ -307,6 +308,14 @@ def makeService(
         reactor,
         queueSettings(config),
         metrics,
+        mtasts=MTASTS(
+            lambda: mx.resolver,
+            reactor,
+            trustRootFrom(config["queue.ca_bundle"]),
+            config["queue.mta_sts_port"],
+        )
+        if config["queue.mta_sts"]
+        else None,
     )
     outbound.setName("queue")
     outbound.setServiceParent(root)

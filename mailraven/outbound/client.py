@@ -1,10 +1,11 @@
 """One SMTP transaction to one remote host, on twisted.mail's client.
 
 Opportunistic STARTTLS (used when offered, certificate not verified: RFC
-7435; MTA-STS is not implemented); a host whose TLS handshake fails is tried
-again in clear, as Postfix does at its "may" level. Each recipient's reply is reported
-separately, so a message to several addresses at one domain can be
-delivered to some and deferred or refused for others.
+7435); a host whose TLS handshake fails is tried again in clear, as Postfix
+does at its "may" level. Under an enforced MTA-STS policy the caller passes
+verifying TLS options instead, and TLS is then required. Each recipient's
+reply is reported separately, so a message to several addresses at one
+domain can be delivered to some and deferred or refused for others.
 """
 
 from __future__ import annotations
@@ -84,10 +85,13 @@ def send(
     message: bytes,
     timeout: float = 300,
     tls: bool = True,
+    verified: Any = None,
 ) -> Deferred:
     """
     Deferred {recipient: L{Reply}}; fails with L{ConnectionProblem} when the
-    host never answered in SMTP (the caller tries the next MX).
+    host never answered in SMTP (the caller tries the next MX). C{verified}:
+    TLS options that check the host's certificate, and TLS is then required
+    (MTA-STS enforce).
     """
     result: Deferred = Deferred()
     factory = _SenderFactory(
@@ -99,14 +103,15 @@ def send(
         result,
         retries=0,
         timeout=timeout,
-        contextFactory=_clientTLS() if tls else None,
+        contextFactory=verified or (_clientTLS() if tls else None),
         heloFallback=True,
         requireAuthentication=False,
-        requireTransportSecurity=False,
+        requireTransportSecurity=verified is not None,
         hostname=hostname,
     )
     factory.domain = hostname.encode() if isinstance(hostname, str) else hostname
     factory.useTLS = tls
+    factory.verifiedTLS = verified is not None
     reactor.connectTCP(ip, port, factory, timeout=min(timeout, 30))
     return result.addCallbacks(_accepted, _failed, errbackArgs=(recipients, factory))
 
@@ -142,6 +147,8 @@ def _failed(failure: Any, recipients: list[str], factory: Any) -> dict[str, Repl
     if isinstance(error, smtp.SMTPClientError) and error.code and error.code >= 400:
         return {rcpt: Reply(error.code, _decode(error.resp)) for rcpt in recipients}
     text = _decode(getattr(error, "resp", None) or error)
+    if factory.verifiedTLS:
+        raise ConnectionProblem(f"verified TLS required (MTA-STS): {text}")
     if factory.triedTLS:
         raise TLSProblem(f"TLS handshake failed: {text}")
     raise ConnectionProblem(text)

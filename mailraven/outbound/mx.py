@@ -85,7 +85,7 @@ class MXResolver:
 
     @inlineCallbacks
     def targets(self, domain: str):
-        """IPv4 addresses to try, best first (Deferred list of str)."""
+        """(MX host, address) pairs to try, best first (Deferred)."""
         try:
             answers, _, _ = yield self.resolver.lookupMailExchange(domain)
         except error.DNSNameError:
@@ -100,12 +100,12 @@ class MXResolver:
         if len(exchanges) == 1 and exchanges[0][1] in ("", "."):
             raise PermanentDNSFailure(f"{domain}: null MX, accepts no mail")
         hosts = [name for _, name in exchanges if name not in ("", ".")] or [domain]
-        addresses: list[str] = []
+        addresses: list[tuple[str, str]] = []
         failures = []
         for host in hosts:
             for ip in (yield self._addressesOf(host, failures)):
-                if ip not in addresses:
-                    addresses.append(ip)
+                if (host, ip) not in addresses:
+                    addresses.append((host.lower().rstrip("."), ip))
         if not addresses:
             detail = "; ".join(failures) or "no addresses"
             if not exchanges and failures:

@@ -67,8 +67,10 @@ class OutboundQueue(Service):
         settings: dict[str, Any],
         metrics: Any = None,
         clock: Any = None,
+        mtasts: Any = None,
     ) -> None:
         self._db = db
+        self._mtasts = mtasts
         self._store = store
         self._resolver = resolver
         self._mx = mx
@@ -270,12 +272,23 @@ class OutboundQueue(Service):
         signed = yield deferToThreadPool(
             self._reactor, self._pool, self._signer.sign, raw, senderDomain
         )
+        policy = None
+        if self._mtasts is not None:
+            policy = yield self._mtasts.policyFor(domain)
+        if policy is not None and policy.enforced:
+            targets = [(host, ip) for host, ip in targets if policy.allows(host)]
+            if not targets:
+                reply = f"451 4.7.5 No MX of {domain} is allowed by its MTA-STS policy"
+                return {**refused, **{rcpt: reply for rcpt in rcpts}}
         problems = []
-        for ip in targets[: self._settings["max_mx"]]:
+        for host, ip in targets[: self._settings["max_mx"]]:
+            verified = None
+            if policy is not None and policy.enforced:
+                verified = self._mtasts.clientTLS(host)
             try:
-                replies = yield self._send(ip, first.mailFrom, rcpts, signed)
+                replies = yield self._send(ip, first.mailFrom, rcpts, signed, verified)
             except ConnectionProblem as e:
-                problems.append(f"{ip}: {e}")
+                problems.append(f"{host} [{ip}]: {e}")
                 continue
             return {**refused, **{rcpt: str(r) for rcpt, r in replies.items()}}
         detail = "; ".join(problems) or "no host to try"
@@ -285,12 +298,22 @@ class OutboundQueue(Service):
         }
 
     @inlineCallbacks
-    def _send(self, ip: str, sender: str, rcpts: list[str], message: bytes):
-        """One host: with STARTTLS if offered, in clear if that handshake fails."""
+    def _send(
+        self, ip: str, sender: str, rcpts: list[str], message: bytes, verified: Any
+    ):
+        """
+        One host: with STARTTLS if offered, in clear if that handshake fails;
+        with C{verified} TLS options (MTA-STS enforce) TLS is required.
+        """
         args = (self._reactor, ip, self._settings["port"], self._settings["hostname"])
         try:
             replies = yield send(
-                *args, sender, rcpts, message, timeout=self._settings["timeout"]
+                *args,
+                sender,
+                rcpts,
+                message,
+                timeout=self._settings["timeout"],
+                verified=verified,
             )
         except TLSProblem as e:
             self.log.warn(
