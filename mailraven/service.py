@@ -313,6 +313,7 @@ def makeService(
             reactor,
             trustRootFrom(config["queue.ca_bundle"]),
             config["queue.mta_sts_port"],
+            db,
         )
         if config["queue.mta_sts"]
         else None,

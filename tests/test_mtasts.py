@@ -68,6 +68,7 @@ class EnforcedDeliveryTests(TestCase):
             0, Site(root), identity.options(), interface="127.0.0.1"
         )
         self.addCleanup(port.stopListening)
+        self.policyPort = port
         return port.getHost().port
 
     @inlineCallbacks
@@ -91,7 +92,7 @@ class EnforcedDeliveryTests(TestCase):
                 "mta-sts.remote.example": [(dns.A, "127.0.0.1")],
             }
         )
-        sender = RunningServer(
+        sender = self.sender = RunningServer(
             self,
             dns__nameservers=[f"127.0.0.1:{serveZone(self, zone)}"],
             queue__port=self.remote.smtpPort,
@@ -150,3 +151,43 @@ class EnforcedDeliveryTests(TestCase):
         stranger = TestCA(os.path.abspath(self.mktemp()), "not trusted")
         status = yield self.send(ENFORCE, remoteHasCertificate=False, policyCA=stranger)
         self.assertEqual(status["status"], "delivered", status)
+
+    @inlineCallbacks
+    def test_policyOutlivesARestartWhenItCannotBeFetched(self):
+        status = yield self.send(ENFORCE)  # learns and stores the policy
+        self.assertEqual(status["status"], "delivered", status)
+        dataDir = self.sender.dataDir
+        yield self.sender.stop()
+        policyPort = self.policyPort.getHost().port
+        yield self.policyPort.stopListening()  # an attacker blocks the fetch
+
+        impostor = RunningServer(  # and answers for the MX without TLS proof
+            self,
+            server__hostname="mx.remote.example",
+            server__domains=["remote.example"],
+        )
+        yield impostor.addUser("bob@remote.example")
+        again = RunningServer(
+            self,
+            dataDir,
+            dns__nameservers=self.sender.config["dns.nameservers"],
+            queue__port=impostor.smtpPort,
+            queue__ca_bundle=self.ca.caPath,
+            queue__mta_sts_port=policyPort,
+        )
+        api = APIClient(self, again.apiPort)
+        yield api.login()
+        sent = yield api.json(
+            "POST",
+            "/messages/send",
+            {"to": ["bob@remote.example"], "subject": "later", "body": "hi"},
+            expect=202,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            status = yield api.json("GET", f"/outbound/{sent['id']}")
+            if status["status"] != "queued" or time.monotonic() > deadline:
+                break
+            yield sleep(0.1)
+        self.assertEqual(status["status"], "deferred", status)
+        self.assertIn("verified TLS required", status["recipients"][0]["last_reply"])

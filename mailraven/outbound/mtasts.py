@@ -5,12 +5,13 @@ policy at C{https://mta-sts.<domain>/.well-known/mta-sts.txt} (fetched with a
 verified certificate, no redirects, 64 KB at most). Under C{mode: enforce} mail
 goes only to MX hosts the policy names, over STARTTLS with a certificate valid
 for that host, and is deferred otherwise, never sent in clear. Policies are
-cached for their C{max_age} (in memory); a failed refresh keeps using a
-cached one, as the RFC asks.
+cached for their C{max_age} (in memory and in SQLite, so a restart does not
+forget them); a failed refresh keeps using a cached one, as the RFC asks.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -113,11 +114,13 @@ class MTASTS:
         reactor: Any,
         trustRoot: Any = None,
         port: int = 443,
+        db: Any = None,
     ) -> None:
         self._resolver = resolver
         self._reactor = reactor
         self._trustRoot = trustRoot
         self._port = port
+        self._db = db  # persists policies across restarts (None: memory only)
         self._cache: dict[str, STSPolicy] = {}
 
     def clientTLS(self, host: str) -> Any:
@@ -129,6 +132,10 @@ class MTASTS:
         """Deferred L{STSPolicy} (or None): the domain's current policy."""
         now = self._reactor.seconds()
         cached = self._cache.get(domain)
+        if cached is None and self._db is not None:
+            cached = yield self._db.read(lambda conn: loadPolicy(conn, domain))
+            if cached is not None:
+                self._cache[domain] = cached
         usable = cached if cached is not None and not cached.expired(now) else None
         try:
             answers, _, _ = yield self._resolver().lookupText(f"_mta-sts.{domain}")
@@ -153,6 +160,8 @@ class MTASTS:
             )
             return usable
         self._cache[domain] = policy
+        if self._db is not None:
+            yield self._db.write(lambda conn: savePolicy(conn, domain, policy))
         return policy
 
     @inlineCallbacks
@@ -180,6 +189,37 @@ class MTASTS:
         return parsePolicy(
             body.decode("utf-8", "replace"), policyId, self._reactor.seconds()
         )
+
+
+def loadPolicy(conn: Any, domain: str) -> STSPolicy | None:
+    row = conn.execute(
+        "SELECT policy FROM mta_sts_policies WHERE domain = ?", (domain,)
+    ).fetchone()
+    if row is None:
+        return None
+    stored = json.loads(row[0])
+    return STSPolicy(
+        stored["id"],
+        stored["mode"],
+        tuple(stored["mx"]),
+        stored["max_age"],
+        stored["fetched_at"],
+    )
+
+
+def savePolicy(conn: Any, domain: str, policy: STSPolicy) -> None:
+    stored = {
+        "id": policy.id,
+        "mode": policy.mode,
+        "mx": list(policy.mx),
+        "max_age": policy.maxAge,
+        "fetched_at": policy.fetchedAt,
+    }
+    conn.execute(
+        "INSERT INTO mta_sts_policies (domain, policy) VALUES (?, ?)"
+        " ON CONFLICT (domain) DO UPDATE SET policy = excluded.policy",
+        (domain, json.dumps(stored)),
+    )
 
 
 def trustRootFrom(bundle: str) -> Any:

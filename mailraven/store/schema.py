@@ -155,6 +155,14 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE users ADD COLUMN scram TEXT;
     """,
+    # 7: MTA-STS policies survive restarts (RFC 8461 5.1: a restart must not
+    # open a window for an attacker who blocks the policy fetch)
+    """
+    CREATE TABLE mta_sts_policies (
+        domain TEXT PRIMARY KEY,
+        policy TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
