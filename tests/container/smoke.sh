@@ -98,7 +98,10 @@ uid=$(podman exec mrsmoke1 python -c \
     "print([l.split()[1] for l in open('/proc/1/status') if l.startswith('Uid')][0])")
 [ "$uid" = 10001 ] || die "the server runs as uid $uid, not 10001"
 echo "server process uid: $uid"
-podman logs mrsmoke1 2>/dev/null | grep -q "_domainkey.example.test" \
+# (logs to a file first: with pipefail, grep -q closing the pipe early
+# would fail the pipeline through podman's SIGPIPE)
+podman logs mrsmoke1 >"$work/first.log" 2>/dev/null
+grep -q "_domainkey.example.test" "$work/first.log" \
     || die "first start did not print the DNS records"
 echo "container-smoke-password" | podman exec -i mrsmoke1 mailraven \
     --config /data/mailraven.toml user add alice@example.test --password-stdin \
@@ -129,7 +132,8 @@ run mrsmoke2 --read-only --cap-drop ALL
 python3 "$here/check.py" read "$api" || die "read in a read-only container"
 python3 "$here/check.py" deliver "$smtp" || die "deliver in a read-only container"
 healthy mrsmoke2
-podman logs mrsmoke2 2>/dev/null | grep -q "first start" \
+podman logs mrsmoke2 >"$work/second.log" 2>/dev/null
+grep -q "first start" "$work/second.log" \
     && die "the second container ran the first start again"
 podman rm -f mrsmoke2 >/dev/null 2>>"$work/podman.log"
 
