@@ -36,7 +36,11 @@ from mailraven.policy.service import PolicyService
 from mailraven.smtp.auth import AuthThrottle
 from mailraven.smtp.recipients import RecipientResolver
 from mailraven.smtp.server import MailRavenSMTPFactory, SMTPSettings
-from mailraven.smtp.submission import SubmissionSMTPFactory, fromAddresses
+from mailraven.smtp.submission import (
+    SubmissionSMTPFactory,
+    fromAddresses,
+    headerBlock,
+)
 from mailraven.spool import Spool
 from mailraven.startup import prepareDataDir
 from mailraven.store.db import Database
@@ -156,7 +160,7 @@ def makeService(
     )
     diskGuard.setName("disk")
     diskGuard.setServiceParent(root)
-    certificates = makeCertificateManager(config, reactor, metrics)
+    certificates = makeCertificateManager(config, reactor, metrics, files.pool)
     certificates.setServiceParent(root)
     root.certificates = certificates
     tlsCreator = certificates.serverCreator()
@@ -233,7 +237,7 @@ def makeService(
                     lambda _: deferToThreadPool(
                         reactor,
                         files.pool,
-                        lambda: fromAddresses(b"".join(spool.chunks())),
+                        lambda: fromAddresses(headerBlock(spool.chunks())),
                     )
                 ),
             ),

@@ -5,7 +5,6 @@ test CA, and DNS is an in-process twisted.names server."""
 from __future__ import annotations
 
 import os
-import time
 
 from twisted.internet import reactor, ssl
 from twisted.internet.defer import inlineCallbacks
@@ -17,9 +16,15 @@ from twisted.web.static import Data
 
 from mailraven.outbound.mtasts import STSPolicy, parsePolicy, recordId
 from tests.dnszone import Zone, serveZone
-from tests.helpers import RunningServer, sleep
+from tests.helpers import RunningServer
 from tests.test_mobile_api import APIClient
+from tests.test_outbound import waitForOutbound
 from tests.testca import TestCA
+
+
+def attempted(status: dict) -> bool:
+    return status["status"] != "queued"
+
 
 ENFORCE = "version: STSv1\nmode: enforce\nmx: mx.remote.example\nmax_age: 86400\n"
 
@@ -108,12 +113,7 @@ class EnforcedDeliveryTests(TestCase):
             {"to": ["bob@remote.example"], "subject": "sts", "body": "hi"},
             expect=202,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            status = yield self.api.json("GET", f"/outbound/{sent['id']}")
-            if status["status"] != "queued" or time.monotonic() > deadline:
-                return status
-            yield sleep(0.1)
+        return (yield waitForOutbound(self.api, sent["id"], attempted))
 
     @inlineCallbacks
     def received(self):
@@ -183,11 +183,6 @@ class EnforcedDeliveryTests(TestCase):
             {"to": ["bob@remote.example"], "subject": "later", "body": "hi"},
             expect=202,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            status = yield api.json("GET", f"/outbound/{sent['id']}")
-            if status["status"] != "queued" or time.monotonic() > deadline:
-                break
-            yield sleep(0.1)
+        status = yield waitForOutbound(api, sent["id"], attempted)
         self.assertEqual(status["status"], "deferred", status)
         self.assertIn("verified TLS required", status["recipients"][0]["last_reply"])

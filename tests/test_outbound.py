@@ -30,6 +30,17 @@ from tests.test_submission import submit
 SELECTOR = "mailraven202611"
 
 
+@inlineCallbacks
+def waitForOutbound(api, messageId: str, done, timeout: float = 30):
+    """Poll GET /outbound/{id} until C{done(status)}; the last status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = yield api.json("GET", f"/outbound/{messageId}")
+        if done(status) or time.monotonic() > deadline:
+            return status
+        yield sleep(0.1)
+
+
 def remoteZone() -> Zone:
     return Zone(
         {
@@ -70,14 +81,12 @@ class OutboundCase(TestCase):
 
     @inlineCallbacks
     def waitForStatus(self, messageId: str, wanted: str, timeout: float = 30):
-        deadline = time.monotonic() + timeout
-        while True:
-            found = yield self.status(messageId)
-            if found["status"] == wanted:
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"status stayed {found}")
-            yield sleep(0.1)
+        found = yield waitForOutbound(
+            self.api, messageId, lambda s: s["status"] == wanted, timeout
+        )
+        if found["status"] != wanted:
+            raise AssertionError(f"status stayed {found}")
+        return found
 
     def dnsTXT(self, name: bytes, timeout: float = 5) -> bytes | None:
         return self.zone.txt(name.decode().rstrip("."))
@@ -348,12 +357,9 @@ class StartTLSTests(TestCase):
             {"to": ["bob@remote.example"], "subject": "over TLS", "body": "hi"},
             expect=202,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            status = yield api.json("GET", f"/outbound/{sent['id']}")
-            if status["status"] == "delivered" or time.monotonic() > deadline:
-                break
-            yield sleep(0.1)
+        status = yield waitForOutbound(
+            api, sent["id"], lambda s: s["status"] == "delivered"
+        )
         self.assertEqual(status["status"], "delivered", status)
         theirs = APIClient(self, remote.apiPort)
         yield theirs.login("bob@remote.example")

@@ -284,9 +284,20 @@ def fromAddresses(message: bytes) -> list[str]:
     return [a for _, a in getaddresses(headers.get_all("From", [])) if a]
 
 
+def headerBlock(chunks: Any) -> bytes:
+    """The message's header block: reading stops at the blank line."""
+    data = b""
+    for chunk in chunks:
+        data += chunk
+        end = data.find(b"\r\n\r\n")
+        if end >= 0:
+            return data[: end + 2]
+    return data
+
+
 def spoolSenders(spool: Any) -> Deferred:
     """Without a thread pool (tests): read the spool right here."""
-    return maybeDeferred(lambda: fromAddresses(b"".join(spool.chunks())))
+    return maybeDeferred(lambda: fromAddresses(headerBlock(spool.chunks())))
 
 
 class SubmissionSMTPFactory(MailRavenSMTPFactory):

@@ -55,7 +55,6 @@ class Order:
     failures: int = 0
     lastError: str | None = None
     problem: dict | None = None
-    lastIssued: float | None = None
 
     @property
     def key(self) -> str:
@@ -242,7 +241,6 @@ class AcmeIssuer(Service):
             return
         self._manager.install(order.key, certificate)
         order.failures, order.lastError, order.problem = 0, None, None
-        order.lastIssued = self._clock.seconds()
         order.due = self._clock.seconds() + self._checkInterval
         self._count("renewed" if renewal else "issued")
         self.log.info(

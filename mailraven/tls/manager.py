@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from OpenSSL import SSL
 from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -76,8 +77,10 @@ class CertificateManager(TimerService):
         reloadInterval: float = 60,
         metrics: Any = None,
         clock: Any = None,
+        blocking: Callable[..., Deferred] = maybeDeferred,
     ) -> None:
         super().__init__(reloadInterval, self.reloadFiles)
+        self._blocking = blocking
         if clock is not None:
             self.clock = clock
         self._certFile = certFile
@@ -123,22 +126,41 @@ class CertificateManager(TimerService):
             event="tls_certificate_loaded",
         )
 
-    def reloadFiles(self) -> None:
-        """Re-read the operator's files if they changed since the last read."""
+    def reloadFiles(self) -> Deferred | None:
+        """Re-read the operator's files if they changed (stat and read off the
+        reactor thread: C{blocking})."""
         if not self._certFile:
-            return
+            return None
+        d = self._blocking(self._readIfChanged)
+        d.addCallback(self._reloaded)
+        d.addErrback(lambda f: self.log.failure("certificate reload failed", f))
+        return d
+
+    def _readIfChanged(self) -> tuple | None:
+        """(stamp, certificate or None, error or None); None when unchanged."""
         stamp = _fileStamp(self._certFile, self._keyFile)
         if stamp == self._operatorStamp:
-            return
-        self._operatorStamp = stamp
+            return None
         try:
-            certificate = readCertificate(self._certFile, self._keyFile, SOURCE_FILE)
+            return (
+                stamp,
+                readCertificate(self._certFile, self._keyFile, SOURCE_FILE),
+                None,
+            )
         except CertificateError as e:
-            self._operatorError = str(e)
+            return stamp, None, str(e)
+
+    def _reloaded(self, result: tuple | None) -> None:
+        if result is None:
+            return
+        stamp, certificate, error = result
+        self._operatorStamp = stamp
+        if error is not None:
+            self._operatorError = error
             self.log.error(
                 "keeping the previous certificate: {path}: {error}",
                 path=self._certFile,
-                error=str(e),
+                error=error,
                 event="tls_reload_failed",
             )
             return

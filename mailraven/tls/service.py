@@ -20,7 +20,7 @@ from mailraven.tls.manager import CertificateManager
 
 
 def makeCertificateManager(
-    config: Config, reactor: Any, metrics: Any
+    config: Config, reactor: Any, metrics: Any, pool: Any = None
 ) -> CertificateManager:
     """Operator files (checked now: a bad file stops start-up) or self-signed."""
     certDir = os.path.join(config.dataDir, "certs")
@@ -33,6 +33,11 @@ def makeCertificateManager(
             config["tls.reload_interval"],
             metrics,
             reactor,
+            **(
+                {"blocking": lambda f: deferToThreadPool(reactor, pool, f)}
+                if pool is not None
+                else {}
+            ),
         )
     except CertificateError as e:
         raise ConfigError(f"tls.cert_file/tls.key_file: {e}") from None
