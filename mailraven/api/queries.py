@@ -182,7 +182,7 @@ def search(
         return _searchWithDates(conn, userId, query, limit, offset)
     match = f'owners : "u{userId}" AND ({query.match})'
     (total,) = conn.execute(
-        "SELECT count(*) FROM message_text WHERE message_text MATCH ?", (match,)
+        "SELECT count(*) FROM message_search WHERE message_search MATCH ?", (match,)
     ).fetchone()
     # BM25 needs every candidate's column sizes: rank the newest
     # SEARCH_WINDOW matches (FTS rowids grow with arrival), count them all.
@@ -190,12 +190,14 @@ def search(
     floor = 0
     if total > window:
         (floor,) = conn.execute(
-            "SELECT rowid FROM message_text WHERE message_text MATCH ?"
+            "SELECT rowid FROM message_search WHERE message_search MATCH ?"
             " ORDER BY rowid DESC LIMIT 1 OFFSET ?",
             (match, window - 1),
         ).fetchone()
-    ranked = f"SELECT message_id, {_BM25} AS r FROM message_text WHERE"
-    ranked += " message_text MATCH ? AND rowid >= ? ORDER BY r LIMIT ? OFFSET ?"
+    ranked = f"SELECT d.message_id, r FROM (SELECT rowid AS doc, {_BM25} AS r"
+    ranked += " FROM message_search WHERE message_search MATCH ? AND rowid >= ?"
+    ranked += " ORDER BY r LIMIT ? OFFSET ?) JOIN search_docs d ON d.id = doc"
+    ranked += " ORDER BY r"
     page = conn.execute(ranked, (match, floor, limit, offset)).fetchall()
     if not page:
         return {"results": [], "count": 0, "total_matches": total}
@@ -217,7 +219,8 @@ def search(
     return _results(rows, [scores[row["file_id"]] for row in rows], best, total)
 
 
-_BM25 = "bm25(message_text, 0.0, 0.0, 4.0, 2.0, 3.0, 1.0)"
+# weights: owners, sender, recipients, subject, body
+_BM25 = "bm25(message_search, 0.0, 4.0, 2.0, 3.0, 1.0)"
 SEARCH_WINDOW = 2000  # newest matches ranked by BM25; all are counted
 
 
@@ -227,12 +230,12 @@ def _searchWithDates(
     """Dates restrict mailbox entries, so here the join carries the filter."""
     if query.match:
         source = (
-            "message_text JOIN mailbox_entries e"
-            " ON e.message_id = message_text.message_id"
+            "message_search JOIN search_docs d ON d.id = message_search.rowid"
+            " JOIN mailbox_entries e ON e.message_id = d.message_id"
         )
         rank = _BM25
         match = f'owners : "u{userId}" AND ({query.match})'
-        where, args = ["message_text MATCH ?", "e.user_id = ?"], [match, userId]
+        where, args = ["message_search MATCH ?", "e.user_id = ?"], [match, userId]
     else:
         source, rank = "mailbox_entries e", "0.0"
         where, args = ["e.user_id = ?"], [userId]

@@ -252,11 +252,14 @@ def _insertMessage(conn: Any, prepared: PreparedMessage) -> str:
             for r in envelope.recipients
         ],
     )
+    docId = conn.execute(
+        "INSERT INTO search_docs (message_id) VALUES (?)", (prepared.messageId,)
+    ).lastrowid
     conn.execute(
-        "INSERT INTO message_text (message_id, owners, sender, recipients, subject,"
+        "INSERT INTO message_search (rowid, owners, sender, recipients, subject,"
         " body) VALUES (?, ?, ?, ?, ?, ?)",
         (
-            prepared.messageId,
+            docId,
             " ".join(f"u{r.userId}" for r in envelope.recipients),
             f"{meta.headerFrom} {envelope.mailFrom}",
             " ".join([meta.headerTo] + [r.address for r in envelope.recipients]),

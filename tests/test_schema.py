@@ -1,0 +1,98 @@
+"""Numbered migrations: an old database comes forward with its data intact."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+from twisted.trial.unittest import TestCase
+
+from mailraven.api.queries import search
+from mailraven.api.search import parseQuery
+from mailraven.store.db import connect
+from mailraven.store.schema import SCHEMA_VERSION, SchemaTooNew, migrate
+
+BEFORE_CONTENTLESS = 7  # the last schema whose search index stored the text
+
+
+def _oldMessage(conn: sqlite3.Connection, n: int, subject: str, body: str) -> str:
+    """A message as schema 7 stored it: rows plus the text in message_text."""
+    messageId, entryId = f"m{n:04}", f"e{n:04}"
+    at = f"2026-11-{n:02}T10:00:00.000000+00:00"
+    conn.execute(
+        "INSERT INTO messages (id, path, size, stored_size, sha256, received_at,"
+        " mail_from, rcpt_to, subject) VALUES (?, 'p', 1, 1, 's', ?, 'a@x', '[]', ?)",
+        (messageId, at, subject),
+    )
+    conn.execute(
+        "INSERT INTO mailbox_entries (id, message_id, user_id, recipient,"
+        " received_at, updated_at) VALUES (?, ?, 1, 'u@example.test', ?, ?)",
+        (entryId, messageId, at, at),
+    )
+    conn.execute(
+        "INSERT INTO message_text (message_id, owners, sender, recipients, subject,"
+        " body) VALUES (?, 'u1', 'dana@sender.example', 'u@example.test', ?, ?)",
+        (messageId, subject, body),
+    )
+    return entryId
+
+
+class ContentlessIndexMigrationTests(TestCase):
+    def setUp(self) -> None:
+        self.conn = connect(os.path.join(self.mktemp() + ".sqlite"))
+        self.addCleanup(self.conn.close)
+        migrate(self.conn, BEFORE_CONTENTLESS)
+        self.conn.execute(
+            "INSERT INTO users (id, email, password_hash, created_at)"
+            " VALUES (1, 'u@example.test', 'x', 'now')"
+        )
+        self.budget = _oldMessage(self.conn, 1, "Budget", "the budget report is late")
+        self.lunch = _oldMessage(self.conn, 2, "Lunch", "pizza on friday")
+
+    def test_searchFindsMessagesIndexedBeforeTheMigration(self) -> None:
+        """Words, phrases, fields and dates find the same messages afterwards."""
+        self.assertEqual(migrate(self.conn), SCHEMA_VERSION)
+        for text, expected in [
+            ("budget", [self.budget]),
+            ('"budget report"', [self.budget]),
+            ('"report budget"', []),
+            ("pizza", [self.lunch]),
+            ("from:dana@sender.example", [self.lunch, self.budget]),
+            ("budget after:2026-11-01", [self.budget]),
+            ("pizza before:2026-11-02", []),
+        ]:
+            found = search(self.conn, 1, parseQuery(text), 20, 0)
+            self.assertEqual(
+                sorted(r["id"] for r in found["results"]), sorted(expected), text
+            )
+
+    def test_textIsNoLongerStoredTwice(self) -> None:
+        """The old table (with its copy of every body) is gone; the index is
+        contentless: it cannot give the text back."""
+        migrate(self.conn)
+        tables = {
+            row[0] for row in self.conn.execute("SELECT name FROM sqlite_master")
+        }
+        self.assertNotIn("message_text", tables)
+        self.assertNotIn("message_text_content", tables)
+        self.assertIn("message_search", tables)
+        (body,) = self.conn.execute(
+            "SELECT body FROM message_search WHERE message_search MATCH 'pizza'"
+        ).fetchone()
+        self.assertIsNone(body)
+
+    def test_newDocumentsRankAfterMigratedOnes(self) -> None:
+        """Index rowids keep growing with arrival: the search window (newest
+        matches) depends on it."""
+        migrate(self.conn)
+        old = self.conn.execute("SELECT max(id) FROM search_docs").fetchone()[0]
+        new = self.conn.execute(
+            "INSERT INTO search_docs (message_id) VALUES ('m9999')"
+        ).lastrowid
+        self.assertEqual(old, 2)
+        self.assertGreater(new, old)
+
+    def test_newerDatabaseIsRefused(self) -> None:
+        migrate(self.conn)
+        self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        self.assertRaises(SchemaTooNew, migrate, self.conn)
