@@ -70,9 +70,7 @@ class ContentlessIndexMigrationTests(TestCase):
         """The old table (with its copy of every body) is gone; the index is
         contentless: it cannot give the text back."""
         migrate(self.conn)
-        tables = {
-            row[0] for row in self.conn.execute("SELECT name FROM sqlite_master")
-        }
+        tables = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master")}
         self.assertNotIn("message_text", tables)
         self.assertNotIn("message_text_content", tables)
         self.assertIn("message_search", tables)
