@@ -187,6 +187,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "hostname": Key(_str, _fqdn, "name in the SMTP greeting and Received headers"),
         "domains": Key(_domainList, ["localhost"], "local mail domains"),
         "data_dir": Key(_str, "./mailraven-data", "db, messages, certs, keys"),
+        "postmaster": Key(
+            _str, "", "account for postmaster@ mail; '' = the first account"
+        ),
     },
     "smtp": {
         "listen": Key(_strList, ["tcp:2525"], "MX listeners (endpoint strings)"),

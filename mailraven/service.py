@@ -193,7 +193,12 @@ def makeService(
             maxRecipients=config["smtp.max_recipients"],
             timeout=config["smtp.timeout"],
         ),
-        resolver=RecipientResolver(root.users, config["server.domains"], reactor),
+        resolver=RecipientResolver(
+            root.users,
+            config["server.domains"],
+            reactor,
+            postmaster=config["server.postmaster"],
+        ),
         store=root.store,
         spoolFactory=lambda: Spool(tmpDir, reactor, files.pool),
         discardSpool=discardSpool,

@@ -117,6 +117,26 @@ class SMTPClientTests(TestCase):
         self.assertIn(b"with ESMTPS", raw)
 
     @inlineCallbacks
+    def test_postmasterIsAlwaysAccepted(self):
+        """RFC 5321 4.5.1: postmaster@ a local domain, and the bare
+        <Postmaster>, reach the first account; postmaster@ elsewhere is no
+        way to relay."""
+        refused, (code, _) = yield deferToThread(
+            sendWithSmtplib,
+            self.server.smtpPort,
+            "bob@example.org",
+            ["Postmaster", "POSTMASTER@example.test", "postmaster@elsewhere.org"],
+            MESSAGE,
+        )
+        self.assertEqual(code, 250)
+        self.assertEqual(list(refused), ["postmaster@elsewhere.org"])
+        self.assertEqual(refused["postmaster@elsewhere.org"][0], 554)
+        [entry] = yield self.server.root.store.list(1, "inbox", 10, 0)
+        self.assertEqual(entry["subject"], "hello")
+        carols = yield self.server.root.store.list(2, "inbox", 10, 0)
+        self.assertEqual(carols, [])
+
+    @inlineCallbacks
     def test_smtplibRefusals(self):
         refused, _ = yield deferToThread(
             sendWithSmtplib,

@@ -214,6 +214,43 @@ class DialogueTests(ProtocolTestCase):
         self.assertTrue(lines[1].startswith("550 5.1.1 "))
         self.assertEqual(lines[2], "554 5.7.1 Relay access denied")
 
+    def test_postmasterGoesToTheFirstAccount(self):
+        self.ehlo()
+        for rcpt in (b"Postmaster", b"postmaster@EXAMPLE.test"):
+            self.transaction(rcpts=(rcpt,))
+            self.send(b"x\r\n.\r\n")
+        self.assertEqual(self.codes(), ["250", "250", "354", "250"] * 2)
+        recipients = [e.recipients for e, _ in self.store.messages.values()]
+        self.assertEqual(
+            [[(r.address, r.userId) for r in rs] for rs in recipients],
+            [[("Postmaster", 1)], [("postmaster@example.test", 1)]],
+        )
+
+    def test_postmasterAccountOrConfiguredOneWins(self):
+        """An account named postmaster gets its own mail; otherwise
+        server.postmaster names the account."""
+        self.factory.resolver = RecipientResolver(
+            self.users, ["example.test"], self.clock, postmaster="carol@example.test"
+        )
+        self.ehlo()
+        self.transaction(rcpts=(b"postmaster@example.test",))
+        self.send(b"x\r\n.\r\n")
+        self.users.add("postmaster@example.test", "pw")
+        self.clock.advance(60)  # the directory is reloaded
+        self.transaction(rcpts=(b"postmaster@example.test",))
+        self.send(b"y\r\n.\r\n")
+        self.assertEqual(self.codes(), ["250", "250", "354", "250"] * 2)
+        owners = [e.recipients[0].userId for e, _ in self.store.messages.values()]
+        self.assertEqual(owners, [2, 3])
+
+    def test_postmasterIsNoWayToRelayOrRoute(self):
+        self.ehlo()
+        self.send(
+            b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<postmaster@elsewhere.org>\r\n"
+            b"RCPT TO:<@relay.example:Postmaster>\r\nRCPT TO:<root>\r\n"
+        )
+        self.assertEqual(self.codes(), ["250", "554", "501", "501"])
+
     def test_tooManyRecipients(self):
         self.users.add("d@example.test", "pw")
         self.users.add("e@example.test", "pw")

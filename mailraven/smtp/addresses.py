@@ -74,10 +74,17 @@ def _closingBracket(argument: str) -> int:
     raise AddressError("missing closing angle bracket")
 
 
-def parsePath(path: str, utf8: bool = False, allowNull: bool = False) -> Address:
+def parsePath(
+    path: str,
+    utf8: bool = False,
+    allowNull: bool = False,
+    allowPostmaster: bool = False,
+) -> Address:
     """
     Parse the inside of C{<...>}. A source route (C{@a,@b:user@c}) is accepted
     and ignored, as RFC 5321 section 4.1.1.3 requires: the mailbox is what counts.
+    C{allowPostmaster} (RCPT): the bare C{<Postmaster>} of RFC 5321 4.1.1.3 is
+    an address without a domain.
     """
     if path == "":
         if allowNull:
@@ -90,6 +97,8 @@ def parsePath(path: str, utf8: bool = False, allowNull: bool = False) -> Address
         path = path[route.end() :]
     local, at, domain = _splitMailbox(path)
     if not at:
+        if allowPostmaster and local.lower() == "postmaster" and not route:
+            return Address(local, "")
         raise AddressError("address must have a domain")
     return Address(_checkLocal(local, utf8), _checkDomain(domain, utf8))
 

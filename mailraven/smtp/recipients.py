@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
 
 from mailraven.envelope import Recipient
 from mailraven.interfaces import IUserStore
@@ -44,14 +45,18 @@ class RecipientResolver:
     C{maxAge} seconds.
     """
 
+    log = Logger()
+
     def __init__(
         self,
         users: IUserStore,
         domains: Iterable[str],
         clock: Any,
         maxAge: float = DIRECTORY_MAX_AGE,
+        postmaster: str = "",
     ) -> None:
         self._users = users
+        self._postmaster = postmaster.lower()
         self._domains = frozenset(domains)
         self._clock = clock
         self._maxAge = maxAge
@@ -75,9 +80,31 @@ class RecipientResolver:
         userId = self._directory.get(text.lower())
         if userId is not None:
             return Recipient(text, userId)
-        if address.domain in self._domains or address.domain in self._userDomains:
+        local = address.domain in self._domains or address.domain in self._userDomains
+        if address.local.lower() == "postmaster" and (local or not address.domain):
+            userId = self._postmasterAccount()
+            if userId is not None:
+                return Recipient(text, userId)
+        if local:
             raise UNKNOWN_USER
         raise RELAY_DENIED
+
+    def _postmasterAccount(self) -> int | None:
+        """
+        RFC 5321 4.5.1: every local domain MUST accept mail for postmaster.
+        Without an account of that name it goes to C{server.postmaster}, or
+        to the first account made (quickstart's) when that is unset or gone.
+        """
+        if self._postmaster:
+            userId = self._directory.get(self._postmaster)
+            if userId is not None:
+                return userId
+            self.log.warn(
+                "server.postmaster {account} is not an account; postmaster mail"
+                " goes to the first account",
+                account=self._postmaster,
+            )
+        return min(self._directory.values(), default=None)
 
     def _fresh(self) -> Deferred:
         waiter: Deferred = Deferred()

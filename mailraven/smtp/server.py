@@ -407,7 +407,9 @@ class MailRavenESMTP(smtp.ESMTP):
             path, words = splitPathAndParams(argument[3:])
             if words:
                 raise Reply(555, "5.5.4", "Unsupported RCPT parameter", "bad_parameter")
-            address = parsePath(path, utf8=transaction.envelope.smtputf8)
+            address = parsePath(
+                path, utf8=transaction.envelope.smtputf8, allowPostmaster=True
+            )
         except AddressError as e:
             raise Reply(501, "5.1.3", f"Bad recipient address syntax: {e}") from None
         limited = self.client.recipient()
