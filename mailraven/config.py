@@ -251,6 +251,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "store": {
         "threads": Key(_positiveInt, 2, "threads compressing and fsyncing messages"),
+        "workers": Key(_int, 2, "processes preparing messages; 0 = on the threads"),
         "compression_level": Key(_int, 6, "gzip level 1..9 for message files"),
         "disk_warn_percent": Key(_percent, 80.0, "log a warning above this"),
         "disk_reject_percent": Key(_percent, 95.0, "452 4.3.1 for new mail above"),
@@ -391,6 +392,8 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> C
 def _crossCheck(values: dict[str, Any]) -> None:
     if bool(values["tls.cert_file"]) != bool(values["tls.key_file"]):
         raise ConfigError("tls.cert_file and tls.key_file must be set together")
+    if not 0 <= values["store.workers"] <= 64:
+        raise ConfigError("bad value for store.workers: expected 0..64")
     if not 1 <= values["store.compression_level"] <= 9:
         raise ConfigError("bad value for store.compression_level: expected 1..9")
     if values["store.disk_warn_percent"] > values["store.disk_reject_percent"]:

@@ -46,6 +46,8 @@ from mailraven.startup import prepareDataDir
 from mailraven.store.db import Database
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.users import SQLiteUserStore
+from mailraven.store.worker import WorkerSettings
+from mailraven.store.workers import StoreWorkers
 from mailraven.threads import ThreadPoolService
 from mailraven.tls.challenges import HTTP01Responder, mountResponder
 from mailraven.tls.service import makeAcmeService, makeCertificateManager
@@ -172,8 +174,25 @@ def makeService(
         config["spam.blocklist"],
         metrics,
     )
+    workers = None
+    if config["store.workers"]:
+        workers = StoreWorkers(
+            config["store.workers"],
+            WorkerSettings(
+                dataDir, db.path, config["store.compression_level"], scorer.detached()
+            ),
+            reactor,
+        )
+        workers.setName("workers")
+        workers.setServiceParent(root)
     root.store = SQLiteMessageStore(
-        db, dataDir, reactor, files.pool, config["store.compression_level"], scorer
+        db,
+        dataDir,
+        reactor,
+        files.pool,
+        config["store.compression_level"],
+        scorer,
+        workers,
     )
     root.users = SQLiteUserStore(db)
     tmpDir = os.path.join(dataDir, "tmp")

@@ -74,6 +74,15 @@ class Spool:
                     yield chunk
         yield from self._chunks
 
+    def handOver(self) -> tuple[str | None, bytes]:
+        """
+        The temp file (if any) and the bytes after it, for another process that
+        now owns them and removes the file; this spool is left empty.
+        """
+        path, tail = self.path, b"".join(self._chunks)
+        self.path, self._chunks = None, []
+        return path, tail
+
     def discard(self) -> None:
         """Forget the bytes; removes the temp file (blocking: call from a thread)."""
         self._chunks = []

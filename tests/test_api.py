@@ -145,6 +145,7 @@ class PluginTests(SynchronousTestCase):
             {
                 "db",
                 "files",
+                "workers",
                 "disk",
                 "tls",
                 "policy",

@@ -73,6 +73,17 @@ class SpamScorer:
         self._block = {entry.lower() for entry in blocklist}
         self._metrics = metrics
 
+    def detached(self) -> SpamScorer:
+        """The same rules without metrics: for a store worker process."""
+        return SpamScorer(
+            self.junkScore, self.rejectScore, sorted(self._allow), sorted(self._block)
+        )
+
+    def observe(self, score: float) -> None:
+        """Count a score that a detached copy computed."""
+        if self._metrics is not None:
+            self._metrics.spamScore.observe(score)
+
     def judge(
         self, envelope: Any, headers: Any, lists: Callable[[], dict]
     ) -> SpamVerdict:
@@ -86,8 +97,7 @@ class SpamScorer:
         sender = senderOf(str(headers.get("From", "")), envelope.mailFrom)
         rules = self._rules(envelope, headers, sender)
         score = round(sum(weight for _, weight in rules), 2)
-        if self._metrics is not None:
-            self._metrics.spamScore.observe(score)
+        self.observe(score)
         verdict = SpamVerdict(score, rules)
         accountLists = _accountLists(
             lists(), [r.userId for r in envelope.recipients], sender
@@ -159,6 +169,8 @@ class SenderLists:
         self._lists: dict[int, dict[str, str]] = {}
         self._loadedAt = float("-inf")
         self._lock = threading.Lock()
+        # Bumped by changed(): store workers compare it to reload their copy.
+        self.generation = 0
 
     def __call__(self) -> dict[int, dict[str, str]]:
         if time.monotonic() - self._loadedAt > self._maxAge:
@@ -170,6 +182,7 @@ class SenderLists:
 
     def changed(self) -> None:
         self._loadedAt = float("-inf")
+        self.generation += 1
 
 
 def loadSenderLists(conn: sqlite3.Connection) -> dict[int, dict[str, str]]:

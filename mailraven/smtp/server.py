@@ -39,6 +39,7 @@ from mailraven.smtp.addresses import (
     parsePath,
     splitPathAndParams,
 )
+from mailraven.smtp.direct import sendNow
 from mailraven.smtp.recipients import Rejection
 from mailraven.spool import Spool
 
@@ -269,9 +270,12 @@ class MailRavenESMTP(smtp.ESMTP):
     def _reply(self, code: int, enhanced: str, *lines: str) -> None:
         """Send a reply; C{enhanced} goes on every line (RFC 2034)."""
         prefix = f"{enhanced} " if enhanced else ""
-        for i, line in enumerate(lines):
-            sep = " " if i == len(lines) - 1 else "-"
-            self.transport.write(f"{code}{sep}{prefix}{line}\r\n".encode())
+        last = len(lines) - 1
+        text = "".join(
+            f"{code}{' ' if i == last else '-'}{prefix}{line}\r\n"
+            for i, line in enumerate(lines)
+        )
+        sendNow(self.transport, text.encode())
 
     def _reject(self, reason: str, code: int, enhanced: str, text: str) -> None:
         self.factory.metrics.smtpRejections.labels(reason).inc()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Callable
 
@@ -14,17 +14,11 @@ from zope.interface import implementer
 
 from mailraven.envelope import Envelope
 from mailraven.interfaces import IMessageStore
-from mailraven.policy.scoring import SenderLists, loadSenderLists
+from mailraven.policy.scoring import SenderLists, SpamRejected, loadSenderLists
 from mailraven.spool import Spool
 from mailraven.store.db import Database
-from mailraven.store.files import (
-    StoredFile,
-    newMessageId,
-    readMessageFile,
-    removeMessageFile,
-    writeMessageFile,
-)
-from mailraven.store.metadata import Metadata, extractMetadata
+from mailraven.store.files import newMessageId, readMessageFile, removeMessageFile
+from mailraven.store.prepare import PreparedMessage, prepareMessage
 
 MAILBOXES = ("inbox", "archive", "junk", "trash", "sent")
 _ENTRY_COLUMNS = """
@@ -33,18 +27,6 @@ _ENTRY_COLUMNS = """
     m.has_attachments, m.spam_score, m.message_id, m.path, m.attachments,
     m.auth_results
 """
-
-
-@dataclass(frozen=True)
-class PreparedMessage:
-    """A message whose file is durable, waiting for its rows."""
-
-    messageId: str
-    envelope: Envelope
-    stored: StoredFile
-    metadata: Metadata
-    mailboxes: dict[int, str] | None = None  # per recipient, from spam scoring
-    spamScore: float = 0.0
 
 
 @implementer(IMessageStore)
@@ -64,8 +46,10 @@ class SQLiteMessageStore:
         filePool: Any,
         compressionLevel: int = 6,
         scorer: Any = None,
+        workers: Any = None,
     ) -> None:
         self._scorer = scorer
+        self._workers = workers  # StoreWorkers, or None: prepare on threads
         self.senderLists = SenderLists(lambda: db.readHere(loadSenderLists))
         self._db = db
         self._dataDir = dataDir
@@ -78,11 +62,7 @@ class SQLiteMessageStore:
     def deliver(self, envelope: Envelope, spool: Spool) -> Deferred:
         committed: Deferred = Deferred()
         finished = spool.finished()
-        finished.addCallback(
-            lambda _: self._pool.callInThread(
-                self._prepareAndQueue, envelope, spool, committed
-            )
-        )
+        finished.addCallback(lambda _: self._dispatch(envelope, spool, committed))
         finished.addErrback(committed.errback)
         if envelope.outbound and self.onOutbound is not None:
             committed.addCallback(self._queued)
@@ -91,6 +71,44 @@ class SQLiteMessageStore:
     def _queued(self, messageId: str) -> str:
         self.onOutbound()  # the outbound queue runs now instead of at its poll
         return messageId
+
+    def _dispatch(self, envelope: Envelope, spool: Spool, committed: Deferred) -> None:
+        if self._workers is None or not self._workers.available():
+            self._pool.callInThread(self._prepareAndQueue, envelope, spool, committed)
+            return
+        path, tail = spool.handOver()  # the worker owns (and removes) the file
+        prepared = self._workers.prepare(
+            ("prepare", self.senderLists.generation, envelope, path, tail)
+        )
+        prepared.addCallbacks(
+            self._fromWorker,
+            self._workerFailed,
+            callbackArgs=(envelope, committed),
+            errbackArgs=(envelope, committed),
+        )
+
+    def _fromWorker(
+        self, prepared: PreparedMessage, envelope: Envelope, committed: Deferred
+    ) -> None:
+        if self._scorer is not None and envelope.outbound is None:
+            self._scorer.observe(prepared.spamScore)
+        self._queueRows(replace(prepared, envelope=envelope), committed)
+
+    def _workerFailed(
+        self, failure: Failure, envelope: Envelope, committed: Deferred
+    ) -> None:
+        if self._scorer is not None and failure.check(SpamRejected):
+            self._scorer.observe(failure.value.score)
+        committed.errback(failure)
+
+    def _queueRows(self, prepared: PreparedMessage, committed: Deferred) -> None:
+        """Hand the rows to the writer (any thread); it fires C{committed}."""
+        self._db.write(
+            lambda conn: _insertMessage(conn, prepared),
+            prepared.stored.directory,
+            lambda: removeMessageFile(self._dataDir, prepared.stored.relpath),
+            result=committed,
+        )
 
     def _prepareAndQueue(
         self, envelope: Envelope, spool: Spool, committed: Deferred
@@ -105,12 +123,7 @@ class SQLiteMessageStore:
         except BaseException:
             self._reactor.callFromThread(committed.errback, Failure())
             return
-        self._db.write(
-            lambda conn: _insertMessage(conn, prepared),
-            prepared.stored.directory,
-            lambda: removeMessageFile(self._dataDir, prepared.stored.relpath),
-            result=committed,
-        )
+        self._queueRows(prepared, committed)
 
     def _prepare(self, envelope: Envelope, spool: Spool) -> PreparedMessage:
         # Whole in memory here, on a file thread: the metadata scan needs it.
@@ -119,19 +132,8 @@ class SQLiteMessageStore:
             raw = b"".join(spool.chunks())
         finally:
             spool.discard()
-        metadata = extractMetadata(raw)
-        mailboxes, spamScore = None, 0.0
-        if self._scorer is not None and envelope.outbound is None:
-            # may raise SpamRejected: nothing has been written yet
-            verdict = self._scorer.judge(envelope, metadata.headers, self.senderLists)
-            raw = _afterReturnPath(raw, verdict.headers(self._scorer.junkScore))
-            mailboxes, spamScore = verdict.mailboxes, verdict.score
-        if envelope.auth is not None:
-            raw = _afterReturnPath(raw, envelope.auth.header())
-        messageId = newMessageId()
-        stored = writeMessageFile(self._dataDir, messageId, raw, self._level)
-        return PreparedMessage(
-            messageId, envelope, stored, metadata, mailboxes, spamScore
+        return prepareMessage(
+            self._dataDir, self._level, self._scorer, self.senderLists, envelope, raw
         )
 
     def get(self, entryId: str, userId: int) -> Deferred:
@@ -179,14 +181,6 @@ class SQLiteMessageStore:
 
     def delete(self, entryId: str, userId: int) -> Deferred:
         return self.updateFlags(entryId, userId, {"mailbox": "trash"})
-
-
-def _afterReturnPath(raw: bytes, headers: bytes) -> bytes:
-    """Return-Path stays the first line (RFC 5321 4.4); ours come right after."""
-    if raw.startswith(b"Return-Path:"):
-        end = raw.find(b"\n") + 1
-        return raw[:end] + headers + raw[end:]
-    return headers + raw
 
 
 def utcNow() -> str:

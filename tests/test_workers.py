@@ -1,0 +1,231 @@
+"""Store worker processes: real child processes preparing real messages.
+
+The store contract runs again with every message prepared in a worker (a
+file pool that records any use proves none fell back to threads); then the
+cases a worker adds: spilled spools handed over, spam verdicts coming back,
+a worker dying with a message in flight, workers that cannot start.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
+from twisted.trial.unittest import TestCase
+
+from mailraven.envelope import Recipient
+from mailraven.policy.scoring import SenderLists, SpamRejected, SpamScorer, train
+from mailraven.spool import Spool, memorySpool
+from mailraven.store.files import readMessageFile
+from mailraven.store.messages import SQLiteMessageStore
+from mailraven.store.worker import WorkerSettings
+from mailraven.store.workers import StoreWorkers, WorkerLost
+from tests.test_store import MESSAGE, MessageStoreContract, SQLiteFixture, envelope
+
+
+class RecordingPool:
+    """A file pool that must not be used: the workers prepare everything."""
+
+    def __init__(self, real):
+        self.real, self.used = real, 0
+
+    def callInThread(self, f, *args, **kwargs):
+        self.used += 1
+        self.real.callInThread(f, *args, **kwargs)
+
+
+def until(predicate, timeout=30.0, step=0.05):
+    """Fires once C{predicate()} is true (fails the test after C{timeout})."""
+    deadline = time.monotonic() + timeout
+
+    def check():
+        if predicate():
+            return None
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        return deferLater(reactor, step, check)
+
+    return deferLater(reactor, 0, check)
+
+
+class WorkerFixture(SQLiteFixture):
+    workerCount = 2
+    executable = None
+    scorer = None
+
+    def startWorkers(self, count=None, executable=None):
+        self.setUpStore()
+        settings = WorkerSettings(self.dataDir, self.db.path, 6, self.scorer)
+        kwargs = {"executable": executable} if executable else {}
+        self.workers = StoreWorkers(
+            count or self.workerCount, settings, reactor, **kwargs
+        )
+        self.workers.startService()
+        self.addCleanup(self.workers.stopService)
+        self.files = RecordingPool(self.pool)
+        self.store = SQLiteMessageStore(
+            self.db, self.dataDir, reactor, self.files, 6, self.scorer, self.workers
+        )
+
+    def ready(self):
+        return until(
+            lambda: sum(w.ready for w in self.workers._workers) == self.workers.count
+        )
+
+
+class WorkerStoreContractTests(WorkerFixture, MessageStoreContract, TestCase):
+    """Every store promise holds with preparation in worker processes."""
+
+    def setUp(self):
+        self.startWorkers()
+        self.addCleanup(lambda: self.assertEqual(self.files.used, 0))
+        return self.ready()
+
+    def makeStore(self):
+        return self.store
+
+
+class WorkerTests(WorkerFixture, TestCase):
+    @inlineCallbacks
+    def test_workersAreSeparateProcessesAndStopWithTheService(self):
+        self.startWorkers()
+        yield self.ready()
+        pids = {w.transport.pid for w in self.workers._workers}
+        self.assertEqual(len(pids), 2)
+        self.assertNotIn(os.getpid(), pids)
+        yield self.workers.stopService()
+        self.assertEqual(self.workers._workers, [])
+        for pid in pids:
+            self.assertRaises(ProcessLookupError, os.kill, pid, 0)
+
+    @inlineCallbacks
+    def test_spilledSpoolIsHandedOverAndRemovedByTheWorker(self):
+        self.startWorkers()
+        yield self.ready()
+        tmp = os.path.join(self.dataDir, "tmp")
+        spool = Spool(tmp, reactor, self.pool, memoryLimit=4096)
+        big = MESSAGE + b"".join(b"line %d of a long body\r\n" % i for i in range(2000))
+        for start in range(0, len(big), 1000):
+            spilled = spool.write(big[start : start + 1000])
+            if spilled is not None:
+                yield spilled
+        self.assertIsNotNone(spool.path)
+        messageId = yield self.store.deliver(
+            envelope(Recipient("alice@example.test", 1)), spool
+        )
+        self.assertEqual(os.listdir(tmp), [])  # the worker removed the temp file
+        path = (
+            sqlite3.connect(self.db.path)
+            .execute("SELECT path FROM messages WHERE id = ?", (messageId,))
+            .fetchone()[0]
+        )
+        self.assertEqual(readMessageFile(self.dataDir, path), big)
+        self.assertEqual(self.files.used, 0)
+
+    @inlineCallbacks
+    def test_spamVerdictsComeBackFromTheWorker(self):
+        self.scorer = SpamScorer(5.0, 10.0, blocklist=["spam.example"])
+        self.startWorkers()
+        yield self.ready()
+        spam = envelope(Recipient("alice@example.test", 1))
+        spam.mailFrom = "x@spam.example"
+        failure = yield self.assertFailure(
+            self.store.deliver(
+                spam, memorySpool(b"From: x@spam.example\r\n\r\nhi\r\n")
+            ),
+            SpamRejected,
+        )
+        self.assertGreaterEqual(failure.score, 10.0)
+        self.assertIn("SENDER_BLOCKLISTED", failure.rules)
+        self.assertEqual(
+            sqlite3.connect(self.db.path)
+            .execute("SELECT count(*) FROM messages")
+            .fetchone()[0],
+            0,
+        )
+
+    @inlineCallbacks
+    def test_trainedListsReachTheWorkersAtOnce(self):
+        """The API's training bumps a generation that every request carries."""
+        self.scorer = SpamScorer(5.0, 10.0)
+        self.startWorkers(count=1)
+        self.store.senderLists = SenderLists(lambda: {}, maxAge=3600)
+        yield self.ready()
+        first = yield self.store.deliver(
+            envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
+        )
+        yield self.db.write(lambda c: train(c, 1, "bob@example.org", "block"))
+        self.store.senderLists.changed()
+        second = yield self.store.deliver(
+            envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
+        )
+        rows = dict(
+            sqlite3.connect(self.db.path).execute(
+                "SELECT message_id, mailbox FROM mailbox_entries"
+            )
+        )
+        self.assertEqual((rows[first], rows[second]), ("inbox", "junk"))
+
+    @inlineCallbacks
+    def test_aWorkerThatDiesFailsOnlyItsMessagesAndIsReplaced(self):
+        self.startWorkers(count=1)
+        self.workers.restartDelay = 0.1
+        yield self.ready()
+        [worker] = self.workers._workers
+        oldPid = worker.transport.pid
+        # A request whose unpickling ends the worker process mid-message.
+        lost = self.workers.prepare(("prepare", _Exit()))
+        yield self.assertFailure(lost, WorkerLost)
+        # Meanwhile nothing waits: mail goes to the file threads...
+        messageId = yield self.store.deliver(
+            envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
+        )
+        self.assertTrue(messageId)
+        # ...and a new worker takes over.
+        yield self.ready()
+        [replacement] = self.workers._workers
+        self.assertNotEqual(replacement.transport.pid, oldPid)
+        used = self.files.used
+        yield self.store.deliver(
+            envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
+        )
+        self.assertEqual(self.files.used, used)
+
+    @inlineCallbacks
+    def test_workersThatCannotStartLeaveMailToTheThreads(self):
+        self.startWorkers(count=1, executable="/bin/false")
+        self.workers.restartDelay = 0.05
+        yield until(lambda: self.workers.gaveUp)
+        self.assertFalse(self.workers.available())
+        messageId = yield self.store.deliver(
+            envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
+        )
+        self.assertTrue(messageId)
+        self.assertEqual(self.files.used, 1)
+        restarts = len(self.workers._restarts)
+        yield deferLater(reactor, 0.3, lambda: None)
+        self.assertEqual(len(self.workers._restarts), restarts)  # no more tries
+
+    @inlineCallbacks
+    def test_stopWaitsForMessagesInFlight(self):
+        self.startWorkers(count=1)
+        yield self.ready()
+        delivered = self.store.deliver(
+            envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
+        )
+        stopped = self.workers.stopService()
+        messageId = yield delivered
+        yield stopped
+        self.assertTrue(messageId)
+        self.assertEqual(self.files.used, 0)
+
+
+class _Exit:
+    """Unpickles as a call that ends the process at once."""
+
+    def __reduce__(self):
+        return (os._exit, (3,))
