@@ -182,6 +182,7 @@ def makeService(
                 dataDir, db.path, config["store.compression_level"], scorer.detached()
             ),
             reactor,
+            onCommit=db.reportCommit,
         )
         workers.setName("workers")
         workers.setServiceParent(root)

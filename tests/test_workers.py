@@ -13,17 +13,19 @@ import sqlite3
 import time
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import DeferredList, gatherResults, inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from mailraven.envelope import Recipient
 from mailraven.policy.scoring import SenderLists, SpamRejected, SpamScorer, train
 from mailraven.spool import Spool, memorySpool
+from mailraven.store.db import openDatabase
 from mailraven.store.files import readMessageFile
+from mailraven.store.integrity import checkIntegrity
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.worker import WorkerSettings
-from mailraven.store.workers import StoreWorkers, WorkerLost
+from mailraven.store.workers import StoreWorkers, WorkerError, WorkerLost
 from tests.test_store import MESSAGE, MessageStoreContract, SQLiteFixture, envelope
 
 
@@ -62,7 +64,11 @@ class WorkerFixture(SQLiteFixture):
         settings = WorkerSettings(self.dataDir, self.db.path, 6, self.scorer)
         kwargs = {"executable": executable} if executable else {}
         self.workers = StoreWorkers(
-            count or self.workerCount, settings, reactor, **kwargs
+            count or self.workerCount,
+            settings,
+            reactor,
+            onCommit=self.db.reportCommit,
+            **kwargs,
         )
         self.workers.startService()
         self.addCleanup(self.workers.stopService)
@@ -101,6 +107,54 @@ class WorkerTests(WorkerFixture, TestCase):
         self.assertEqual(self.workers._workers, [])
         for pid in pids:
             self.assertRaises(ProcessLookupError, os.kill, pid, 0)
+
+    @inlineCallbacks
+    def test_theWorkerCommitsTheRowsOfConcurrentMessagesTogether(self):
+        self.startWorkers(count=1)
+        yield self.ready()
+        del self.commits[:]  # the fixture's own writes
+        ids = yield gatherResults(
+            [
+                self.store.deliver(
+                    envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
+                )
+                for _ in range(40)
+            ]
+        )
+        self.assertEqual(len(set(ids)), 40)
+        self.assertEqual(sum(self.commits), 40)
+        self.assertLess(len(self.commits), 40, "no two messages shared a commit")
+        conn = sqlite3.connect(self.db.path)
+        self.assertEqual(
+            conn.execute("SELECT count(*) FROM messages").fetchone(), (40,)
+        )
+        self.assertEqual(
+            conn.execute("SELECT count(*) FROM search_docs").fetchone(), (40,)
+        )
+        self.assertEqual(self.files.used, 0)
+
+    @inlineCallbacks
+    def test_aRowThatFailsInTheWorkerFailsOnlyItsMessageAndLeavesNoFile(self):
+        self.startWorkers(count=1)
+        yield self.ready()
+        good, ghost = yield DeferredList(
+            [
+                self.store.deliver(
+                    envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
+                ),
+                # user 99 does not exist: its row fails after its file was written
+                self.store.deliver(
+                    envelope(Recipient("ghost@example.test", 99)), memorySpool(MESSAGE)
+                ),
+            ],
+            consumeErrors=True,
+        )
+        self.assertTrue(good[0])
+        self.assertFalse(ghost[0])
+        ghost[1].trap(WorkerError)
+        self.assertIn("IntegrityError", ghost[1].getErrorMessage())
+        report = checkIntegrity(openDatabase(self.db.path), self.dataDir)
+        self.assertEqual((report.messages, report.orphans, report.damage), (1, [], []))
 
     @inlineCallbacks
     def test_spilledSpoolIsHandedOverAndRemovedByTheWorker(self):

@@ -13,7 +13,6 @@ import os
 import queue
 import sqlite3
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -24,8 +23,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from mailraven.store.files import fsyncDirectory
-from mailraven.store.schema import migrate
+from mailraven.store.sqlite import commitBatch, connect, openDatabase
+
+__all__ = ["Database", "connect", "openDatabase"]
 
 T = TypeVar("T")
 _STOP = object()
@@ -38,28 +38,6 @@ class WriteRequest:
     result: Deferred
     syncDirectory: str | None = None
     onFailure: Callable[[], None] | None = None
-
-
-def connect(path: str, readOnly: bool = False) -> sqlite3.Connection:
-    """A connection with the settings every MailRaven connection must use."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA busy_timeout = 10000")
-    conn.execute("PRAGMA foreign_keys = ON")
-    if readOnly:
-        conn.execute("PRAGMA query_only = ON")
-    else:
-        conn.execute("PRAGMA journal_mode = WAL")
-        # FULL: a commit is on stable storage before we answer 250.
-        conn.execute("PRAGMA synchronous = FULL")
-    return conn
-
-
-def openDatabase(path: str) -> sqlite3.Connection:
-    """Open (creating and migrating if needed) the database for synchronous use."""
-    conn = connect(path)
-    migrate(conn)
-    return conn
 
 
 def _lowerPriority(nice: int) -> None:
@@ -181,23 +159,16 @@ class Database(Service):
         self._reactor.callFromThread(self._stopped.callback, None)
 
     def _commitBatch(self, conn: sqlite3.Connection, batch: list[WriteRequest]) -> None:
-        results: list[Any] = []
-        started = time.monotonic()
-        try:
-            for directory in {r.syncDirectory for r in batch if r.syncDirectory}:
-                fsyncDirectory(directory)
-            conn.execute("BEGIN IMMEDIATE")
-            for request in batch:
-                results.append(self._runIsolated(conn, request.work))
-            conn.execute("COMMIT")
-        except Exception:
-            failure = Failure()
-            self.log.failure("group commit of {n} items failed", failure, n=len(batch))
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            results = [failure] * len(batch)
-        if self._onCommit is not None:
-            self._onCommit(time.monotonic() - started, len(batch))
+        results, seconds, failed = commitBatch(
+            conn,
+            self.path,
+            [request.work for request in batch],
+            {r.syncDirectory for r in batch if r.syncDirectory},
+            Failure,
+        )
+        if failed is not None:
+            self.log.failure("group commit of {n} items failed", failed, n=len(batch))
+        self.reportCommit(seconds, len(batch))
         for request, result in zip(batch, results, strict=True):
             if isinstance(result, Failure) and request.onFailure is not None:
                 try:
@@ -207,17 +178,10 @@ class Database(Service):
         # One wake-up of the reactor for the whole batch.
         self._reactor.callFromThread(_fire, batch, results)
 
-    @staticmethod
-    def _runIsolated(conn: sqlite3.Connection, work: Callable) -> Any:
-        conn.execute("SAVEPOINT item")
-        try:
-            result = work(conn)
-        except Exception:
-            conn.execute("ROLLBACK TO item")
-            conn.execute("RELEASE item")
-            return Failure()
-        conn.execute("RELEASE item")
-        return result
+    def reportCommit(self, seconds: float, items: int) -> None:
+        """A group commit took C{seconds} (here, or in a store worker)."""
+        if self._onCommit is not None:
+            self._onCommit(seconds, items)
 
 
 def _fire(batch: list[WriteRequest], results: list[Any]) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any, Callable
 
 from twisted.internet.defer import Deferred
@@ -17,8 +15,9 @@ from mailraven.interfaces import IMessageStore
 from mailraven.policy.scoring import SenderLists, SpamRejected, loadSenderLists
 from mailraven.spool import Spool
 from mailraven.store.db import Database
-from mailraven.store.files import newMessageId, readMessageFile, removeMessageFile
+from mailraven.store.files import readMessageFile, removeMessageFile
 from mailraven.store.prepare import PreparedMessage, prepareMessage
+from mailraven.store.rows import insertMessage, utcNow
 
 MAILBOXES = ("inbox", "archive", "junk", "trash", "sent")
 _ENTRY_COLUMNS = """
@@ -88,11 +87,13 @@ class SQLiteMessageStore:
         )
 
     def _fromWorker(
-        self, prepared: PreparedMessage, envelope: Envelope, committed: Deferred
+        self, answer: tuple[str, float], envelope: Envelope, committed: Deferred
     ) -> None:
+        """The worker committed the message's rows: C{answer} is (id, score)."""
+        messageId, spamScore = answer
         if self._scorer is not None and envelope.outbound is None:
-            self._scorer.observe(prepared.spamScore)
-        self._queueRows(replace(prepared, envelope=envelope), committed)
+            self._scorer.observe(spamScore)
+        committed.callback(messageId)
 
     def _workerFailed(
         self, failure: Failure, envelope: Envelope, committed: Deferred
@@ -104,7 +105,7 @@ class SQLiteMessageStore:
     def _queueRows(self, prepared: PreparedMessage, committed: Deferred) -> None:
         """Hand the rows to the writer (any thread); it fires C{committed}."""
         self._db.write(
-            lambda conn: _insertMessage(conn, prepared),
+            lambda conn: insertMessage(conn, prepared),
             prepared.stored.directory,
             lambda: removeMessageFile(self._dataDir, prepared.stored.relpath),
             result=committed,
@@ -183,11 +184,6 @@ class SQLiteMessageStore:
         return self.updateFlags(entryId, userId, {"mailbox": "trash"})
 
 
-def utcNow() -> str:
-    """The timestamp format of every *_at column: sorts as text."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
 def _entry(row: Any) -> dict[str, Any]:
     entry = dict(row)
     entry["read_state"] = bool(entry["read_state"])
@@ -196,89 +192,3 @@ def _entry(row: Any) -> dict[str, Any]:
     entry["attachments"] = json.loads(entry["attachments"])
     del entry["path"]
     return entry
-
-
-def _insertMessage(conn: Any, prepared: PreparedMessage) -> str:
-    envelope, meta, stored = prepared.envelope, prepared.metadata, prepared.stored
-    receivedAt = envelope.receivedAt.isoformat(timespec="microseconds")
-    conn.execute(
-        "INSERT INTO messages (id, path, size, stored_size, sha256, received_at,"
-        " mail_from, rcpt_to, helo, peer_ip, header_from, header_to, subject, date,"
-        " message_id, snippet, attachments, has_attachments, auth_results,"
-        " spam_score) VALUES (" + ", ".join("?" * 20) + ")",
-        (
-            prepared.messageId,
-            stored.relpath,
-            stored.size,
-            stored.storedSize,
-            stored.sha256,
-            receivedAt,
-            envelope.mailFrom,
-            json.dumps([r.address for r in envelope.recipients]),
-            envelope.helo,
-            envelope.peerIP,
-            meta.headerFrom,
-            meta.headerTo,
-            meta.subject,
-            meta.date,
-            meta.messageId,
-            meta.snippet,
-            json.dumps(meta.attachments),
-            bool(meta.attachments),
-            json.dumps(envelope.auth.asDict()) if envelope.auth is not None else None,
-            prepared.spamScore,
-        ),
-    )
-    conn.executemany(
-        "INSERT INTO mailbox_entries (id, message_id, user_id, recipient, mailbox,"
-        " read_state, received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                newMessageId(),
-                prepared.messageId,
-                r.userId,
-                r.address,
-                (prepared.mailboxes or {}).get(r.userId, envelope.mailbox),
-                envelope.seen,
-                receivedAt,
-                receivedAt,
-            )
-            for r in envelope.recipients
-        ],
-    )
-    docId = conn.execute(
-        "INSERT INTO search_docs (message_id) VALUES (?)", (prepared.messageId,)
-    ).lastrowid
-    conn.execute(
-        "INSERT INTO message_search (rowid, owners, sender, recipients, subject,"
-        " body) VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            docId,
-            " ".join(f"u{r.userId}" for r in envelope.recipients),
-            f"{meta.headerFrom} {envelope.mailFrom}",
-            " ".join([meta.headerTo] + [r.address for r in envelope.recipients]),
-            meta.subject,
-            meta.text,
-        ),
-    )
-    if envelope.outbound:
-        queueId = newMessageId()
-        conn.execute(
-            "INSERT INTO outbound_queue (id, user_id, message_id, mail_from, rcpt_to,"
-            " created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                queueId,
-                envelope.recipients[0].userId,
-                prepared.messageId,
-                envelope.mailFrom,
-                json.dumps(envelope.outbound),
-                receivedAt,
-                receivedAt,
-            ),
-        )
-        conn.executemany(
-            "INSERT OR IGNORE INTO outbound_recipients (queue_id, rcpt, updated_at)"
-            " VALUES (?, ?, ?)",
-            [(queueId, rcpt, receivedAt) for rcpt in envelope.outbound],
-        )
-    return prepared.messageId

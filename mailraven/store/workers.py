@@ -1,9 +1,10 @@
 """The server's side of the store worker processes (L{mailraven.store.worker}).
 
-Each received message's preparation (metadata, spam verdict, gzip, write,
-fdatasync) runs in one of C{store.workers} child processes; the rows still
-go to the server's single writer thread, so group commit, the search index
-in the same transaction and every other write path stay as they are.
+Each received message is stored by one of C{store.workers} child processes:
+metadata, spam verdict, gzip, write, fdatasync, and the commit of its rows
+(search index included) in that worker's group commit. The server process
+keeps the SMTP sessions and, for everything else it writes (API, queue,
+users), its own writer thread; all writers share one lock (store/sqlite.py).
 
 Nothing waits on a worker that is not there: until a worker has said it is
 ready, and after all of them are gone, L{StoreWorkers.available} is false and
@@ -19,7 +20,7 @@ import itertools
 import os
 import pickle
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -88,6 +89,9 @@ class _Worker(ProcessProtocol):
             self.ready = self.started = True
             self._pool._workerReady(self, message[1])
             return
+        if message[0] == "commit":
+            self._pool.onCommit(message[1], message[2])
+            return
         result = self.pending.pop(message[1], None)
         if result is None:
             self.log.error(
@@ -95,7 +99,7 @@ class _Worker(ProcessProtocol):
             )
             return
         if message[0] == "ok":
-            result.callback(message[2])
+            result.callback((message[2], message[3]))  # message id, spam score
         elif message[0] == "spam":
             result.errback(SpamRejected(message[2], message[3]))
         else:
@@ -135,8 +139,10 @@ class StoreWorkers(Service):
         settings: WorkerSettings,
         reactor: Any,
         executable: str = sys.executable,
+        onCommit: Callable[[float, int], None] = lambda seconds, items: None,
     ) -> None:
         self.count = count
+        self.onCommit = onCommit
         self.settings = settings
         self.stopping = False
         self._reactor = reactor
