@@ -251,7 +251,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "store": {
         "threads": Key(_positiveInt, 2, "threads compressing and fsyncing messages"),
-        "workers": Key(_int, 2, "processes preparing messages; 0 = on the threads"),
+        "workers": Key(_int, 4, "processes preparing messages; 0 = on the threads"),
         "compression_level": Key(_int, 6, "gzip level 1..9 for message files"),
         "disk_warn_percent": Key(_percent, 80.0, "log a warning above this"),
         "disk_reject_percent": Key(_percent, 95.0, "452 4.3.1 for new mail above"),

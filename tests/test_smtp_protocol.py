@@ -15,7 +15,12 @@ from zope.interface import implementer
 from mailraven.metrics import Metrics
 from mailraven.smtp.auth import AuthThrottle
 from mailraven.smtp.recipients import RecipientResolver
-from mailraven.smtp.server import MailRavenSMTPFactory, SMTPSettings
+from mailraven.smtp.server import (
+    MAX_TEXT_LINE,
+    MailRavenSMTPFactory,
+    SMTPSettings,
+    hasLongLine,
+)
 from mailraven.smtp.submission import SubmissionSMTPFactory
 from mailraven.spool import Spool
 from mailraven.testing import FakeDiskGuard, MemoryMessageStore, MemoryUserStore
@@ -653,3 +658,29 @@ class SubmissionProtocolTests(ProtocolTestCase):
         self.sent = 2
         self.send(b"MAIL FROM:<alice@example.test>\r\n")
         self.assertEqual(self.replies(), ["451 4.7.1 Daily sending limit reached"])
+
+
+class LongLineTests(SynchronousTestCase):
+    """hasLongLine agrees with the plain definition (split on LF, measure)."""
+
+    def reference(self, chunk: bytes, limit: int) -> bool:
+        return max(map(len, chunk.split(b"\n"))) >= limit
+
+    def test_boundaries(self):
+        for length in (0, 1, 998, 999, 1000, 1001, 1999, 2000, 2001, 5000):
+            for before in (b"", b"ab\r\n", b"x" * 700 + b"\r\n"):
+                for after in (b"", b"\r\n", b"\r\nshort\r\n"):
+                    chunk = before + b"y" * length + after
+                    self.assertEqual(
+                        hasLongLine(chunk, MAX_TEXT_LINE),
+                        self.reference(chunk, MAX_TEXT_LINE),
+                        (len(before), length, after),
+                    )
+
+    def test_manyShortLinesAndOneLongOneAnywhere(self):
+        base = b"".join(b"%075d\r\n" % i for i in range(900))
+        self.assertFalse(hasLongLine(base, MAX_TEXT_LINE))
+        for at in range(0, len(base), 4099):
+            cut = base.find(b"\n", at) + 1
+            chunk = base[:cut] + b"z" * 999 + b"\r\n" + base[cut:]
+            self.assertTrue(hasLongLine(chunk, MAX_TEXT_LINE), at)

@@ -550,7 +550,7 @@ class MailRavenESMTP(smtp.ESMTP):
         self._atLineStart = True
         if transaction.failure is not None:
             return
-        if max(map(len, chunk.split(b"\n"))) >= MAX_TEXT_LINE:
+        if hasLongLine(chunk, MAX_TEXT_LINE):
             self._failMessage(
                 500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6)", "line_too_long"
             )
@@ -739,3 +739,23 @@ class MailRavenSMTPFactory(smtp.SMTPFactory):
     def _abortAll(self) -> None:
         for proto in list(self.sessions):
             proto.transport.abortConnection()
+
+
+def hasLongLine(chunk: bytes, limit: int) -> bool:
+    """
+    Whether a line of C{chunk} (CR included, LF not) is C{limit} octets or
+    longer. Splitting 64 KB of base64 into its ~900 lines was an eighth of the
+    reactor's time for such mail; this looks only at every (limit/2)-octet
+    block: a line that long must contain one whole block without an LF.
+    """
+    step = max(1, limit // 2)
+    find = chunk.find
+    if len(chunk) < limit:
+        return False
+    for start in range(0, len(chunk) - step + 1, step):
+        if find(b"\n", start, start + step) < 0:
+            lineStart = chunk.rfind(b"\n", 0, start) + 1
+            lineEnd = find(b"\n", start)
+            if (len(chunk) if lineEnd < 0 else lineEnd) - lineStart >= limit:
+                return True
+    return False
