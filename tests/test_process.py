@@ -40,6 +40,23 @@ def deliverLoop(port: int, recorded: dict, stop: threading.Event, errors: list) 
             time.sleep(0.05)
 
 
+def storeWorkersOf(serverPid: int) -> list[int]:
+    """Live store worker processes started by the server C{serverPid}."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read().split(b"\0")
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if f"MAILRAVEN_STORE_SERVER_PID={serverPid}".encode() in environ:
+            if state != "Z":
+                found.append(int(pid))
+    return found
+
+
 class CrashTests(SynchronousTestCase):
     def setUp(self):
         self.dir = os.path.abspath(self.mktemp())
@@ -76,11 +93,16 @@ class CrashTests(SynchronousTestCase):
         deadline = time.monotonic() + 30
         while len(recorded) < 150 and time.monotonic() < deadline:
             time.sleep(0.05)
+        workers = storeWorkersOf(server.proc.pid)
+        self.assertEqual(len(workers), 4)
         server.kill()  # mid-run: clients are in every state of the dialogue
         stop.set()
         for client in clients:
             client.join(30)
         self.assertGreaterEqual(len(recorded), 150)
+        # The kernel ended the workers with the server: none can commit a
+        # row after the restart's start-up check moved its file aside.
+        self.assertEqual(storeWorkersOf(server.proc.pid), [])
 
         server = self.start()  # start-up integrity check passes
         dataDir = os.path.join(self.dir, "data")

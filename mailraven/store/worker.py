@@ -12,12 +12,14 @@ Started by L{mailraven.store.workers.StoreWorkers} as ``python -m
 mailraven.store.worker``. It speaks length-prefixed pickles on stdin and
 stdout (both ends are our own code) and exits at the end of its input. It
 ignores SIGINT and SIGTERM: the server decides when it stops, after the
-messages in flight; a server that dies closes the pipe, and the worker exits.
+messages in flight; when the server dies the kernel kills the worker too
+(L{dieWithTheServer}).
 It imports nothing of Twisted, so it starts in a fraction of a second.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 import pickle
@@ -192,9 +194,30 @@ def _joined(path: str | None, tail: bytes) -> bytes:
         os.unlink(path)
 
 
+SERVER_PID = "MAILRAVEN_STORE_SERVER_PID"
+PR_SET_PDEATHSIG = 1
+
+
+def dieWithTheServer() -> None:
+    """
+    Linux: the kernel SIGKILLs this worker the moment the server dies. A
+    server that was SIGKILLed and restarted at once moves files without rows
+    to lost+found at start; a worker of the old server that went on to
+    commit rows for such a file afterwards would leave rows without files.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return  # not Linux: the closed pipe still ends the worker
+    if os.getppid() != int(os.environ.get(SERVER_PID, os.getppid())):
+        os._exit(0)  # the server died before we asked
+
+
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    dieWithTheServer()
     results = os.dup(1)
     os.dup2(2, 1)  # a stray print goes to the log, never into the results
     reader = FrameReader(0)
@@ -215,4 +238,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # the server is gone; what we committed stays
+        sys.exit(0)

@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 
 import mailraven
 from mailraven.policy.scoring import SpamRejected
-from mailraven.store.worker import HEADER, WorkerSettings, encodeFrame
+from mailraven.store.worker import HEADER, SERVER_PID, WorkerSettings, encodeFrame
 
 RESTART_DELAY = 1.0
 MAX_START_FAILURES = 3  # deaths in a row before ever saying ready
@@ -188,6 +188,7 @@ class StoreWorkers(Service):
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (root, env.get("PYTHONPATH")) if p
         )
+        env[SERVER_PID] = str(os.getpid())
         try:
             self._reactor.spawnProcess(
                 worker,
