@@ -40,6 +40,11 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=r,
         )
+        self.storeWorkersReady = Gauge(
+            "mailraven_store_workers_ready",
+            "Store worker processes ready to take messages",
+            registry=r,
+        )
         self.diskUsedRatio = Gauge(
             "mailraven_disk_used_ratio", "Used fraction of the data volume", registry=r
         )

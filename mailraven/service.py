@@ -183,6 +183,7 @@ def makeService(
             ),
             reactor,
             onCommit=db.reportCommit,
+            readyGauge=metrics.storeWorkersReady,
         )
         workers.setName("workers")
         workers.setServiceParent(root)
@@ -298,6 +299,7 @@ def makeService(
             "backup": backups.health,
             "dnsbl": policy.health,
             "tls": certificates.health,
+            **({"workers": workers.health} if workers is not None else {}),
         },
     )
     api = MultiService()

@@ -45,8 +45,9 @@ class HealthAndMetricsTests(TestCase):
         self.assertEqual(body["status"], "ok")
         self.assertEqual(
             set(body["checks"]),
-            {"store", "disk", "listeners", "backup", "dnsbl", "tls"},
+            {"store", "disk", "listeners", "backup", "dnsbl", "tls", "workers"},
         )
+        self.assertEqual(body["checks"]["workers"]["configured"], 4)
         self.assertEqual(body["checks"]["listeners"]["status"], "ok")
         [served] = body["checks"]["tls"]["certificates"]
         self.assertEqual(

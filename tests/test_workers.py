@@ -243,6 +243,10 @@ class WorkerTests(WorkerFixture, TestCase):
         yield self.ready()
         [replacement] = self.workers._workers
         self.assertNotEqual(replacement.transport.pid, oldPid)
+        self.assertEqual(
+            self.workers.health(),
+            {"status": "ok", "configured": 1, "ready": 1, "ended_unexpectedly": 1},
+        )
         used = self.files.used
         yield self.store.deliver(
             envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
@@ -255,6 +259,15 @@ class WorkerTests(WorkerFixture, TestCase):
         self.workers.restartDelay = 0.05
         yield until(lambda: self.workers.gaveUp)
         self.assertFalse(self.workers.available())
+        self.assertEqual(
+            self.workers.health(),
+            {
+                "status": "degraded",
+                "configured": 1,
+                "ready": 0,
+                "ended_unexpectedly": 3,
+            },
+        )
         messageId = yield self.store.deliver(
             envelope(Recipient("alice@example.test", 1)), memorySpool(MESSAGE)
         )

@@ -140,9 +140,12 @@ class StoreWorkers(Service):
         reactor: Any,
         executable: str = sys.executable,
         onCommit: Callable[[float, int], None] = lambda seconds, items: None,
+        readyGauge: Any = None,
     ) -> None:
         self.count = count
         self.onCommit = onCommit
+        self._readyGauge = readyGauge
+        self.deaths = 0
         self.settings = settings
         self.stopping = False
         self._reactor = reactor
@@ -202,14 +205,33 @@ class StoreWorkers(Service):
             return
         self._workers.append(worker)
 
+    def health(self) -> dict:
+        """For /health: degraded once the workers were given up on."""
+        return {
+            "status": "degraded" if self.gaveUp else "ok",
+            "configured": self.count,
+            "ready": self._ready(),
+            "ended_unexpectedly": self.deaths,
+        }
+
+    def _ready(self) -> int:
+        return sum(w.ready for w in self._workers)
+
+    def _countReady(self) -> None:
+        if self._readyGauge is not None:
+            self._readyGauge.set(self._ready())
+
     def _workerReady(self, worker: _Worker, pid: int) -> None:
+        self._countReady()
         self._startFailures = 0
         self.log.info("store worker {pid} ready", pid=pid, event="store_worker_ready")
 
     def _workerEnded(self, worker: _Worker, reason: Failure) -> None:
         self._workers.remove(worker)
+        self._countReady()
         if self.stopping or not self.running:
             return
+        self.deaths += 1
         if not worker.started:
             self._startFailures += 1
         self.log.error(
