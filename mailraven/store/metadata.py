@@ -87,10 +87,12 @@ def _header(message: Message, name: str) -> str:
     value = message.get(name)
     if value is None:
         return ""
-    try:
-        text = str(make_header(decode_header(str(value))))
-    except Exception:  # undecodable encoded-words: keep the raw text
-        text = str(value)
+    text = str(value)
+    if "=?" in text:  # RFC 2047 encoded words; plain text is kept as it is
+        try:
+            text = str(make_header(decode_header(text)))
+        except Exception:  # undecodable encoded-words: keep the raw text
+            pass
     return _SPACES.sub(" ", text).strip()
 
 
