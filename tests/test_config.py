@@ -65,6 +65,14 @@ class ConfigTests(SynchronousTestCase):
             ConfigError, load, self.write("[tls]\ncert_file = 'x'\n"), environ={}
         )
         self.assertIn("tls.key_file", str(e))
+        for workers in ("-1", "65", "two"):
+            e = self.assertRaises(
+                ConfigError, load, None, environ={"MAILRAVEN_STORE_WORKERS": workers}
+            )
+            self.assertIn("store.workers", str(e))
+        self.assertEqual(
+            load(environ={"MAILRAVEN_STORE_WORKERS": "0"})["store.workers"], 0
+        )
         e = self.assertRaises(ConfigError, load, self.write("[smtp\n"), environ={})
         self.assertIn("not valid TOML", str(e))
 
