@@ -79,6 +79,25 @@ def https(port: int) -> None:
     print(f"HTTPS /health: {body['status']}")
 
 
+def workers(port: int) -> None:
+    """Every store worker process started and took mail (no thread fallback)."""
+    deadline = time.monotonic() + 20
+    while True:
+        check = _json(f"http://127.0.0.1:{port}/health")["checks"]["workers"]
+        if check["status"] == "ok" and check["ready"] == check["configured"]:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"store workers not ready: {check}")
+        time.sleep(0.5)
+    print(f"store workers ready: {check['ready']} of {check['configured']}")
+
+
 if __name__ == "__main__":
     command, port = sys.argv[1], int(sys.argv[2])
-    {"banner": banner, "deliver": deliver, "read": read, "https": https}[command](port)
+    {
+        "banner": banner,
+        "deliver": deliver,
+        "read": read,
+        "https": https,
+        "workers": workers,
+    }[command](port)

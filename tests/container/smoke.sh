@@ -109,6 +109,7 @@ echo "container-smoke-password" | podman exec -i mrsmoke1 mailraven \
 python3 "$here/check.py" deliver "$smtp" || die "deliver"
 python3 "$here/check.py" read "$api" || die "read back"
 python3 "$here/check.py" https "$https" || die "HTTPS on 443"
+python3 "$here/check.py" workers "$api" || die "store workers in the image"
 healthy mrsmoke1
 
 step "SIGTERM within 10 s, exit 0"
