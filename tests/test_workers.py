@@ -56,7 +56,6 @@ def until(predicate, timeout=30.0, step=0.05):
 
 class WorkerFixture(SQLiteFixture):
     workerCount = 2
-    executable = None
     scorer = None
 
     def startWorkers(self, count=None, executable=None):

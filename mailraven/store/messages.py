@@ -83,7 +83,7 @@ class SQLiteMessageStore:
             self._fromWorker,
             self._workerFailed,
             callbackArgs=(envelope, committed),
-            errbackArgs=(envelope, committed),
+            errbackArgs=(committed,),
         )
 
     def _fromWorker(
@@ -95,9 +95,7 @@ class SQLiteMessageStore:
             self._scorer.observe(spamScore)
         committed.callback(messageId)
 
-    def _workerFailed(
-        self, failure: Failure, envelope: Envelope, committed: Deferred
-    ) -> None:
+    def _workerFailed(self, failure: Failure, committed: Deferred) -> None:
         if self._scorer is not None and failure.check(SpamRejected):
             self._scorer.observe(failure.value.score)
         committed.errback(failure)
