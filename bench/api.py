@@ -12,6 +12,7 @@
    the medians.
 
 Usage: python3 bench/api.py [--messages 100000] [--requests 400] [--clients 4]
+       [--seeded DIR]   (a copy of DIR, seeded before with --seed-only DIR N)
 """
 
 from __future__ import annotations
@@ -217,16 +218,20 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--seeded", help="copy this seeded data dir instead")
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="mailraven-api-bench-")
     dataDir = os.path.join(work, "data")
-    print(f"seeding {args.messages} messages ...", flush=True)
-    started = time.monotonic()
-    subprocess.run(
-        [sys.executable, __file__, "--seed-only", dataDir, str(args.messages)],
-        check=True,
-    )
-    print(f"seeded in {time.monotonic() - started:.0f} s", flush=True)
+    if args.seeded:
+        shutil.copytree(args.seeded, dataDir)
+    else:
+        print(f"seeding {args.messages} messages ...", flush=True)
+        started = time.monotonic()
+        subprocess.run(
+            [sys.executable, __file__, "--seed-only", dataDir, str(args.messages)],
+            check=True,
+        )
+        print(f"seeded in {time.monotonic() - started:.0f} s", flush=True)
     server = Server(work, dataDir)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", server.api, timeout=60)

@@ -41,7 +41,9 @@ def deliver(port: int, messages: list[tuple[str, str]], rcpt="alice@example.test
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
         for n, (subject, body) in enumerate(messages):
             raw = ATTACHED.format(subject=subject, body=body, n=n).encode()
-            client.sendmail("bob@example.org", [rcpt], raw)
+            client.sendmail(
+                "bob@example.org", rcpt if isinstance(rcpt, list) else [rcpt], raw
+            )
 
 
 class APIClient:
@@ -312,6 +314,21 @@ class MobileAPITests(TestCase):
             self.assertEqual(found["query"], hostile)
         found = yield self.api.json("GET", "/messages/search", q="meeting @ 3pm")
         self.assertEqual(subjects(found), ["Quarterly budget"])
+        # one message to two accounts: each finds it, and only its own entry
+        yield self.deliver(
+            [("Shared plan", "zeppelin")],
+            rcpt=["alice@example.test", "carol@example.test"],
+        )
+        found = yield self.api.json("GET", "/messages/search", q="zeppelin")
+        self.assertEqual(subjects(found), ["Shared plan"])
+        self.assertEqual(found["total_matches"], 1)
+        aliceEntry = found["results"][0]["id"]
+        yield self.api.login("carol@example.test")
+        found = yield self.api.json("GET", "/messages/search", q="zeppelin")
+        self.assertEqual(subjects(found), ["Shared plan"])
+        self.assertNotEqual(found["results"][0]["id"], aliceEntry)
+        found = yield self.api.json("GET", "/messages/search", q="budget")
+        self.assertEqual(subjects(found), ["Budget secret"])
 
     @inlineCallbacks
     def test_rankingWindowCoversTheNewestMatchesAndCountsAll(self):

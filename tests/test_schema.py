@@ -11,6 +11,7 @@ from mailraven.api.queries import search
 from mailraven.api.search import parseQuery
 from mailraven.store.db import connect
 from mailraven.store.schema import SCHEMA_VERSION, SchemaTooNew, migrate
+from mailraven.store.searchkeys import searchRowid
 
 BEFORE_CONTENTLESS = 7  # the last schema whose search index stored the text
 
@@ -94,3 +95,82 @@ class ContentlessIndexMigrationTests(TestCase):
         migrate(self.conn)
         self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
         self.assertRaises(SchemaTooNew, migrate, self.conn)
+
+
+BEFORE_PER_ACCOUNT = 8  # the last schema with one index document per message
+
+
+class PerAccountIndexMigrationTests(TestCase):
+    """Schema 9 rebuilds the contentless index from its own token instances,
+    one document per account, in the account's rowid range."""
+
+    def setUp(self) -> None:
+        self.conn = connect(os.path.join(self.mktemp() + ".sqlite"))
+        self.addCleanup(self.conn.close)
+        migrate(self.conn, BEFORE_PER_ACCOUNT)
+        for userId in (1, 2):
+            self.conn.execute(
+                "INSERT INTO users (id, email, password_hash, created_at)"
+                " VALUES (?, ?, 'x', 'now')",
+                (userId, f"u{userId}@example.test"),
+            )
+        self.budget = self._message(1, "u1 u2", "Budget", "the Büdget report is late")
+        self.lunch = self._message(2, "u2", "Lunch", "pizza on friday, budget")
+
+    def _message(self, n: int, owners: str, subject: str, body: str) -> str:
+        """A message as schema 8 indexed it: owners as terms, rowid = doc id."""
+        messageId, at = f"m{n:04}", f"2026-11-{n:02}T10:00:00.000000+00:00"
+        self.conn.execute(
+            "INSERT INTO messages (id, path, size, stored_size, sha256, received_at,"
+            " mail_from, rcpt_to, subject) VALUES (?, 'p', 1, 1, 's', ?, 'a@x', '[]',"
+            " ?)",
+            (messageId, at, subject),
+        )
+        for owner in owners.split():
+            self.conn.execute(
+                "INSERT INTO mailbox_entries (id, message_id, user_id, recipient,"
+                " received_at, updated_at) VALUES (?, ?, ?, 'r@example.test', ?, ?)",
+                (f"e{n}{owner}", messageId, int(owner[1:]), at, at),
+            )
+        docId = self.conn.execute(
+            "INSERT INTO search_docs (message_id) VALUES (?)", (messageId,)
+        ).lastrowid
+        self.conn.execute(
+            "INSERT INTO message_search (rowid, owners, sender, recipients, subject,"
+            " body) VALUES (?, ?, 'dana@sender.example', 'r@example.test', ?, ?)",
+            (docId, owners, subject, body),
+        )
+        return messageId
+
+    def _found(self, userId: int, text: str) -> list[str]:
+        found = search(self.conn, userId, parseQuery(text), 20, 0)
+        return sorted(r["id"] for r in found["results"])
+
+    def test_eachAccountFindsOnlyItsOwnMail(self) -> None:
+        migrate(self.conn)
+        self.assertEqual(self._found(1, "budget"), ["e1u1"])
+        self.assertEqual(self._found(2, "budget"), ["e1u2", "e2u2"])
+        self.assertEqual(self._found(1, "pizza"), [])
+        self.assertEqual(self._found(2, "from:dana@sender.example"), ["e1u2", "e2u2"])
+        self.assertEqual(self._found(2, "budget after:2026-11-02"), ["e2u2"])
+
+    def test_positionsSurviveSoPhrasesStillMatch(self) -> None:
+        migrate(self.conn)
+        self.assertEqual(self._found(2, '"budget report"'), ["e1u2"])
+        self.assertEqual(self._found(2, '"report budget"'), [])
+        self.assertEqual(self._found(2, '"friday budget"'), ["e2u2"])
+
+    def test_documentsLieInTheirAccountsRanges(self) -> None:
+        migrate(self.conn)
+        rowids = [r[0] for r in self.conn.execute("SELECT rowid FROM message_search")]
+        self.assertEqual(
+            sorted(rowids), [searchRowid(1, 1), searchRowid(2, 1), searchRowid(2, 2)]
+        )
+        columns = [r[1] for r in self.conn.execute("PRAGMA table_info(message_search)")]
+        self.assertEqual(columns, ["sender", "recipients", "subject", "body"])
+        # the migration's helper table lived in temp and is gone
+        self.assertIsNone(
+            self.conn.execute(
+                "SELECT name FROM sqlite_temp_master WHERE name = 'old_terms'"
+            ).fetchone()
+        )

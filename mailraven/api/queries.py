@@ -12,6 +12,7 @@ from typing import Any
 
 from mailraven.api.search import SearchQuery
 from mailraven.store.messages import utcNow
+from mailraven.store.searchkeys import accountRange, docIdSql
 
 TOKEN_LIFETIME = timedelta(days=7)
 
@@ -170,41 +171,43 @@ def search(
     window: int | None = None,
 ) -> dict[str, Any]:
     """
-    BM25 over sender, recipients, subject, body. The user's own messages are
-    selected inside FTS5 (the `owners` column), so a common word costs one pass
-    over its posting list in C, not a join per match. Relevance is relative to
-    the best match of the whole result (1.0): pages compare, and tiny corpora,
-    where BM25's IDF collapses towards 0, still rank sensibly.
+    BM25 over sender, recipients, subject, body. The account's own documents
+    are a rowid range of the index (L{mailraven.store.searchkeys}), so FTS5
+    seeks to them in each posting list and BM25's statistics never count the
+    account's other mail. Relevance is relative to the best match of the whole
+    result (1.0): pages compare, and tiny corpora, where BM25's IDF collapses
+    towards 0, still rank sensibly.
     """
     if query.nothing:
         return {"results": [], "count": 0, "total_matches": 0}
     if not query.match or query.before or query.after:
         return _searchWithDates(conn, userId, query, limit, offset)
-    match = f'owners : "u{userId}" AND ({query.match})'
+    first, last = accountRange(userId)
     (total,) = conn.execute(
-        "SELECT count(*) FROM message_search WHERE message_search MATCH ?", (match,)
+        "SELECT count(*) FROM message_search WHERE message_search MATCH ?"
+        " AND rowid BETWEEN ? AND ?",
+        (query.match, first, last),
     ).fetchone()
     # BM25 needs every candidate's column sizes: rank the newest
-    # SEARCH_WINDOW matches (FTS rowids grow with arrival), count them all.
+    # SEARCH_WINDOW matches (rowids grow with arrival), count them all.
     window = SEARCH_WINDOW if window is None else window
-    floor = 0
     if total > window:
-        (floor,) = conn.execute(
+        (first,) = conn.execute(
             "SELECT rowid FROM message_search WHERE message_search MATCH ?"
-            " ORDER BY rowid DESC LIMIT 1 OFFSET ?",
-            (match, window - 1),
+            " AND rowid BETWEEN ? AND ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
+            (query.match, first, last, window - 1),
         ).fetchone()
     ranked = f"SELECT d.message_id, r FROM (SELECT rowid AS doc, {_BM25} AS r"
-    ranked += " FROM message_search WHERE message_search MATCH ? AND rowid >= ?"
-    ranked += " ORDER BY r LIMIT ? OFFSET ?) JOIN search_docs d ON d.id = doc"
-    ranked += " ORDER BY r"
-    page = conn.execute(ranked, (match, floor, limit, offset)).fetchall()
+    ranked += " FROM message_search WHERE message_search MATCH ?"
+    ranked += " AND rowid BETWEEN ? AND ? ORDER BY r LIMIT ? OFFSET ?)"
+    ranked += f" JOIN search_docs d ON d.id = {docIdSql('doc')} ORDER BY r"
+    page = conn.execute(ranked, (query.match, first, last, limit, offset)).fetchall()
     if not page:
         return {"results": [], "count": 0, "total_matches": total}
     if offset == 0:
         best = page[0][1]
     else:
-        best = conn.execute(ranked, (match, floor, 1, 0)).fetchone()[1]
+        best = conn.execute(ranked, (query.match, first, last, 1, 0)).fetchone()[1]
     scores = {messageId: score for messageId, score in page}
     marks = ",".join("?" * len(scores))
     rows = conn.execute(
@@ -219,8 +222,8 @@ def search(
     return _results(rows, [scores[row["file_id"]] for row in rows], best, total)
 
 
-# weights: owners, sender, recipients, subject, body
-_BM25 = "bm25(message_search, 0.0, 4.0, 2.0, 3.0, 1.0)"
+# weights: sender, recipients, subject, body
+_BM25 = "bm25(message_search, 4.0, 2.0, 3.0, 1.0)"
 SEARCH_WINDOW = 2000  # newest matches ranked by BM25; all are counted
 
 
@@ -230,12 +233,17 @@ def _searchWithDates(
     """Dates restrict mailbox entries, so here the join carries the filter."""
     if query.match:
         source = (
-            "message_search JOIN search_docs d ON d.id = message_search.rowid"
+            "message_search JOIN search_docs d"
+            f" ON d.id = {docIdSql('message_search.rowid')}"
             " JOIN mailbox_entries e ON e.message_id = d.message_id"
         )
         rank = _BM25
-        match = f'owners : "u{userId}" AND ({query.match})'
-        where, args = ["message_search MATCH ?", "e.user_id = ?"], [match, userId]
+        where = [
+            "message_search MATCH ?",
+            "message_search.rowid BETWEEN ? AND ?",
+            "e.user_id = ?",
+        ]
+        args = [query.match, *accountRange(userId), userId]
     else:
         source, rank = "mailbox_entries e", "0.0"
         where, args = ["e.user_id = ?"], [userId]

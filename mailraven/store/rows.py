@@ -9,6 +9,7 @@ from typing import Any
 
 from mailraven.store.files import newMessageId
 from mailraven.store.prepare import PreparedMessage
+from mailraven.store.searchkeys import searchRowid
 
 
 def utcNow() -> str:
@@ -67,17 +68,18 @@ def insertMessage(conn: Any, prepared: PreparedMessage) -> str:
     docId = conn.execute(
         "INSERT INTO search_docs (message_id) VALUES (?)", (prepared.messageId,)
     ).lastrowid
-    conn.execute(
-        "INSERT INTO message_search (rowid, owners, sender, recipients, subject,"
-        " body) VALUES (?, ?, ?, ?, ?, ?)",
-        (
-            docId,
-            " ".join(f"u{r.userId}" for r in envelope.recipients),
-            f"{meta.headerFrom} {envelope.mailFrom}",
-            " ".join([meta.headerTo] + [r.address for r in envelope.recipients]),
-            meta.subject,
-            meta.text,
-        ),
+    # one index document per account (see searchkeys): an account's search
+    # then never looks at, nor counts, anyone else's mail
+    owners = dict.fromkeys(r.userId for r in envelope.recipients)
+    sender = f"{meta.headerFrom} {envelope.mailFrom}"
+    recipients = " ".join([meta.headerTo] + [r.address for r in envelope.recipients])
+    conn.executemany(
+        "INSERT INTO message_search (rowid, sender, recipients, subject, body)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [
+            (searchRowid(userId, docId), sender, recipients, meta.subject, meta.text)
+            for userId in owners
+        ],
     )
     if envelope.outbound:
         queueId = newMessageId()

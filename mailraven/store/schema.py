@@ -3,8 +3,54 @@
 from __future__ import annotations
 
 import sqlite3
+from itertools import groupby
+from typing import Callable
 
-MIGRATIONS: list[str] = [
+from mailraven.store.searchkeys import searchRowid
+
+_TOKENIZE = "tokenize = 'unicode61 remove_diacritics 2'"
+_COLUMNS = ("sender", "recipients", "subject", "body")
+
+
+def _perAccountIndex(conn: sqlite3.Connection) -> None:
+    """
+    9: one search document per account, in the account's rowid range
+    (L{mailraven.store.searchkeys}), instead of one per message with the
+    owners as terms. The index is contentless, so its documents are rebuilt
+    from the index itself: fts5vocab lists every token instance (document,
+    column, position), and the tokens of a column in position order,
+    tokenized again, are the same tokens at the same positions.
+    """
+    conn.execute(
+        f"CREATE VIRTUAL TABLE message_search_9 USING fts5({', '.join(_COLUMNS)},"
+        f" content = '', {_TOKENIZE})"
+    )
+    conn.execute(
+        "CREATE VIRTUAL TABLE temp.old_terms"
+        " USING fts5vocab(main, message_search, instance)"
+    )
+    instances = conn.execute(
+        'SELECT doc, col, term FROM temp.old_terms ORDER BY doc, col, "offset"'
+    )
+    insert = (
+        f"INSERT INTO message_search_9 (rowid, {', '.join(_COLUMNS)})"
+        " VALUES (?, ?, ?, ?, ?)"
+    )
+    for doc, terms in groupby(instances, key=lambda row: row[0]):
+        columns: dict[str, list[str]] = {}
+        for _, column, term in terms:
+            columns.setdefault(column, []).append(term)
+        text = [" ".join(columns.get(column, ())) for column in _COLUMNS]
+        owners = [t[1:] for t in columns.get("owners", ()) if t[1:].isdigit()]
+        conn.executemany(
+            insert, [(searchRowid(int(u), doc), *text) for u in dict.fromkeys(owners)]
+        )
+    conn.execute("DROP TABLE temp.old_terms")
+    conn.execute("DROP TABLE message_search")
+    conn.execute("ALTER TABLE message_search_9 RENAME TO message_search")
+
+
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 1: users, messages (one row per stored file), mailbox entries (one per
     # recipient). Text UUID keys (time-ordered) without a rowid: one B-tree per
     # table instead of table + key index, fewer pages written per commit.
@@ -183,6 +229,7 @@ MIGRATIONS: list[str] = [
         SELECT rowid, owners, sender, recipients, subject, body FROM message_text;
     DROP TABLE message_text;
     """,
+    _perAccountIndex,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -205,8 +252,12 @@ def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
     for number in range(current + 1, target + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _statements(MIGRATIONS[number - 1]):
-                conn.execute(statement)
+            step = MIGRATIONS[number - 1]
+            if callable(step):
+                step(conn)
+            else:
+                for statement in _statements(step):
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
             conn.execute("COMMIT")
         except BaseException:
