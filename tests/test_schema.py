@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import sqlite3
 
+from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 
 from mailraven.api.queries import search
 from mailraven.api.search import parseQuery
+from mailraven.startup import databasePath, ensureLayout, prepareDataDir
 from mailraven.store.db import connect
 from mailraven.store.schema import SCHEMA_VERSION, SchemaTooNew, migrate
 from mailraven.store.searchkeys import searchRowid
@@ -174,3 +176,31 @@ class PerAccountIndexMigrationTests(TestCase):
                 "SELECT name FROM sqlite_temp_master WHERE name = 'old_terms'"
             ).fetchone()
         )
+
+
+class UpgradeAtStartTests(TestCase):
+    """An operator sees why nothing listens yet while an old database is
+    being upgraded, and how long it took."""
+
+    def _events(self, dataDir: str) -> list[str]:
+        with capturedLogs() as events:
+            prepareDataDir(dataDir)
+        return [e.get("event") for e in events if e.get("event")]
+
+    def test_oldDatabaseIsUpgradedAndSaysSo(self) -> None:
+        dataDir = self.mktemp()
+        ensureLayout(dataDir)
+        conn = connect(databasePath(dataDir))
+        migrate(conn, BEFORE_PER_ACCOUNT)
+        conn.close()
+        events = self._events(dataDir)
+        self.assertEqual(events[:2], ["schema_upgrade_started", "schema_upgraded"])
+        conn = connect(databasePath(dataDir))
+        self.addCleanup(conn.close)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        self.assertEqual(version, SCHEMA_VERSION)
+
+    def test_newOrCurrentDatabaseSaysNothing(self) -> None:
+        dataDir = self.mktemp()
+        self.assertNotIn("schema_upgrade_started", self._events(dataDir))
+        self.assertNotIn("schema_upgrade_started", self._events(dataDir))
