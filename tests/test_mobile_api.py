@@ -299,6 +299,14 @@ class MobileAPITests(TestCase):
         self.assertEqual(found["total_matches"], 0)
         found = yield self.api.json("GET", "/messages/search", q="after:2000-01-01")
         self.assertEqual(found["total_matches"], 3)
+        found = yield self.api.json(
+            "GET", "/messages/search", q="budget after:2000-01-01"
+        )
+        self.assertEqual(subjects(found), ["Quarterly budget"])
+        found = yield self.api.json(
+            "GET", "/messages/search", q="budget before:2000-01-01"
+        )
+        self.assertEqual((found["results"], found["total_matches"]), ([], 0))
         for hostile in (
             "meeting @ 3pm",
             '"',

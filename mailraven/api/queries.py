@@ -203,34 +203,41 @@ def search(
     """
     if query.nothing:
         return {"results": [], "count": 0, "total_matches": 0}
-    if not query.match or query.before or query.after:
-        return _searchWithDates(conn, userId, query, limit, offset)
+    if not query.match:
+        return _listByDates(conn, userId, query, limit, offset)
     first, last = accountRange(userId)
+    # Dates: each document's arrival is in search_docs (schema 10), one
+    # primary-key lookup per match; no join with the mailbox entries.
+    source, dated, dates = "message_search", "", ()
+    if query.before or query.after:
+        source += f" JOIN search_docs t ON t.id = {docIdSql('message_search.rowid')}"
+        dated = " AND t.received_at >= ? AND t.received_at < ?"
+        dates = (query.after or "", query.before or "~")  # "~" sorts last
+    matching = f"FROM {source} WHERE message_search MATCH ?"
+    matching += f" AND message_search.rowid BETWEEN ? AND ?{dated}"
     (total,) = conn.execute(
-        "SELECT count(*) FROM message_search WHERE message_search MATCH ?"
-        " AND rowid BETWEEN ? AND ?",
-        (query.match, first, last),
+        f"SELECT count(*) {matching}", (query.match, first, last, *dates)
     ).fetchone()
     # BM25 needs every candidate's column sizes: rank the newest
     # SEARCH_WINDOW matches (rowids grow with arrival), count them all.
     window = SEARCH_WINDOW if window is None else window
     if total > window:
         (first,) = conn.execute(
-            "SELECT rowid FROM message_search WHERE message_search MATCH ?"
-            " AND rowid BETWEEN ? AND ? ORDER BY rowid DESC LIMIT 1 OFFSET ?",
-            (query.match, first, last, window - 1),
+            f"SELECT message_search.rowid {matching}"
+            " ORDER BY message_search.rowid DESC LIMIT 1 OFFSET ?",
+            (query.match, first, last, *dates, window - 1),
         ).fetchone()
-    ranked = f"SELECT d.message_id, r FROM (SELECT rowid AS doc, {_BM25} AS r"
-    ranked += " FROM message_search WHERE message_search MATCH ?"
-    ranked += " AND rowid BETWEEN ? AND ? ORDER BY r LIMIT ? OFFSET ?)"
+    ranked = "SELECT d.message_id, r FROM (SELECT message_search.rowid AS doc,"
+    ranked += f" {_BM25} AS r {matching} ORDER BY r LIMIT ? OFFSET ?)"
     ranked += f" JOIN search_docs d ON d.id = {docIdSql('doc')} ORDER BY r"
-    page = conn.execute(ranked, (query.match, first, last, limit, offset)).fetchall()
+    args = (query.match, first, last, *dates)
+    page = conn.execute(ranked, (*args, limit, offset)).fetchall()
     if not page:
         return {"results": [], "count": 0, "total_matches": total}
     if offset == 0:
         best = page[0][1]
     else:
-        best = conn.execute(ranked, (query.match, first, last, 1, 0)).fetchone()[1]
+        best = conn.execute(ranked, (*args, 1, 0)).fetchone()[1]
     scores = {messageId: score for messageId, score in page}
     marks = ",".join("?" * len(scores))
     rows = conn.execute(
@@ -250,26 +257,11 @@ _BM25 = "bm25(message_search, 4.0, 2.0, 3.0, 1.0)"
 SEARCH_WINDOW = 2000  # newest matches ranked by BM25; all are counted
 
 
-def _searchWithDates(
+def _listByDates(
     conn: sqlite3.Connection, userId: int, query: SearchQuery, limit: int, offset: int
 ) -> dict[str, Any]:
-    """Dates restrict mailbox entries, so here the join carries the filter."""
-    if query.match:
-        source = (
-            "message_search JOIN search_docs d"
-            f" ON d.id = {docIdSql('message_search.rowid')}"
-            " JOIN mailbox_entries e ON e.message_id = d.message_id"
-        )
-        rank = _BM25
-        where = [
-            "message_search MATCH ?",
-            "message_search.rowid BETWEEN ? AND ?",
-            "e.user_id = ?",
-        ]
-        args = [query.match, *accountRange(userId), userId]
-    else:
-        source, rank = "mailbox_entries e", "0.0"
-        where, args = ["e.user_id = ?"], [userId]
+    """Dates alone: the account's entries in the time range, newest first."""
+    where, args = ["e.user_id = ?"], [userId]
     if query.before:
         where.append("e.received_at < ?")
         args.append(query.before)
@@ -277,18 +269,16 @@ def _searchWithDates(
         where.append("e.received_at >= ?")
         args.append(query.after)
     clause = " AND ".join(where)
-    total, best = conn.execute(
-        f"WITH hits AS MATERIALIZED (SELECT {rank} AS r FROM {source}"
-        f" WHERE {clause}) SELECT count(*), min(r) FROM hits",
-        args,
+    (total,) = conn.execute(
+        f"SELECT count(*) FROM mailbox_entries e WHERE {clause}", args
     ).fetchone()
     rows = conn.execute(
-        f"SELECT {_SUMMARY}, {rank} AS rank FROM {source}"
+        f"SELECT {_SUMMARY} FROM mailbox_entries e"
         f" JOIN messages m ON m.id = e.message_id WHERE {clause}"
-        " ORDER BY rank, e.received_at DESC LIMIT ? OFFSET ?",
+        " ORDER BY e.received_at DESC LIMIT ? OFFSET ?",
         [*args, limit, offset],
     ).fetchall()
-    return _results(rows, [row["rank"] for row in rows], best, total)
+    return _results(rows, [0.0] * len(rows), None, total)
 
 
 def _results(

@@ -66,7 +66,8 @@ def insertMessage(conn: Any, prepared: PreparedMessage) -> str:
         ],
     )
     docId = conn.execute(
-        "INSERT INTO search_docs (message_id) VALUES (?)", (prepared.messageId,)
+        "INSERT INTO search_docs (message_id, received_at) VALUES (?, ?)",
+        (prepared.messageId, receivedAt),
     ).lastrowid
     # one index document per account (see searchkeys): an account's search
     # then never looks at, nor counts, anyone else's mail

