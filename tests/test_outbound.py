@@ -152,8 +152,15 @@ class DeliveryTests(OutboundCase):
         rejected = byAddress["reject@remote.example"]
         self.assertEqual(rejected["status"], "failed")
         self.assertTrue(rejected["last_reply"].startswith("550 5.1.1"), rejected)
-        inbox = yield self.api.json("GET", "/messages")
-        [dsn] = [m for m in inbox["messages"] if m["mailbox"] == "inbox"]
+        # the DSN is stored after the status says failed: wait for it
+        deadline = time.monotonic() + 15
+        while True:
+            inbox = yield self.api.json("GET", "/messages")
+            dsns = [m for m in inbox["messages"] if m["mailbox"] == "inbox"]
+            if dsns or time.monotonic() > deadline:
+                break
+            yield sleep(0.1)
+        [dsn] = dsns
         self.assertEqual(dsn["subject"], "Undelivered Mail Returned")
         full = yield self.api.json("GET", f"/messages/{dsn['id']}")
         self.assertIn("Final-Recipient: rfc822; reject@remote.example", full["body"])
