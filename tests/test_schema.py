@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
@@ -11,7 +12,7 @@ from twisted.trial.unittest import TestCase
 from mailraven.api.queries import search
 from mailraven.api.search import parseQuery
 from mailraven.startup import databasePath, ensureLayout, prepareDataDir
-from mailraven.store.db import connect
+from mailraven.store.db import connect, openDatabase
 from mailraven.store.schema import SCHEMA_VERSION, SchemaTooNew, migrate
 from mailraven.store.searchkeys import searchRowid
 
@@ -204,3 +205,18 @@ class UpgradeAtStartTests(TestCase):
         dataDir = self.mktemp()
         self.assertNotIn("schema_upgrade_started", self._events(dataDir))
         self.assertNotIn("schema_upgrade_started", self._events(dataDir))
+
+
+class DatabaseFileModeTests(TestCase):
+    def test_newDatabaseIsTheServersAloneWhateverTheUmask(self) -> None:
+        """Password and token hashes: 0600 for the file, its WAL and shm."""
+        path = self.mktemp()
+        old = os.umask(0o022)
+        try:
+            conn = openDatabase(path)
+        finally:
+            os.umask(old)
+        self.addCleanup(conn.close)
+        conn.execute("INSERT INTO mta_sts_policies VALUES ('x', 'y')").close()
+        for name in (path, path + "-wal", path + "-shm"):
+            self.assertEqual(stat.S_IMODE(os.stat(name).st_mode), 0o600, name)

@@ -38,6 +38,9 @@ def connect(path: str, readOnly: bool = False) -> sqlite3.Connection:
 
 def openDatabase(path: str) -> sqlite3.Connection:
     """Open (creating and migrating if needed) the database for synchronous use."""
+    # Password and token hashes live here: a new database is the server's
+    # alone whatever the umask (SQLite gives its -wal and -shm the same mode).
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     conn = connect(path)
     migrate(conn)
     return conn
