@@ -10,6 +10,8 @@ import socket
 import sqlite3
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -143,10 +145,12 @@ class CrashTests(SynchronousTestCase):
 
 
 class LoggingTests(SynchronousTestCase):
-    def test_jsonLogsAreOneFlatObjectPerLine(self):
+    def _loggedRun(self, level: str) -> tuple[list[dict], str]:
+        """A server with JSON logs at C{level}: one refused RCPT, one API
+        request with a search word in its query; its events and raw log."""
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
-        config, ports = writeConfig(directory, log={"format": "json"})
+        config, ports = writeConfig(directory, log={"format": "json", "level": level})
         logPath = os.path.join(directory, "server.log")
         server = ServerProcess(config, logPath)
         self.addCleanup(server.ensureStopped)
@@ -155,14 +159,35 @@ class LoggingTests(SynchronousTestCase):
             client.ehlo("c.example.org")
             client.mail("bob@example.org")
             client.rcpt("nobody@example.test")
+        server.waitForPort(ports["api"])
+        search = f"http://127.0.0.1:{ports['api']}/api/v1/messages/search?q=zeppelin"
+        with self.assertRaises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(search, timeout=10)
+        self.assertEqual(refused.exception.code, 401)
         self.assertTrue(server.terminate())
         with open(logPath) as f:
-            events = [json.loads(line) for line in f if line.strip()]
+            raw = f.read()
+        return [json.loads(line) for line in raw.splitlines() if line.strip()], raw
+
+    def test_jsonLogsAreOneFlatObjectPerLine(self):
+        events, raw = self._loggedRun("info")
         for event in events:
             self.assertTrue({"time", "level", "msg"} <= set(event), event)
         rejects = [e for e in events if e.get("event") == "smtp_reject"]
         self.assertEqual(rejects[0]["reason"], "unknown_user")
         self.assertEqual(rejects[0]["peer"], "127.0.0.1")
+        # no access log line at info, and never what someone searched for
+        self.assertNotIn("api_request", [e.get("event") for e in events])
+        self.assertNotIn("zeppelin", raw)
+
+    def test_apiRequestsAreDebugEventsWithoutTheQuery(self):
+        events, raw = self._loggedRun("debug")
+        [request] = [e for e in events if e.get("event") == "api_request"]
+        self.assertEqual(
+            (request["method"], request["path"], request["code"], request["ip"]),
+            ("GET", "/api/v1/messages/search", 401, "127.0.0.1"),
+        )
+        self.assertNotIn("zeppelin", raw)
 
 
 class StartupTests(SynchronousTestCase):
