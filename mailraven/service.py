@@ -20,6 +20,7 @@ from mailraven.api.health import HealthResource
 from mailraven.api.mobile import AdminAPI, MobileAPI
 from mailraven.api.queries import sentToday
 from mailraven.api.site import makeSite
+from mailraven.api.tokencache import TokenCache
 from mailraven.backupservice import BackupJobs
 from mailraven.config import Config
 from mailraven.diskguard import DiskGuard
@@ -196,7 +197,8 @@ def makeService(
         scorer,
         workers,
     )
-    root.users = SQLiteUserStore(db)
+    tokens = TokenCache(reactor)
+    root.users = SQLiteUserStore(db, onRevoke=tokens.clear)
     tmpDir = os.path.join(dataDir, "tmp")
 
     def discardSpool(spool: Spool) -> None:
@@ -318,8 +320,8 @@ def makeService(
     site = makeSite(
         health,
         metrics,
-        MobileAPI(*apiArgs).resource(),
-        AdminAPI(*apiArgs, backups=backups).resource(),
+        MobileAPI(*apiArgs, tokens=tokens).resource(),
+        AdminAPI(*apiArgs, backups=backups, tokens=tokens).resource(),
         config["api.max_body"],
     )
     responder = root.challenges = HTTP01Responder()

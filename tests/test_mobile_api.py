@@ -120,9 +120,16 @@ class MobileAPITests(TestCase):
         yield self.api.json("GET", "/messages")
         yield self.api.json("POST", "/auth/logout")
         yield self.api.json("GET", "/messages", expect=401)
-        # a password change revokes every token
+        # a password change revokes every token, at once (the API remembers
+        # valid tokens for a few seconds: the user store clears that memory)
         yield self.api.login()
+        yield self.api.json("GET", "/messages")
         yield self.server.root.users.setPassword("alice@example.test", "changed")
+        yield self.api.json("GET", "/messages", expect=401)
+        # and so does removing the account
+        yield self.api.login(password="changed")
+        yield self.api.json("GET", "/messages")
+        yield self.server.root.users.remove("alice@example.test")
         yield self.api.json("GET", "/messages", expect=401)
 
     @inlineCallbacks

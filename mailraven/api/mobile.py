@@ -28,6 +28,7 @@ from mailraven.api import queries
 from mailraven.api.http import APIError, errorBody, readJSON, writeJSON
 from mailraven.api.openapi import document
 from mailraven.api.search import BadQuery, parseQuery
+from mailraven.api.tokencache import TokenCache
 from mailraven.envelope import Envelope, Recipient
 from mailraven.outbound import state as outboundState
 from mailraven.policy.scoring import senderOf, train
@@ -133,7 +134,9 @@ class MobileAPI:
         filePool: Any,
         requestsPerMinute: int,
         outboundPerDay: int = 1000,
+        tokens: TokenCache | None = None,
     ) -> None:
+        self._tokens = TokenCache(reactor) if tokens is None else tokens
         self._outboundPerDay = outboundPerDay
         self._db = db
         self._store = store
@@ -160,9 +163,13 @@ class MobileAPI:
         token = _bearer(request)
         if not token:
             raise APIError(401, "unauthorized", "A bearer token is required")
-        user = yield self._db.read(lambda c: queries.userForToken(c, token))
+        user = self._tokens.get(token)
         if user is None:
-            raise APIError(401, "unauthorized", "The token is unknown or expired")
+            found = yield self._db.read(lambda c: queries.tokenRecord(c, token))
+            if found is None:
+                raise APIError(401, "unauthorized", "The token is unknown or expired")
+            user, expires = found
+            self._tokens.put(token, user, expires)
         return user
 
     @app.handle_errors(NotFound)
@@ -232,6 +239,7 @@ class MobileAPI:
     @inlineCallbacks
     def logout(self, request: Any, user: tuple[int, str]):
         token = _bearer(request)
+        self._tokens.drop(token)
         yield self._db.write(lambda c: queries.revokeToken(c, token))
         return {"status": "logged_out"}
 

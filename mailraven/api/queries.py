@@ -322,14 +322,19 @@ def storeToken(conn: sqlite3.Connection, userId: int, token: str) -> str:
     return expires
 
 
-def userForToken(conn: sqlite3.Connection, token: str) -> tuple[int, str, bool] | None:
-    """(user id, address, is admin) of a valid token."""
+def tokenRecord(
+    conn: sqlite3.Connection, token: str
+) -> tuple[tuple[int, str, bool], float] | None:
+    """The user of a valid token and when the token expires (Unix time)."""
     row = conn.execute(
-        "SELECT u.id, u.email, u.is_admin FROM tokens t JOIN users u"
+        "SELECT u.id, u.email, u.is_admin, t.expires_at FROM tokens t JOIN users u"
         " ON u.id = t.user_id WHERE t.hash = ? AND t.expires_at > ?",
         (tokenHash(token), utcNow()),
     ).fetchone()
-    return None if row is None else (row[0], row[1], bool(row[2]))
+    if row is None:
+        return None
+    expires = datetime.fromisoformat(row[3]).timestamp()
+    return (row[0], row[1], bool(row[2])), expires
 
 
 def revokeToken(conn: sqlite3.Connection, token: str) -> bool:

@@ -11,6 +11,7 @@ import base64
 import json
 import sqlite3
 from datetime import UTC, datetime
+from typing import Any, Callable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -163,8 +164,19 @@ def _now() -> str:
 
 @implementer(IUserStore)
 class SQLiteUserStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self, db: Database, onRevoke: Callable[[], None] = lambda: None
+    ) -> None:
+        """
+        C{onRevoke} runs after a password change or removal has committed:
+        tokens the API remembered as valid may no longer be.
+        """
         self._db = db
+        self._onRevoke = onRevoke
+
+    def _revoked(self, result: Any) -> Any:
+        self._onRevoke()
+        return result
 
     def _hash(self, password: str) -> Deferred:
         # argon2 and PBKDF2 are deliberately slow: a read thread, not the
@@ -187,13 +199,15 @@ class SQLiteUserStore:
                 lambda conn: setPasswordHash(conn, email, *secrets)
             )
         )
-        return d
+        return d.addCallback(self._revoked)
 
     def scramCredentials(self, email: str) -> Deferred:
         return self._db.read(lambda conn: scramCredentials(conn, email))
 
     def remove(self, email: str) -> Deferred:
-        return self._db.write(lambda conn: removeUser(conn, email))
+        return self._db.write(lambda conn: removeUser(conn, email)).addCallback(
+            self._revoked
+        )
 
     def lookup(self, email: str) -> Deferred:
         return self._db.read(lambda conn: lookupUser(conn, email))
