@@ -241,6 +241,7 @@ class MobileAPI:
         token = _bearer(request)
         self._tokens.drop(token)
         yield self._db.write(lambda c: queries.revokeToken(c, token))
+        self._tokens.drop(token)  # a request checked it while we revoked
         return {"status": "logged_out"}
 
     # -- messages ----------------------------------------------------------------

@@ -63,8 +63,8 @@ class Database(Service):
 
     log = Logger()
     # 19, not 5: with SMTP saturating both cores, API reads at nice 5 slowed
-    # acceptance by 10-17 %, at 19 by 5 % (bench/api.py); the API still
-    # served 28 of the 50 requests/s asked meanwhile, and has all idle CPU.
+    # acceptance by 10-17 %, at 19 by 0-8 % (bench/api.py); the API still
+    # served 28-34 of the 50 requests/s asked meanwhile, and has all idle CPU.
     readNice = 19
 
     def __init__(
