@@ -92,8 +92,13 @@ def _settleGarbageCollector() -> None:
 class MailRavenService(MultiService):
     log = Logger()
 
-    def __init__(self, config: Config, logObserver: Any = None) -> None:
+    def __init__(
+        self, config: Config, logObserver: Any = None, reactor: Any = None
+    ) -> None:
         super().__init__()
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
         self.config = config
         self.logObserver = logObserver
 
@@ -110,7 +115,12 @@ class MailRavenService(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        _settleGarbageCollector()
+        # after the reactor runs, in its first turn: twistd installs the
+        # SIGTERM handler when the reactor starts, and a collection here
+        # (0.3 s on a slow machine) would widen the window in which a
+        # SIGTERM still ends the process without a clean stop
+        reactor = self.reactor
+        reactor.callWhenRunning(reactor.callLater, 0, _settleGarbageCollector)
 
     @inlineCallbacks
     def stopService(self):
@@ -168,7 +178,7 @@ def makeService(
     prepareDataDir(dataDir)
     metrics = Metrics()
     root = MailRavenService(
-        config, makeObserver(config["log.format"], config["log.level"])
+        config, makeObserver(config["log.format"], config["log.level"]), reactor
     )
     root.metrics = metrics
 
