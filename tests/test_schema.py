@@ -19,20 +19,30 @@ from mailraven.store.searchkeys import searchRowid
 BEFORE_CONTENTLESS = 7  # the last schema whose search index stored the text
 
 
-def _oldMessage(conn: sqlite3.Connection, n: int, subject: str, body: str) -> str:
-    """A message as schema 7 stored it: rows plus the text in message_text."""
-    messageId, entryId = f"m{n:04}", f"e{n:04}"
-    at = f"2026-11-{n:02}T10:00:00.000000+00:00"
+def _messageRows(
+    conn: sqlite3.Connection, n: int, subject: str, entries: dict[str, int]
+) -> str:
+    """The message row of message C{n} and its mailbox entries (entry id ->
+    user id), as every schema since 1 stores them; its id."""
+    messageId, at = f"m{n:04}", f"2026-11-{n:02}T10:00:00.000000+00:00"
     conn.execute(
         "INSERT INTO messages (id, path, size, stored_size, sha256, received_at,"
         " mail_from, rcpt_to, subject) VALUES (?, 'p', 1, 1, 's', ?, 'a@x', '[]', ?)",
         (messageId, at, subject),
     )
-    conn.execute(
-        "INSERT INTO mailbox_entries (id, message_id, user_id, recipient,"
-        " received_at, updated_at) VALUES (?, ?, 1, 'u@example.test', ?, ?)",
-        (entryId, messageId, at, at),
-    )
+    for entryId, userId in entries.items():
+        conn.execute(
+            "INSERT INTO mailbox_entries (id, message_id, user_id, recipient,"
+            " received_at, updated_at) VALUES (?, ?, ?, 'u@example.test', ?, ?)",
+            (entryId, messageId, userId, at, at),
+        )
+    return messageId
+
+
+def _oldMessage(conn: sqlite3.Connection, n: int, subject: str, body: str) -> str:
+    """A message as schema 7 stored it: rows plus the text in message_text."""
+    entryId = f"e{n:04}"
+    messageId = _messageRows(conn, n, subject, {entryId: 1})
     conn.execute(
         "INSERT INTO message_text (message_id, owners, sender, recipients, subject,"
         " body) VALUES (?, 'u1', 'dana@sender.example', 'u@example.test', ?, ?)",
@@ -122,25 +132,14 @@ class PerAccountIndexMigrationTests(TestCase):
 
     def _message(self, n: int, owners: str, subject: str, body: str) -> str:
         """A message as schema 8 indexed it: owners as terms, rowid = doc id."""
-        messageId, at = f"m{n:04}", f"2026-11-{n:02}T10:00:00.000000+00:00"
-        self.conn.execute(
-            "INSERT INTO messages (id, path, size, stored_size, sha256, received_at,"
-            " mail_from, rcpt_to, subject) VALUES (?, 'p', 1, 1, 's', ?, 'a@x', '[]',"
-            " ?)",
-            (messageId, at, subject),
-        )
-        for owner in owners.split():
-            self.conn.execute(
-                "INSERT INTO mailbox_entries (id, message_id, user_id, recipient,"
-                " received_at, updated_at) VALUES (?, ?, ?, 'r@example.test', ?, ?)",
-                (f"e{n}{owner}", messageId, int(owner[1:]), at, at),
-            )
+        entries = {f"e{n}{owner}": int(owner[1:]) for owner in owners.split()}
+        messageId = _messageRows(self.conn, n, subject, entries)
         docId = self.conn.execute(
             "INSERT INTO search_docs (message_id) VALUES (?)", (messageId,)
         ).lastrowid
         self.conn.execute(
             "INSERT INTO message_search (rowid, owners, sender, recipients, subject,"
-            " body) VALUES (?, ?, 'dana@sender.example', 'r@example.test', ?, ?)",
+            " body) VALUES (?, ?, 'dana@sender.example', 'u@example.test', ?, ?)",
             (docId, owners, subject, body),
         )
         return messageId
