@@ -21,11 +21,23 @@ from mailraven.envelope import Recipient
 from mailraven.policy.scoring import SenderLists, SpamRejected, SpamScorer, train
 from mailraven.spool import Spool, memorySpool
 from mailraven.store.db import openDatabase
-from mailraven.store.files import readMessageFile
+from mailraven.store.files import (
+    newMessageId,
+    readMessageFile,
+    removeMessageFile,
+    syncFiles,
+    writeMessageFile,
+)
 from mailraven.store.integrity import checkIntegrity
 from mailraven.store.messages import SQLiteMessageStore
-from mailraven.store.worker import WorkerSettings
-from mailraven.store.workers import StoreWorkers, WorkerError, WorkerLost
+from mailraven.store.worker import Preparer, WorkerSettings
+from mailraven.store.workers import (
+    FILL_BYTES,
+    FILL_MESSAGES,
+    StoreWorkers,
+    WorkerError,
+    WorkerLost,
+)
 from tests.test_store import MESSAGE, MessageStoreContract, SQLiteFixture, envelope
 
 
@@ -288,6 +300,93 @@ class WorkerTests(WorkerFixture, TestCase):
         yield stopped
         self.assertTrue(messageId)
         self.assertEqual(self.files.used, 0)
+
+
+class BatchChoiceTests(WorkerFixture, TestCase):
+    """Which worker a message goes to (the group commits' size)."""
+
+    workerCount = 2
+
+    def deliverAll(self, body, count):
+        return gatherResults(
+            [
+                self.store.deliver(
+                    envelope(Recipient("alice@example.test", 1)), memorySpool(body)
+                )
+                for _ in range(count)
+            ]
+        )
+
+    def pending(self):
+        return [len(w.pending) for w in self.workers._workers]
+
+    @inlineCallbacks
+    def test_smallMessagesFillOneWorkersBatchBeforeTheNext(self):
+        self.startWorkers()
+        yield self.ready()
+        delivered = self.deliverAll(MESSAGE, FILL_MESSAGES + 2)
+        self.assertEqual(self.pending(), [FILL_MESSAGES, 2])
+        self.assertEqual(len(set((yield delivered))), FILL_MESSAGES + 2)
+        self.assertEqual(self.pending(), [0, 0])
+        self.assertEqual(self.workers._workers[0].sizes, {})
+
+    @inlineCallbacks
+    def test_largeMessagesSpreadAtOnce(self):
+        self.startWorkers()
+        yield self.ready()
+        large = MESSAGE + (b"x" * 70 + b"\r\n") * (FILL_BYTES // 144)  # > half
+        delivered = self.deliverAll(large, 3)
+        self.assertEqual(self.pending(), [2, 1])  # the third: the least busy
+        self.assertEqual(len(set((yield delivered))), 3)
+
+
+class BatchDurabilityTests(SQLiteFixture, TestCase):
+    """A worker's batch is fdatasynced together; a failure fails the batch."""
+
+    def preparer(self):
+        self.setUpStore()
+        return Preparer(WorkerSettings(self.dataDir, self.db.path, 6, None))
+
+    def request(self, rid):
+        return (
+            "prepare",
+            rid,
+            0,
+            envelope(Recipient("alice@example.test", 1)),
+            None,
+            MESSAGE,
+        )
+
+    def test_aBatchIsCommittedAfterItsFilesAreSynced(self):
+        preparer = self.preparer()
+        answers = preparer.handle([self.request(1), self.request(2)])
+        self.assertEqual(answers[0][0], "commit")
+        self.assertEqual([a[0] for a in answers[1:]], ["ok", "ok"])
+        report = checkIntegrity(openDatabase(self.db.path), self.dataDir)
+        self.assertEqual((report.messages, report.orphans, report.damage), (2, [], []))
+
+    def test_aFileThatCannotBeSyncedFailsItsWholeBatchAndLeavesNoFile(self):
+        preparer = self.preparer()
+        prepared = [preparer._prepareOne(self.request(n)) for n in (1, 2)]
+        removeMessageFile(self.dataDir, prepared[1][1].stored.relpath)
+        answers = {}
+        self.assertEqual(preparer._durable(prepared, answers), [])
+        self.assertEqual(sorted(answers), [1, 2])
+        self.assertEqual({a[0] for a in answers.values()}, {"error"})
+        self.assertIn("FileNotFoundError", answers[1][2])
+        report = checkIntegrity(openDatabase(self.db.path), self.dataDir)
+        self.assertEqual((report.messages, report.orphans, report.damage), (0, [], []))
+
+    def test_syncFilesSyncsEveryFileOrRaises(self):
+        root = os.path.abspath(self.mktemp())
+        os.makedirs(root)
+        paths = []
+        for _ in range(3):
+            stored = writeMessageFile(root, newMessageId(), MESSAGE, 6, sync=False)
+            paths.append(stored.relpath)
+        syncFiles(root, paths)
+        self.assertEqual([readMessageFile(root, p) for p in paths], [MESSAGE] * 3)
+        self.assertRaises(FileNotFoundError, syncFiles, root, paths + ["missing"])
 
 
 class _Exit:

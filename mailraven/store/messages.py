@@ -75,9 +75,10 @@ class SQLiteMessageStore:
         if self._workers is None or not self._workers.available():
             self._pool.callInThread(self._prepareAndQueue, envelope, spool, committed)
             return
+        size = spool.size
         path, tail = spool.handOver()  # the worker owns (and removes) the file
         prepared = self._workers.prepare(
-            ("prepare", self.senderLists.generation, envelope, path, tail)
+            ("prepare", self.senderLists.generation, envelope, path, tail), size
         )
         prepared.addCallbacks(
             self._fromWorker,

@@ -35,10 +35,12 @@ def prepareMessage(
     senderLists: Any,
     envelope: Envelope,
     raw: bytes,
+    sync: bool = True,
 ) -> PreparedMessage:
     """
     Score C{raw} (may raise L{SpamRejected}: nothing is written then), add our
-    headers, write the file. Blocking: never call it on the reactor thread.
+    headers, write the file (not yet durable unless C{sync}: see
+    L{mailraven.store.files.syncFiles}). Blocking: never on the reactor thread.
     """
     metadata = extractMetadata(raw)
     mailboxes, spamScore = None, 0.0
@@ -49,7 +51,7 @@ def prepareMessage(
     if envelope.auth is not None:
         raw = afterReturnPath(raw, envelope.auth.header())
     messageId = newMessageId()
-    stored = writeMessageFile(dataDir, messageId, raw, level)
+    stored = writeMessageFile(dataDir, messageId, raw, level, sync)
     return PreparedMessage(messageId, envelope, stored, metadata, mailboxes, spamScore)
 
 

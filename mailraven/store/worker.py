@@ -32,7 +32,7 @@ import traceback
 from typing import Any
 
 from mailraven.policy.scoring import SenderLists, SpamRejected, loadSenderLists
-from mailraven.store.files import removeMessageFile
+from mailraven.store.files import removeMessageFile, syncFiles
 from mailraven.store.prepare import PreparedMessage, prepareMessage
 from mailraven.store.rows import insertMessage
 from mailraven.store.sqlite import commitBatch, connect
@@ -132,6 +132,7 @@ class Preparer:
                 prepared.append((rid, outcome))
             else:
                 answers[rid] = outcome
+        prepared = self._durable(prepared, answers)
         if prepared:
             results, seconds, _ = commitBatch(
                 self.conn,
@@ -151,6 +152,23 @@ class Preparer:
             out.insert(0, ("commit", seconds, len(prepared)))
         return out
 
+    def _durable(
+        self, prepared: list[tuple[int, PreparedMessage]], answers: dict[int, tuple]
+    ) -> list[tuple[int, PreparedMessage]]:
+        """
+        fdatasync the batch's files together (L{syncFiles}); if that fails,
+        every message of the batch fails (451 to its client) and its file goes.
+        """
+        try:
+            syncFiles(self.settings.dataDir, [p.stored.relpath for _, p in prepared])
+        except OSError:
+            text = traceback.format_exc()
+            for rid, message in prepared:
+                removeMessageFile(self.settings.dataDir, message.stored.relpath)
+                answers[rid] = ("error", rid, text)
+            return []
+        return prepared
+
     def _prepareOne(self, request: tuple) -> tuple[int, PreparedMessage | tuple]:
         """The prepared message, or the answer that says why there is none."""
         _, rid, generation, envelope, path, tail = request
@@ -165,6 +183,7 @@ class Preparer:
                 self.senderLists,
                 envelope,
                 _joined(path, tail),
+                sync=False,  # the batch is made durable together: _durable
             )
         except SpamRejected as e:
             return rid, ("spam", rid, e.score, e.rules)

@@ -35,6 +35,8 @@ from mailraven.store.worker import HEADER, SERVER_PID, WorkerSettings, encodeFra
 RESTART_DELAY = 1.0
 MAX_START_FAILURES = 3  # deaths in a row before ever saying ready
 STOP_TIMEOUT = 10.0
+FILL_MESSAGES = 10  # a worker's batch, for choosing (docs/performance.md)
+FILL_BYTES = 128 * 1024
 
 
 class WorkerError(Exception):
@@ -53,6 +55,7 @@ class _Worker(ProcessProtocol):
         self._buffer = bytearray()
         self._stderr = bytearray()
         self.pending: dict[int, Deferred] = {}
+        self.sizes: dict[int, int] = {}  # bytes of each pending message
         self.ready = False  # takes work
         self.started = False  # said ready once
         self.closing = False
@@ -61,8 +64,9 @@ class _Worker(ProcessProtocol):
     def connectionMade(self) -> None:
         self.transport.write(encodeFrame(self._pool.settings))
 
-    def send(self, rid: int, request: tuple, result: Deferred) -> None:
+    def send(self, rid: int, request: tuple, result: Deferred, size: int) -> None:
         self.pending[rid] = result
+        self.sizes[rid] = size
         self.transport.write(encodeFrame(request))
 
     def close(self) -> None:
@@ -93,6 +97,7 @@ class _Worker(ProcessProtocol):
             self._pool.onCommit(message[1], message[2])
             return
         result = self.pending.pop(message[1], None)
+        self.sizes.pop(message[1], None)
         if result is None:
             self.log.error(
                 "store worker answered an unknown request {rid}", rid=message[1]
@@ -122,7 +127,7 @@ class _Worker(ProcessProtocol):
         # Out of the pool first: an errback below may deliver the next message.
         self.ready = False
         self._pool._workerEnded(self, reason)
-        pending, self.pending = self.pending, {}
+        pending, self.pending, self.sizes = self.pending, {}, {}
         for result in pending.values():
             result.errback(WorkerLost("store worker ended with the message in flight"))
         self.ended.callback(None)
@@ -168,20 +173,34 @@ class StoreWorkers(Service):
             w.ready and not w.closing for w in self._workers
         )
 
-    def prepare(self, request: tuple) -> Deferred:
+    def prepare(self, request: tuple, size: int = 0) -> Deferred:
         """
         Send C{request} (see L{mailraven.store.worker.Preparer.handle}, without
-        its id) to a ready worker; fires with what it answered. Only call when
-        L{available}.
+        its id; C{size}: the message's bytes) to a ready worker; fires with
+        what it answered. Only call when L{available}.
         """
-        worker = min(
-            (w for w in self._workers if w.ready and not w.closing),
-            key=lambda w: len(w.pending),
-        )
+        worker = self._choose(size)
         rid = next(self._ids)
         result: Deferred = Deferred()
-        worker.send(rid, (request[0], rid, *request[1:]), result)
+        worker.send(rid, (request[0], rid, *request[1:]), result, size)
         return result
+
+    def _choose(self, size: int) -> _Worker:
+        """
+        The first worker whose batch still has room, else the least busy.
+        Filling one worker's batch before the next one's makes group commits
+        larger (fewer fsyncs and WAL pages per message): at 1 KB x 20 that
+        was 6-17 % more mail per second than spreading evenly. Large
+        messages spread at once, their preparation being the longer part.
+        """
+        ready = [w for w in self._workers if w.ready and not w.closing]
+        for worker in ready:
+            if (
+                len(worker.pending) < FILL_MESSAGES
+                and sum(worker.sizes.values()) + size <= FILL_BYTES
+            ):
+                return worker
+        return min(ready, key=lambda w: len(w.pending))
 
     def _spawn(self) -> None:
         worker = _Worker(self)
