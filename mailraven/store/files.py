@@ -154,6 +154,11 @@ SYNC_FILE_RANGE_WRITE = 2
 
 
 def _loadSyncFileRange() -> Callable[[int], None]:
+    """
+    C{sync_file_range(fd, 0, 0, WRITE)} through libc (the os module lacks
+    it); elsewhere a no-op. Only a hint: the C{fdatasync} after it is what
+    makes the file durable, so its result is not checked.
+    """
     try:
         function = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):  # not Linux: fdatasync alone
