@@ -8,6 +8,7 @@ a worker dying with a message in flight, workers that cannot start.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import time
@@ -34,6 +35,7 @@ from mailraven.store.worker import Preparer, WorkerSettings
 from mailraven.store.workers import (
     FILL_BYTES,
     FILL_MESSAGES,
+    PIPE_SIZE,
     StoreWorkers,
     WorkerError,
     WorkerLost,
@@ -143,6 +145,20 @@ class WorkerTests(WorkerFixture, TestCase):
             conn.execute("SELECT count(*) FROM search_docs").fetchone(), (40,)
         )
         self.assertEqual(self.files.used, 0)
+
+    @inlineCallbacks
+    def test_aWorkersInputPipeTakesWholeLargeMessages(self):
+        self.startWorkers(count=1)
+        yield self.ready()
+        [worker] = self.workers._workers
+        stdin = worker.transport.pipes[0].fileno()
+        self.assertEqual(fcntl.fcntl(stdin, fcntl.F_GETPIPE_SZ), PIPE_SIZE)
+        big = MESSAGE + b"".join(b"line %d of a long body\r\n" % i for i in range(9000))
+        self.assertGreater(len(big), 128 * 1024)
+        messageId = yield self.store.deliver(
+            envelope(Recipient("alice@example.test", 1)), memorySpool(big)
+        )
+        self.assertTrue(messageId)
 
     @inlineCallbacks
     def test_aRowThatFailsInTheWorkerFailsOnlyItsMessageAndLeavesNoFile(self):

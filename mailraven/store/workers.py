@@ -16,6 +16,7 @@ a few tries, loudly.
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import pickle
@@ -62,6 +63,7 @@ class _Worker(ProcessProtocol):
         self.ended: Deferred = Deferred()
 
     def connectionMade(self) -> None:
+        _widenPipe(self.transport.pipes.get(0))
         self.transport.write(encodeFrame(self._pool.settings))
 
     def send(self, rid: int, request: tuple, result: Deferred, size: int) -> None:
@@ -131,6 +133,23 @@ class _Worker(ProcessProtocol):
         for result in pending.values():
             result.errback(WorkerLost("store worker ended with the message in flight"))
         self.ended.callback(None)
+
+
+PIPE_SIZE = 1 << 20
+
+
+def _widenPipe(writer: Any) -> None:
+    """
+    Linux: room for whole large messages in the worker's input pipe (64 KiB
+    by default), so one write takes a message instead of several rounds of
+    both processes. At 64 KB x 20 that was 28-42 % more mail per second, the
+    server's and the workers' CPU per message both a fifth lower
+    (docs/performance.md). Where that is refused the default stays.
+    """
+    try:
+        fcntl.fcntl(writer.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    except (AttributeError, OSError):
+        pass
 
 
 class StoreWorkers(Service):
