@@ -38,6 +38,7 @@ MAX_START_FAILURES = 3  # deaths in a row before ever saying ready
 STOP_TIMEOUT = 10.0
 FILL_MESSAGES = 10  # a worker's batch, for choosing (docs/performance.md)
 FILL_BYTES = 128 * 1024
+PIPE_SIZE = 1 << 20  # a worker's input pipe (_widenPipe)
 
 
 class WorkerError(Exception):
@@ -135,9 +136,6 @@ class _Worker(ProcessProtocol):
         self.ended.callback(None)
 
 
-PIPE_SIZE = 1 << 20
-
-
 def _widenPipe(writer: Any) -> None:
     """
     Linux: room for whole large messages in the worker's input pipe (64 KiB
@@ -153,7 +151,10 @@ def _widenPipe(writer: Any) -> None:
 
 
 class StoreWorkers(Service):
-    """C{count} worker processes; L{prepare} hands one message to the least busy."""
+    """
+    C{count} worker processes; L{prepare} hands a message to the first whose
+    batch has room, else to the least busy (L{_choose}).
+    """
 
     log = Logger()
 
