@@ -22,7 +22,7 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
+from types import SimpleNamespace
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,17 +70,10 @@ def measure(root: str, payload: smtp_accept.Payload, messages: int) -> str:
     work = tempfile.mkdtemp(prefix="mailraven-cpu-")
     server = MailRavenProcess(os.path.join(work, "server"), user=smtp_accept.RCPT)
 
+    target = SimpleNamespace(name=root, port=server.smtp)  # as drive() wants
+
     def send(count: int) -> float:
-        started = time.monotonic()
-        subprocess.run(
-            ["smtp-source", "-s", "20", "-m", str(count), *payload.args]
-            + ["-f", "s@sender.example", "-t", smtp_accept.RCPT]
-            + [f"127.0.0.1:{server.smtp}"],
-            check=True,
-            capture_output=True,
-            timeout=900,
-        )
-        return count / (time.monotonic() - started)
+        return smtp_accept.drive(target, payload, 20, count)
 
     try:
         send(300)  # warm up: workers ready, caches filled
