@@ -65,6 +65,8 @@ class Database(Service):
     # 19, not 5: with SMTP saturating both cores, API reads at nice 5 slowed
     # acceptance by 10-17 %, at 19 by 0-8 % (bench/api.py); the API still
     # served 28-34 of the 50 requests/s asked meanwhile, and has all idle CPU.
+    # Since the store needs less CPU (2026-12-02) the API serves 47-48 and
+    # SMTP beside it is 13-14 % slower: docs/performance.md.
     readNice = 19
 
     def __init__(
