@@ -14,7 +14,7 @@ from mailraven.api.search import parseQuery
 from mailraven.startup import databasePath, ensureLayout, prepareDataDir
 from mailraven.store.db import connect, openDatabase
 from mailraven.store.schema import SCHEMA_VERSION, SchemaTooNew, migrate
-from mailraven.store.searchkeys import searchRowid
+from mailraven.store.searchindex import searchTable
 
 BEFORE_CONTENTLESS = 7  # the last schema whose search index stored the text
 
@@ -87,9 +87,10 @@ class ContentlessIndexMigrationTests(TestCase):
         tables = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master")}
         self.assertNotIn("message_text", tables)
         self.assertNotIn("message_text_content", tables)
-        self.assertIn("message_search", tables)
+        self.assertNotIn("message_search", tables)  # schema 11: one per account
+        table = searchTable(1)
         (body,) = self.conn.execute(
-            "SELECT body FROM message_search WHERE message_search MATCH 'pizza'"
+            f"SELECT body FROM {table} WHERE {table} MATCH 'pizza'"
         ).fetchone()
         self.assertIsNone(body)
 
@@ -111,6 +112,7 @@ class ContentlessIndexMigrationTests(TestCase):
 
 
 BEFORE_PER_ACCOUNT = 8  # the last schema with one index document per message
+PER_ACCOUNT_RANGES = 10  # the last schema with all accounts in one index table
 
 
 class PerAccountIndexMigrationTests(TestCase):
@@ -163,11 +165,9 @@ class PerAccountIndexMigrationTests(TestCase):
         self.assertEqual(self._found(2, '"friday budget"'), ["e2u2"])
 
     def test_documentsLieInTheirAccountsRanges(self) -> None:
-        migrate(self.conn)
+        migrate(self.conn, PER_ACCOUNT_RANGES)
         rowids = [r[0] for r in self.conn.execute("SELECT rowid FROM message_search")]
-        self.assertEqual(
-            sorted(rowids), [searchRowid(1, 1), searchRowid(2, 1), searchRowid(2, 2)]
-        )
+        self.assertEqual(sorted(rowids), [1 << 40 | 1, 2 << 40 | 1, 2 << 40 | 2])
         columns = [r[1] for r in self.conn.execute("PRAGMA table_info(message_search)")]
         self.assertEqual(columns, ["sender", "recipients", "subject", "body"])
         # the migration's helper table lived in temp and is gone
@@ -176,6 +176,75 @@ class PerAccountIndexMigrationTests(TestCase):
                 "SELECT name FROM sqlite_temp_master WHERE name = 'old_terms'"
             ).fetchone()
         )
+
+
+class IndexTablePerAccountMigrationTests(TestCase):
+    """Schema 11 moves each account's documents out of its rowid range of the
+    shared index into a table of its own; a removed account's are dropped."""
+
+    def setUp(self) -> None:
+        self.conn = connect(os.path.join(self.mktemp() + ".sqlite"))
+        self.addCleanup(self.conn.close)
+        migrate(self.conn, PER_ACCOUNT_RANGES)
+        for userId in (1, 2):
+            self.conn.execute(
+                "INSERT INTO users (id, email, password_hash, created_at)"
+                " VALUES (?, ?, 'x', 'now')",
+                (userId, f"u{userId}@example.test"),
+            )
+        self.shared = self._message(1, [1, 2], "Plan", "the Büdget report is late")
+        self.lunch = self._message(2, [2], "Lunch", "pizza on friday, budget")
+        # account 3 was removed (its entries cascaded), its documents stayed
+        self._message(3, [], "Gone", "budget of a removed account", indexFor=[3])
+
+    def _message(
+        self, n: int, owners: list[int], subject: str, body: str, indexFor=None
+    ) -> str:
+        """A message as schema 10 indexed it: rowid = account << 40 | doc id."""
+        entries = {f"e{n}u{owner}": owner for owner in owners}
+        messageId = _messageRows(self.conn, n, subject, entries)
+        docId = self.conn.execute(
+            "INSERT INTO search_docs (message_id, received_at) VALUES (?, ?)",
+            (messageId, f"2026-11-{n:02}T10:00:00.000000+00:00"),
+        ).lastrowid
+        for owner in indexFor or owners:
+            self.conn.execute(
+                "INSERT INTO message_search (rowid, sender, recipients, subject,"
+                " body) VALUES (?, 'dana@sender.example', 'u@example.test', ?, ?)",
+                (owner << 40 | docId, subject, body),
+            )
+        return messageId
+
+    def _found(self, userId: int, text: str) -> list[str]:
+        found = search(self.conn, userId, parseQuery(text), 20, 0)
+        return sorted(r["id"] for r in found["results"])
+
+    def test_eachAccountFindsWhatItFoundBefore(self) -> None:
+        """Words, phrases (positions kept), dates, per account."""
+        migrate(self.conn)
+        for userId, text, expected in [
+            (1, "budget", ["e1u1"]),
+            (2, "budget", ["e1u2", "e2u2"]),
+            (2, '"budget report"', ["e1u2"]),
+            (2, '"report budget"', []),
+            (1, "pizza", []),
+            (2, "pizza", ["e2u2"]),
+            (2, "budget after:2026-11-02", ["e2u2"]),
+            (2, "from:dana@sender.example", ["e1u2", "e2u2"]),
+        ]:
+            self.assertEqual(self._found(userId, text), expected, (userId, text))
+
+    def test_sharedTableAndRemovedAccountsDocumentsAreGone(self) -> None:
+        migrate(self.conn)
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master")}
+        self.assertNotIn("message_search", tables)
+        self.assertLessEqual({searchTable(1), searchTable(2)}, tables)
+        self.assertNotIn(searchTable(3), tables)
+        rowids = {
+            u: [r[0] for r in self.conn.execute(f"SELECT rowid FROM {searchTable(u)}")]
+            for u in (1, 2)
+        }
+        self.assertEqual(rowids, {1: [1], 2: [1, 2]})  # the search_docs ids
 
 
 class UpgradeAtStartTests(TestCase):

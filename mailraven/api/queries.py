@@ -12,7 +12,7 @@ from typing import Any
 
 from mailraven.api.search import SearchQuery
 from mailraven.store.messages import utcNow
-from mailraven.store.searchkeys import accountRange, docIdSql
+from mailraven.store.searchindex import isMissingTable, searchTable
 
 TOKEN_LIFETIME = timedelta(days=7)
 
@@ -194,43 +194,59 @@ def search(
     window: int | None = None,
 ) -> dict[str, Any]:
     """
-    BM25 over sender, recipients, subject, body. The account's own documents
-    are a rowid range of the index (L{mailraven.store.searchkeys}), so FTS5
-    seeks to them in each posting list and BM25's statistics never count the
-    account's other mail. Relevance is relative to the best match of the whole
-    result (1.0): pages compare, and tiny corpora, where BM25's IDF collapses
-    towards 0, still rank sensibly.
+    BM25 over sender, recipients, subject, body, in the account's own index
+    table (L{mailraven.store.searchindex}): its statistics are the account's
+    alone. Relevance is relative to the best match of the whole result (1.0):
+    pages compare, and tiny corpora, where BM25's IDF collapses towards 0,
+    still rank sensibly.
     """
     if query.nothing:
         return {"results": [], "count": 0, "total_matches": 0}
     if not query.match:
         return _listByDates(conn, userId, query, limit, offset)
-    first, last = accountRange(userId)
+    try:
+        return _searchIndex(conn, userId, query, limit, offset, window)
+    except sqlite3.OperationalError as e:
+        if not isMissingTable(e):
+            raise
+        return {"results": [], "count": 0, "total_matches": 0}  # nothing indexed
+
+
+def _searchIndex(
+    conn: sqlite3.Connection,
+    userId: int,
+    query: SearchQuery,
+    limit: int,
+    offset: int,
+    window: int | None,
+) -> dict[str, Any]:
+    table = searchTable(userId)
     # Dates: each document's arrival is in search_docs (schema 10), one
     # primary-key lookup per match; no join with the mailbox entries.
-    source, dated, dates = "message_search", "", ()
+    source, dated, dates = table, "", ()
     if query.before or query.after:
-        source += f" JOIN search_docs t ON t.id = {docIdSql('message_search.rowid')}"
+        source += f" JOIN search_docs t ON t.id = {table}.rowid"
         dated = " AND t.received_at >= ? AND t.received_at < ?"
         dates = (query.after or "", query.before or "~")  # "~" sorts last
-    matching = f"FROM {source} WHERE message_search MATCH ?"
-    matching += f" AND message_search.rowid BETWEEN ? AND ?{dated}"
+    matching = f"FROM {source} WHERE {table} MATCH ?{dated}"
     (total,) = conn.execute(
-        f"SELECT count(*) {matching}", (query.match, first, last, *dates)
+        f"SELECT count(*) {matching}", (query.match, *dates)
     ).fetchone()
     # BM25 needs every candidate's column sizes: rank the newest
     # SEARCH_WINDOW matches (rowids grow with arrival), count them all.
     window = SEARCH_WINDOW if window is None else window
+    first = 0
     if total > window:
         (first,) = conn.execute(
-            f"SELECT message_search.rowid {matching}"
-            " ORDER BY message_search.rowid DESC LIMIT 1 OFFSET ?",
-            (query.match, first, last, *dates, window - 1),
+            f"SELECT {table}.rowid {matching}"
+            f" ORDER BY {table}.rowid DESC LIMIT 1 OFFSET ?",
+            (query.match, *dates, window - 1),
         ).fetchone()
-    ranked = "SELECT d.message_id, r FROM (SELECT message_search.rowid AS doc,"
-    ranked += f" {_BM25} AS r {matching} ORDER BY r LIMIT ? OFFSET ?)"
-    ranked += f" JOIN search_docs d ON d.id = {docIdSql('doc')} ORDER BY r"
-    args = (query.match, first, last, *dates)
+    ranked = f"SELECT d.message_id, r FROM (SELECT {table}.rowid AS doc,"
+    ranked += f" bm25({table}, {_WEIGHTS}) AS r {matching} AND {table}.rowid >= ?"
+    ranked += " ORDER BY r LIMIT ? OFFSET ?) JOIN search_docs d ON d.id = doc"
+    ranked += " ORDER BY r"
+    args = (query.match, *dates, first)
     page = conn.execute(ranked, (*args, limit, offset)).fetchall()
     if not page:
         return {"results": [], "count": 0, "total_matches": total}
@@ -253,7 +269,7 @@ def search(
 
 
 # weights: sender, recipients, subject, body
-_BM25 = "bm25(message_search, 4.0, 2.0, 3.0, 1.0)"
+_WEIGHTS = "4.0, 2.0, 3.0, 1.0"
 SEARCH_WINDOW = 2000  # newest matches ranked by BM25; all are counted
 
 

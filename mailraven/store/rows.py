@@ -9,7 +9,7 @@ from typing import Any
 
 from mailraven.store.files import newMessageId
 from mailraven.store.prepare import PreparedMessage
-from mailraven.store.searchkeys import searchRowid
+from mailraven.store.searchindex import indexDocument
 
 
 def utcNow() -> str:
@@ -69,19 +69,14 @@ def insertMessage(conn: Any, prepared: PreparedMessage) -> str:
         "INSERT INTO search_docs (message_id, received_at) VALUES (?, ?)",
         (prepared.messageId, receivedAt),
     ).lastrowid
-    # one index document per account (see searchkeys): an account's search
-    # then never looks at, nor counts, anyone else's mail
+    # one index document per account, in the account's own table
+    # (searchindex): its search neither reads nor counts anyone else's mail
     owners = dict.fromkeys(r.userId for r in envelope.recipients)
     sender = f"{meta.headerFrom} {envelope.mailFrom}"
     recipients = " ".join([meta.headerTo] + [r.address for r in envelope.recipients])
-    conn.executemany(
-        "INSERT INTO message_search (rowid, sender, recipients, subject, body)"
-        " VALUES (?, ?, ?, ?, ?)",
-        [
-            (searchRowid(userId, docId), sender, recipients, meta.subject, meta.text)
-            for userId in owners
-        ],
-    )
+    texts = (sender, recipients, meta.subject, meta.text)
+    for userId in owners:
+        indexDocument(conn, userId, docId, texts)
     if envelope.outbound:
         queueId = newMessageId()
         conn.execute(

@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import sqlite3
 from itertools import groupby
-from typing import Callable
-
-from mailraven.store.searchkeys import searchRowid
+from typing import Callable, Iterator
 
 _TOKENIZE = "tokenize = 'unicode61 remove_diacritics 2'"
 _COLUMNS = ("sender", "recipients", "subject", "body")
+# Schemas 9 and 10: the account's id in the high bits of an index rowid, the
+# message's search_docs id in the low ones (one range of rowids per account).
+_DOC_BITS = 40
+_DOC_MASK = (1 << _DOC_BITS) - 1
 
 
-def _perAccountIndex(conn: sqlite3.Connection) -> None:
+def _schema9Rowid(userId: int, docId: int) -> int:
+    return (userId << _DOC_BITS) | docId
+
+
+def _tokenInstances(conn: sqlite3.Connection) -> Iterator[tuple[int, dict]]:
     """
-    9: one search document per account, in the account's rowid range
-    (L{mailraven.store.searchkeys}), instead of one per message with the
-    owners as terms. The index is contentless, so its documents are rebuilt
-    from the index itself: fts5vocab lists every token instance (document,
-    column, position), and the tokens of a column in position order,
-    tokenized again, are the same tokens at the same positions.
+    Every document of the contentless C{message_search}, rebuilt from the
+    index itself: fts5vocab lists every token instance (document, column,
+    position), and the tokens of a column in position order, tokenized
+    again, are the same tokens at the same positions. Yields (rowid,
+    {column: [tokens]}).
     """
-    conn.execute(
-        f"CREATE VIRTUAL TABLE message_search_9 USING fts5({', '.join(_COLUMNS)},"
-        f" content = '', {_TOKENIZE})"
-    )
     conn.execute(
         "CREATE VIRTUAL TABLE temp.old_terms"
         " USING fts5vocab(main, message_search, instance)"
@@ -32,22 +33,61 @@ def _perAccountIndex(conn: sqlite3.Connection) -> None:
     instances = conn.execute(
         'SELECT doc, col, term FROM temp.old_terms ORDER BY doc, col, "offset"'
     )
-    insert = (
-        f"INSERT INTO message_search_9 (rowid, {', '.join(_COLUMNS)})"
-        " VALUES (?, ?, ?, ?, ?)"
-    )
     for doc, terms in groupby(instances, key=lambda row: row[0]):
         columns: dict[str, list[str]] = {}
         for _, column, term in terms:
             columns.setdefault(column, []).append(term)
+        yield doc, columns
+    conn.execute("DROP TABLE temp.old_terms")
+
+
+def _perAccountIndex(conn: sqlite3.Connection) -> None:
+    """
+    9: one search document per account, in the account's rowid range,
+    instead of one per message with the owners as terms (L{_tokenInstances}).
+    """
+    conn.execute(
+        f"CREATE VIRTUAL TABLE message_search_9 USING fts5({', '.join(_COLUMNS)},"
+        f" content = '', {_TOKENIZE})"
+    )
+    insert = (
+        f"INSERT INTO message_search_9 (rowid, {', '.join(_COLUMNS)})"
+        " VALUES (?, ?, ?, ?, ?)"
+    )
+    for doc, columns in _tokenInstances(conn):
         text = [" ".join(columns.get(column, ())) for column in _COLUMNS]
         owners = [t[1:] for t in columns.get("owners", ()) if t[1:].isdigit()]
         conn.executemany(
-            insert, [(searchRowid(int(u), doc), *text) for u in dict.fromkeys(owners)]
+            insert,
+            [(_schema9Rowid(int(u), doc), *text) for u in dict.fromkeys(owners)],
         )
-    conn.execute("DROP TABLE temp.old_terms")
     conn.execute("DROP TABLE message_search")
     conn.execute("ALTER TABLE message_search_9 RENAME TO message_search")
+
+
+def _indexTablePerAccount(conn: sqlite3.Connection) -> None:
+    """
+    11: each account's documents move from its rowid range of the shared
+    index to a table of its own (L{mailraven.store.searchindex} says why),
+    keeping their search_docs ids as rowids. Documents of accounts that no
+    longer exist are not carried over.
+    """
+    accounts = {row[0] for row in conn.execute("SELECT id FROM users")}
+    for userId in accounts:
+        conn.execute(
+            f"CREATE VIRTUAL TABLE search_u{int(userId)} USING fts5("
+            f"{', '.join(_COLUMNS)}, content = '', {_TOKENIZE})"
+        )
+    for doc, columns in _tokenInstances(conn):
+        userId, docId = doc >> _DOC_BITS, doc & _DOC_MASK
+        if userId not in accounts:
+            continue
+        conn.execute(
+            f"INSERT INTO search_u{int(userId)} (rowid, {', '.join(_COLUMNS)})"
+            " VALUES (?, ?, ?, ?, ?)",
+            (docId, *(" ".join(columns.get(column, ())) for column in _COLUMNS)),
+        )
+    conn.execute("DROP TABLE message_search")
 
 
 MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
@@ -241,6 +281,7 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     UPDATE search_docs SET received_at =
         (SELECT m.received_at FROM messages m WHERE m.id = search_docs.message_id);
     """,
+    _indexTablePerAccount,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

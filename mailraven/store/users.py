@@ -21,6 +21,7 @@ from zope.interface import implementer
 
 from mailraven.interfaces import IUserStore
 from mailraven.store.db import Database
+from mailraven.store.searchindex import createSearchTable, dropSearchTable
 
 _hasher = PasswordHasher()
 _scram = ScramMechanism("SCRAM-SHA-256")
@@ -100,7 +101,12 @@ def addUser(
         )
     except sqlite3.IntegrityError:
         raise UserExists(email) from None
-    return cursor.lastrowid
+    userId = cursor.lastrowid
+    # Ids of removed accounts come back (INTEGER PRIMARY KEY): never inherit
+    # an index, even one a removal before schema 11 left behind.
+    dropSearchTable(conn, userId)
+    createSearchTable(conn, userId)
+    return userId
 
 
 def setPasswordHash(
@@ -119,7 +125,13 @@ def setPasswordHash(
 
 
 def removeUser(conn: sqlite3.Connection, email: str) -> bool:
-    return conn.execute("DELETE FROM users WHERE email = ?", (email,)).rowcount == 1
+    """The account, its mailbox entries and tokens (cascade), and its index."""
+    userId = lookupUser(conn, email)
+    if userId is None:
+        return False
+    conn.execute("DELETE FROM users WHERE id = ?", (userId,))
+    dropSearchTable(conn, userId)
+    return True
 
 
 def lookupUser(conn: sqlite3.Connection, email: str) -> int | None:
