@@ -194,8 +194,10 @@ class IndexTablePerAccountMigrationTests(TestCase):
             )
         self.shared = self._message(1, [1, 2], "Plan", "the Büdget report is late")
         self.lunch = self._message(2, [2], "Lunch", "pizza on friday, budget")
-        # account 3 was removed (its entries cascaded), its documents stayed
+        # account 3 was removed (its entries cascaded), its documents stayed;
+        # so did those of the account 2 before this one, given the same id
         self._message(3, [], "Gone", "budget of a removed account", indexFor=[3])
+        self._message(4, [], "Old two", "budget of the first account 2", indexFor=[2])
 
     def _message(
         self, n: int, owners: list[int], subject: str, body: str, indexFor=None
@@ -233,6 +235,8 @@ class IndexTablePerAccountMigrationTests(TestCase):
             (2, "from:dana@sender.example", ["e1u2", "e2u2"]),
         ]:
             self.assertEqual(self._found(userId, text), expected, (userId, text))
+        found = search(self.conn, 2, parseQuery("budget"), 20, 0)
+        self.assertEqual(found["total_matches"], 2)  # not the first account 2's
 
     def test_sharedTableAndRemovedAccountsDocumentsAreGone(self) -> None:
         migrate(self.conn)

@@ -83,7 +83,7 @@ class PerAccountIndexTests(TestCase):
         self.assertIsNotNone(self._table(carol))
 
     def test_aStaleIndexIsNotInherited(self) -> None:
-        """A table left by a removal before schema 11 (the account's row gone,
+        """A table left by an account removed with plain SQL (its row gone,
         its index not) is dropped when the id is given out again."""
         self.deliver("old secret", self.bob)
         with self.conn:

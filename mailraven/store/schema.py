@@ -69,8 +69,9 @@ def _indexTablePerAccount(conn: sqlite3.Connection) -> None:
     """
     11: each account's documents move from its rowid range of the shared
     index to a table of its own (L{mailraven.store.searchindex} says why),
-    keeping their search_docs ids as rowids. Documents of accounts that no
-    longer exist are not carried over.
+    keeping their search_docs ids as rowids. Only documents of mail the
+    account still has an entry for are carried over: not those of removed
+    accounts, even where a later account was given the same id.
     """
     accounts = {row[0] for row in conn.execute("SELECT id FROM users")}
     for userId in accounts:
@@ -78,9 +79,16 @@ def _indexTablePerAccount(conn: sqlite3.Connection) -> None:
             f"CREATE VIRTUAL TABLE search_u{int(userId)} USING fts5("
             f"{', '.join(_COLUMNS)}, content = '', {_TOKENIZE})"
         )
+    owned = {
+        (docId, userId)
+        for docId, userId in conn.execute(
+            "SELECT d.id, e.user_id FROM search_docs d"
+            " JOIN mailbox_entries e ON e.message_id = d.message_id"
+        )
+    }
     for doc, columns in _tokenInstances(conn):
         userId, docId = doc >> _DOC_BITS, doc & _DOC_MASK
-        if userId not in accounts:
+        if (docId, userId) not in owned:
             continue
         conn.execute(
             f"INSERT INTO search_u{int(userId)} (rowid, {', '.join(_COLUMNS)})"

@@ -103,7 +103,7 @@ def addUser(
         raise UserExists(email) from None
     userId = cursor.lastrowid
     # Ids of removed accounts come back (INTEGER PRIMARY KEY): never inherit
-    # an index, even one a removal before schema 11 left behind.
+    # an index, even one left by an account removed with plain SQL.
     dropSearchTable(conn, userId)
     createSearchTable(conn, userId)
     return userId
