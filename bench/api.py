@@ -368,7 +368,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--seed-only":
-        seed(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    if len(sys.argv) in (4, 5) and sys.argv[1] == "--seed-only":
+        seed(sys.argv[2], int(sys.argv[3]), *sys.argv[4:])  # corpus: synthetic
         sys.exit(0)
     sys.exit(main())
