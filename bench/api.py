@@ -14,7 +14,7 @@
 Usage: python3 bench/api.py [--messages 100000] [--requests 400] [--clients 4]
        [--corpus synthetic|prose]
        [--seeded DIR]   (a copy of DIR, seeded before with
-                         --seed-only DIR N CORPUS)
+                         --seed-only DIR N [CORPUS])
 
 Corpora: "synthetic" (the default, so figures compare across runs) draws 60
 words from a 27-word vocabulary, every word in about 90 % of the messages;
