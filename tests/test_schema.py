@@ -115,20 +115,26 @@ BEFORE_PER_ACCOUNT = 8  # the last schema with one index document per message
 PER_ACCOUNT_RANGES = 10  # the last schema with all accounts in one index table
 
 
+def _twoAccounts(test: TestCase, version: int) -> sqlite3.Connection:
+    """A database at schema C{version} with accounts 1 and 2."""
+    conn = connect(os.path.join(test.mktemp() + ".sqlite"))
+    test.addCleanup(conn.close)
+    migrate(conn, version)
+    for userId in (1, 2):
+        conn.execute(
+            "INSERT INTO users (id, email, password_hash, created_at)"
+            " VALUES (?, ?, 'x', 'now')",
+            (userId, f"u{userId}@example.test"),
+        )
+    return conn
+
+
 class PerAccountIndexMigrationTests(TestCase):
     """Schema 9 rebuilds the contentless index from its own token instances,
     one document per account, in the account's rowid range."""
 
     def setUp(self) -> None:
-        self.conn = connect(os.path.join(self.mktemp() + ".sqlite"))
-        self.addCleanup(self.conn.close)
-        migrate(self.conn, BEFORE_PER_ACCOUNT)
-        for userId in (1, 2):
-            self.conn.execute(
-                "INSERT INTO users (id, email, password_hash, created_at)"
-                " VALUES (?, ?, 'x', 'now')",
-                (userId, f"u{userId}@example.test"),
-            )
+        self.conn = _twoAccounts(self, BEFORE_PER_ACCOUNT)
         self.budget = self._message(1, "u1 u2", "Budget", "the Büdget report is late")
         self.lunch = self._message(2, "u2", "Lunch", "pizza on friday, budget")
 
@@ -183,17 +189,9 @@ class IndexTablePerAccountMigrationTests(TestCase):
     shared index into a table of its own; a removed account's are dropped."""
 
     def setUp(self) -> None:
-        self.conn = connect(os.path.join(self.mktemp() + ".sqlite"))
-        self.addCleanup(self.conn.close)
-        migrate(self.conn, PER_ACCOUNT_RANGES)
-        for userId in (1, 2):
-            self.conn.execute(
-                "INSERT INTO users (id, email, password_hash, created_at)"
-                " VALUES (?, ?, 'x', 'now')",
-                (userId, f"u{userId}@example.test"),
-            )
-        self.shared = self._message(1, [1, 2], "Plan", "the Büdget report is late")
-        self.lunch = self._message(2, [2], "Lunch", "pizza on friday, budget")
+        self.conn = _twoAccounts(self, PER_ACCOUNT_RANGES)
+        self._message(1, [1, 2], "Plan", "the Büdget report is late")
+        self._message(2, [2], "Lunch", "pizza on friday, budget")
         # account 3 was removed (its entries cascaded), its documents stayed;
         # so did those of the account 2 before this one, given the same id
         self._message(3, [], "Gone", "budget of a removed account", indexFor=[3])
