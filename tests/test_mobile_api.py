@@ -285,7 +285,9 @@ class MobileAPITests(TestCase):
         def subjects(result):
             return sorted(r["subject"] for r in result["results"])
 
-        found = yield self.api.json("GET", "/messages/search", q="budget")
+        found = yield self.api.json(
+            "GET", "/messages/search", q="budget", sort="relevance"
+        )
         self.assertEqual(subjects(found), ["Quarterly budget"])
         for r in found["results"]:
             self.assertTrue(0 < r["relevance"] <= 1)
@@ -350,11 +352,69 @@ class MobileAPITests(TestCase):
         yield self.deliver([(f"budget {i}", "budget") for i in range(4)])
         conn = sqlite3.connect(os.path.join(self.server.dataDir, "mailraven.db"))
         conn.row_factory = sqlite3.Row
-        found = queries.search(conn, 1, parseQuery("budget"), 10, 0, window=2)
+        found = queries.search(
+            conn, 1, parseQuery("budget"), 10, 0, window=2, order="relevance"
+        )
         self.assertEqual(found["total_matches"], 4)
         self.assertEqual(
             sorted(r["subject"] for r in found["results"]), ["budget 2", "budget 3"]
         )
+
+    @inlineCallbacks
+    def test_searchListsNewestFirstByDefault(self):
+        """Results come in arrival order, newest first, as a mail client
+        shows them; relevance (and its BM25 field) only on request."""
+        yield self.deliver(
+            [
+                ("budget budget budget", "budget budget budget budget"),
+                ("second", "a budget"),
+                ("third", "the budget again"),
+            ]
+        )
+        yield self.api.login()
+        found = yield self.api.json("GET", "/messages/search", q="budget", limit=2)
+        self.assertEqual([r["subject"] for r in found["results"]], ["third", "second"])
+        self.assertNotIn("relevance", found["results"][0])
+        self.assertEqual(
+            (found["total_matches"], found["total_matches_exact"]), (3, True)
+        )
+        page = yield self.api.json(
+            "GET", "/messages/search", q="budget", limit=2, offset=2
+        )
+        self.assertEqual(
+            [r["subject"] for r in page["results"]], ["budget budget budget"]
+        )
+        ranked = yield self.api.json(
+            "GET", "/messages/search", q="budget", sort="relevance"
+        )
+        self.assertEqual(ranked["results"][0]["subject"], "budget budget budget")
+        yield self.api.json(
+            "GET", "/messages/search", expect=400, q="budget", sort="score"
+        )
+
+    @inlineCallbacks
+    def test_totalMatchesIsALowerBoundPastTheCap(self):
+        yield self.deliver([(f"budget {i}", "budget") for i in range(5)])
+        conn = sqlite3.connect(os.path.join(self.server.dataDir, "mailraven.db"))
+        conn.row_factory = sqlite3.Row
+        for order in ("date", "relevance"):
+            found = queries.search(
+                conn, 1, parseQuery("budget"), 2, 0, order=order, cap=3
+            )
+            self.assertEqual(
+                (found["total_matches"], found["total_matches_exact"]), (3, False)
+            )
+            found = queries.search(
+                conn, 1, parseQuery("budget"), 2, 0, order=order, cap=5
+            )
+            self.assertEqual(
+                (found["total_matches"], found["total_matches_exact"]), (5, True)
+            )
+        found = queries.search(conn, 1, parseQuery("after:2000-01-01"), 2, 0, cap=3)
+        self.assertEqual(
+            (found["total_matches"], found["total_matches_exact"]), (3, False)
+        )
+        self.assertEqual(len(found["results"]), 2)
 
     @inlineCallbacks
     def test_sendQueuesDurablyAndKeepsACopy(self):

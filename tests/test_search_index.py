@@ -46,7 +46,7 @@ class PerAccountIndexTests(TestCase):
             insertMessage(self.conn, prepared)
 
     def found(self, userId: int, text: str) -> tuple[int, list[tuple[float, str]]]:
-        result = search(self.conn, userId, parseQuery(text), 50, 0)
+        result = search(self.conn, userId, parseQuery(text), 50, 0, order="relevance")
         ranked = [(r["relevance"], r["snippet"]) for r in result["results"]]
         return result["total_matches"], ranked
 

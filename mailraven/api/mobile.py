@@ -27,7 +27,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from mailraven.api import queries
 from mailraven.api.http import APIError, errorBody, readJSON, writeJSON
 from mailraven.api.openapi import document
-from mailraven.api.search import BadQuery, parseQuery
+from mailraven.api.search import SEARCH_ORDERS, BadQuery, parseQuery
 from mailraven.api.tokencache import TokenCache
 from mailraven.envelope import Envelope, Recipient
 from mailraven.outbound import state as outboundState
@@ -295,7 +295,12 @@ class MobileAPI:
             raise APIError(400, "bad_query", str(e)) from None
         limit = _intArg(request, "limit", 20, 1, MAX_LIMIT)
         offset = _intArg(request, "offset", 0, 0, 10**9)
-        d = self._db.read(lambda c: queries.search(c, user[0], query, limit, offset))
+        order = _strArg(request, "sort") or "date"
+        if order not in SEARCH_ORDERS:
+            raise APIError(400, "bad_parameter", "sort must be date or relevance")
+        d = self._db.read(
+            lambda c: queries.search(c, user[0], query, limit, offset, order=order)
+        )
         d.addCallback(lambda found: {**found, "query": _strArg(request, "q")})
         return d
 

@@ -173,6 +173,7 @@ def document() -> dict[str, Any]:
                             "type": "object",
                             "properties": {
                                 "relevance": {
+                                    "description": "with sort=relevance only",
                                     "type": "number",
                                     "minimum": 0,
                                     "maximum": 1,
@@ -316,6 +317,18 @@ def document() -> dict[str, Any]:
                         },
                         _intParam("limit", 1, 1000, 20),
                         _intParam("offset", 0, 10**9, 0),
+                        {
+                            "name": "sort",
+                            "in": "query",
+                            "required": False,
+                            "description": "date: newest first (default);"
+                            " relevance: BM25 over the newest 2,000 matches",
+                            "schema": {
+                                "type": "string",
+                                "enum": ["date", "relevance"],
+                                "default": "date",
+                            },
+                        },
                     ],
                     "responses": {
                         "200": _json(
@@ -330,7 +343,13 @@ def document() -> dict[str, Any]:
                                     },
                                     "query": {"type": "string"},
                                     "count": {"type": "integer"},
-                                    "total_matches": {"type": "integer"},
+                                    "total_matches": {
+                                        "type": "integer",
+                                        "description": "exact up to 1,000;"
+                                        " a lower bound when total_matches_exact"
+                                        " is false",
+                                    },
+                                    "total_matches_exact": {"type": "boolean"},
                                 },
                             }
                         ),

@@ -184,6 +184,11 @@ def entryFor(conn: sqlite3.Connection, userId: int, entryId: str) -> dict | None
 
 # -- search -------------------------------------------------------------------
 
+# weights: sender, recipients, subject, body
+_WEIGHTS = "4.0, 2.0, 3.0, 1.0"
+SEARCH_WINDOW = 2000  # newest matches ranked by BM25
+TOTAL_CAP = 1000  # total_matches is exact up to this many
+
 
 def search(
     conn: sqlite3.Connection,
@@ -192,35 +197,42 @@ def search(
     limit: int,
     offset: int,
     window: int | None = None,
+    order: str = "date",
+    cap: int = TOTAL_CAP,
 ) -> dict[str, Any]:
     """
-    BM25 over sender, recipients, subject, body, in the account's own index
-    table (L{mailraven.store.searchindex}): its statistics are the account's
-    alone. Relevance is relative to the best match of the whole result (1.0):
-    pages compare, and tiny corpora, where BM25's IDF collapses towards 0,
-    still rank sensibly.
+    Matches in the account's own index table (L{mailraven.store.searchindex})
+    over sender, recipients, subject, body: newest first (C{order="date"},
+    what a mail client shows), or by BM25 (C{"relevance"}), whose statistics
+    are the account's alone. C{total_matches} is exact up to C{cap}; past it
+    the count stops there and C{total_matches_exact} is false, as a search
+    engine's totals do, so a common word costs no full count.
     """
     if query.nothing:
-        return {"results": [], "count": 0, "total_matches": 0}
+        return _found([], 0, True)
     if not query.match:
-        return _listByDates(conn, userId, query, limit, offset)
+        return _listByDates(conn, userId, query, limit, offset, cap)
     try:
-        return _searchIndex(conn, userId, query, limit, offset, window)
+        if order == "relevance":
+            return _searchRanked(conn, userId, query, limit, offset, window, cap)
+        return _searchNewest(conn, userId, query, limit, offset, cap)
     except sqlite3.OperationalError as e:
         if not isMissingTable(e):
             raise
-        return {"results": [], "count": 0, "total_matches": 0}  # nothing indexed
+        return _found([], 0, True)  # nothing indexed
 
 
-def _searchIndex(
-    conn: sqlite3.Connection,
-    userId: int,
-    query: SearchQuery,
-    limit: int,
-    offset: int,
-    window: int | None,
-) -> dict[str, Any]:
-    table = searchTable(userId)
+def _found(results: list[dict[str, Any]], total: int, exact: bool) -> dict[str, Any]:
+    return {
+        "results": results,
+        "count": len(results),
+        "total_matches": total,
+        "total_matches_exact": exact,
+    }
+
+
+def _matching(table: str, query: SearchQuery) -> tuple[str, tuple[str, ...]]:
+    """The FROM/WHERE of a search and its arguments."""
     # Dates: each document's arrival is in search_docs (schema 10), one
     # primary-key lookup per match; no join with the mailbox entries.
     source, dated, dates = table, "", ()
@@ -228,53 +240,108 @@ def _searchIndex(
         source += f" JOIN search_docs t ON t.id = {table}.rowid"
         dated = " AND t.received_at >= ? AND t.received_at < ?"
         dates = (query.after or "", query.before or "~")  # "~" sorts last
-    matching = f"FROM {source} WHERE {table} MATCH ?{dated}"
+    return f"FROM {source} WHERE {table} MATCH ?{dated}", (query.match, *dates)
+
+
+def _countUpTo(
+    conn: sqlite3.Connection, matching: str, args: tuple[Any, ...], cap: int
+) -> tuple[int, bool]:
+    """(matches, exact): counting stops after C{cap} + 1."""
     (total,) = conn.execute(
-        f"SELECT count(*) {matching}", (query.match, *dates)
+        f"SELECT count(*) FROM (SELECT 1 {matching} LIMIT ?)", (*args, cap + 1)
     ).fetchone()
-    # BM25 needs every candidate's column sizes: rank the newest
-    # SEARCH_WINDOW matches (rowids grow with arrival), count them all.
-    window = SEARCH_WINDOW if window is None else window
-    first = 0
-    if total > window:
-        (first,) = conn.execute(
-            f"SELECT {table}.rowid {matching}"
-            f" ORDER BY {table}.rowid DESC LIMIT 1 OFFSET ?",
-            (query.match, *dates, window - 1),
-        ).fetchone()
-    ranked = f"SELECT d.message_id, r FROM (SELECT {table}.rowid AS doc,"
-    ranked += f" bm25({table}, {_WEIGHTS}) AS r {matching} AND {table}.rowid >= ?"
-    ranked += " ORDER BY r LIMIT ? OFFSET ?) JOIN search_docs d ON d.id = doc"
-    ranked += " ORDER BY r"
-    args = (query.match, *dates, first)
-    page = conn.execute(ranked, (*args, limit, offset)).fetchall()
-    if not page:
-        return {"results": [], "count": 0, "total_matches": total}
-    if offset == 0:
-        best = page[0][1]
-    else:
-        best = conn.execute(ranked, (*args, 1, 0)).fetchone()[1]
-    scores = {messageId: score for messageId, score in page}
-    marks = ",".join("?" * len(scores))
-    rows = conn.execute(
+    return (cap, False) if total > cap else (total, True)
+
+
+def _searchNewest(
+    conn: sqlite3.Connection,
+    userId: int,
+    query: SearchQuery,
+    limit: int,
+    offset: int,
+    cap: int,
+) -> dict[str, Any]:
+    """Newest first: FTS5 walks its doclists backwards and stops at the page."""
+    table = searchTable(userId)
+    matching, args = _matching(table, query)
+    total, exact = _countUpTo(conn, matching, args, cap)
+    docs = conn.execute(
+        f"SELECT d.message_id FROM (SELECT {table}.rowid AS doc {matching}"
+        f" ORDER BY {table}.rowid DESC LIMIT ? OFFSET ?)"
+        " JOIN search_docs d ON d.id = doc ORDER BY doc DESC",
+        (*args, limit, offset),
+    ).fetchall()
+    order = {messageId: n for n, (messageId,) in enumerate(docs)}
+    rows = _summariesOf(conn, userId, order)
+    rows.sort(key=lambda row: order[row["file_id"]])
+    return _found([summary(row) for row in rows], max(total, offset + len(rows)), exact)
+
+
+def _summariesOf(
+    conn: sqlite3.Connection, userId: int, messageIds: dict[str, Any]
+) -> list[sqlite3.Row]:
+    if not messageIds:
+        return []
+    marks = ",".join("?" * len(messageIds))
+    return conn.execute(
         f"SELECT {_SUMMARY}, e.message_id AS file_id FROM mailbox_entries e"
         f" JOIN messages m ON m.id = e.message_id"
         # unary + keeps the planner on entries_by_message: the user's own
         # index would walk every entry they have (measured: 30 ms at 100k)
         f" WHERE +e.user_id = ? AND e.message_id IN ({marks})",
-        (userId, *scores),
+        (userId, *messageIds),
     ).fetchall()
+
+
+def _searchRanked(
+    conn: sqlite3.Connection,
+    userId: int,
+    query: SearchQuery,
+    limit: int,
+    offset: int,
+    window: int | None,
+    cap: int,
+) -> dict[str, Any]:
+    """
+    BM25 needs every candidate's column sizes: rank the newest C{window}
+    matches (rowids grow with arrival). Relevance is relative to the best
+    match of the whole result (1.0): pages compare, and tiny corpora, where
+    BM25's IDF collapses towards 0, still rank sensibly.
+    """
+    table = searchTable(userId)
+    matching, args = _matching(table, query)
+    total, exact = _countUpTo(conn, matching, args, cap)
+    window = SEARCH_WINDOW if window is None else window
+    edge = conn.execute(
+        f"SELECT {table}.rowid {matching} ORDER BY {table}.rowid DESC LIMIT 1 OFFSET ?",
+        (*args, window - 1),
+    ).fetchone()
+    first = edge[0] if edge else 0
+    ranked = f"SELECT d.message_id, r FROM (SELECT {table}.rowid AS doc,"
+    ranked += f" bm25({table}, {_WEIGHTS}) AS r {matching} AND {table}.rowid >= ?"
+    ranked += " ORDER BY r LIMIT ? OFFSET ?) JOIN search_docs d ON d.id = doc"
+    ranked += " ORDER BY r"
+    page = conn.execute(ranked, (*args, first, limit, offset)).fetchall()
+    if not page:
+        return _found([], total, exact)
+    if offset == 0:
+        best = page[0][1]
+    else:
+        best = conn.execute(ranked, (*args, first, 1, 0)).fetchone()[1]
+    scores = {messageId: score for messageId, score in page}
+    rows = _summariesOf(conn, userId, scores)
     rows.sort(key=lambda row: scores[row["file_id"]])
-    return _results(rows, [scores[row["file_id"]] for row in rows], best, total)
-
-
-# weights: sender, recipients, subject, body
-_WEIGHTS = "4.0, 2.0, 3.0, 1.0"
-SEARCH_WINDOW = 2000  # newest matches ranked by BM25; all are counted
+    results = _withRelevance(rows, [scores[row["file_id"]] for row in rows], best)
+    return _found(results, max(total, offset + len(results)), exact)
 
 
 def _listByDates(
-    conn: sqlite3.Connection, userId: int, query: SearchQuery, limit: int, offset: int
+    conn: sqlite3.Connection,
+    userId: int,
+    query: SearchQuery,
+    limit: int,
+    offset: int,
+    cap: int,
 ) -> dict[str, Any]:
     """Dates alone: the account's entries in the time range, newest first."""
     where, args = ["e.user_id = ?"], [userId]
@@ -285,30 +352,27 @@ def _listByDates(
         where.append("e.received_at >= ?")
         args.append(query.after)
     clause = " AND ".join(where)
-    (total,) = conn.execute(
-        f"SELECT count(*) FROM mailbox_entries e WHERE {clause}", args
-    ).fetchone()
+    total, exact = _countUpTo(
+        conn, f"FROM mailbox_entries e WHERE {clause}", tuple(args), cap
+    )
     rows = conn.execute(
         f"SELECT {_SUMMARY} FROM mailbox_entries e"
         f" JOIN messages m ON m.id = e.message_id WHERE {clause}"
         " ORDER BY e.received_at DESC LIMIT ? OFFSET ?",
         [*args, limit, offset],
     ).fetchall()
-    return _results(rows, [0.0] * len(rows), None, total)
+    return _found([summary(row) for row in rows], max(total, offset + len(rows)), exact)
 
 
-def _results(
-    rows: list[sqlite3.Row], scores: list[float], best: float | None, total: int
-) -> dict[str, Any]:
+def _withRelevance(
+    rows: list[sqlite3.Row], scores: list[float], best: float
+) -> list[dict[str, Any]]:
     results = []
     for row, score in zip(rows, scores, strict=True):
         result = summary(row)
-        if best is not None and best < 0:
-            result["relevance"] = round(min(1.0, score / best), 4)
-        else:
-            result["relevance"] = 1.0
+        result["relevance"] = round(min(1.0, score / best), 4) if best < 0 else 1.0
         results.append(result)
-    return {"results": results, "count": len(results), "total_matches": total}
+    return results
 
 
 def sentToday(conn: sqlite3.Connection, userId: int) -> int:

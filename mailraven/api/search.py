@@ -16,6 +16,7 @@ MAX_QUERY = 1000
 _TERM = re.compile(r'(?:(\w+):)?("([^"]*)"?|\S+)')
 _WORDY = re.compile(r"\w")
 COLUMNS = {"from": "sender", "to": "recipients", "subject": "subject"}
+SEARCH_ORDERS = ("date", "relevance")  # newest first by default, as mail clients show
 
 
 class BadQuery(ValueError):
