@@ -196,6 +196,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_message_size": Key(_positiveInt, 26214400, "bytes; advertised in SIZE"),
         "max_recipients": Key(_positiveInt, 50, "recipients per message"),
         "timeout": Key(_positiveInt, 300, "seconds idle before 421 (RFC 5321)"),
+        "max_sessions": Key(_positiveInt, 1000, "open sessions per listener kind"),
+        "spool_memory": Key(
+            _positiveInt, 33554432, "bytes DATA keeps in memory, all sessions"
+        ),
         "shutdown_grace": Key(_positiveInt, 30, "seconds in-flight DATA may finish"),
     },
     "submission": {
@@ -269,7 +273,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "ratelimit": {
         "connections_per_ip": Key(_positiveInt, 60, "new connections per minute"),
         "connections_per_subnet": Key(_positiveInt, 200, "per /24 or /64 per minute"),
-        "concurrent_per_ip": Key(_positiveInt, 20, "open connections per IP"),
+        "concurrent_per_ip": Key(_positiveInt, 50, "open connections per IP"),
         "messages_per_ip": Key(_positiveInt, 120, "messages per minute per IP"),
         "recipients_per_ip": Key(_positiveInt, 600, "recipients per minute per IP"),
         "outbound_per_day": Key(_positiveInt, 1000, "messages an account may send"),

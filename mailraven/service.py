@@ -43,7 +43,7 @@ from mailraven.smtp.submission import (
     fromAddresses,
     headerBlock,
 )
-from mailraven.spool import Spool
+from mailraven.spool import MemoryBudget, Spool
 from mailraven.startup import prepareDataDir
 from mailraven.store.db import Database
 from mailraven.store.messages import SQLiteMessageStore
@@ -235,6 +235,7 @@ def makeService(
     tokens = TokenCache(reactor)
     root.users = SQLiteUserStore(db, onRevoke=tokens.clear)
     tmpDir = os.path.join(dataDir, "tmp")
+    root.spoolBudget = spoolBudget = MemoryBudget(config["smtp.spool_memory"])
 
     def discardSpool(spool: Spool) -> None:
         d = deferToThreadPool(reactor, files.pool, spool.discard)
@@ -249,6 +250,7 @@ def makeService(
             hostname=config["server.hostname"],
             maxMessageSize=config["smtp.max_message_size"],
             maxRecipients=config["smtp.max_recipients"],
+            maxSessions=config["smtp.max_sessions"],
             timeout=config["smtp.timeout"],
         ),
         resolver=RecipientResolver(
@@ -258,7 +260,7 @@ def makeService(
             postmaster=config["server.postmaster"],
         ),
         store=root.store,
-        spoolFactory=lambda: Spool(tmpDir, reactor, files.pool),
+        spoolFactory=lambda: Spool(tmpDir, reactor, files.pool, budget=spoolBudget),
         discardSpool=discardSpool,
         diskGuard=diskGuard,
         metrics=metrics,

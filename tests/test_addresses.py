@@ -4,6 +4,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mailraven.smtp.addresses import (
     AddressError,
+    parseHeloName,
+    parseNumber,
     parseParams,
     parsePath,
     splitPathAndParams,
@@ -12,7 +14,7 @@ from mailraven.smtp.addresses import (
 
 class PathTests(SynchronousTestCase):
     def test_plainAndNormalisedDomain(self):
-        self.assertEqual(str(parsePath("Bob@Example.ORG.")), "Bob@example.org")
+        self.assertEqual(str(parsePath("Bob@Example.ORG")), "Bob@example.org")
 
     def test_sourceRouteIgnored(self):
         address = parsePath("@relay.example,@b.example:user@far.example")
@@ -37,8 +39,50 @@ class PathTests(SynchronousTestCase):
             "a@x_y.example",
             "\u00fc@x.example",
             "x" * 65 + "@x.example",
+            # RFC 5321 4.1.2 Domain: no empty label, no final dot
+            "user@domain..",
+            "user@domain.",
+            "user@a..example",
+            "user@.example",
+            "user@" + "a" * 64 + ".example",
+            "user@" + ".".join(["a" * 63] * 4) + ".example",
+            # address literals: real IPv4/IPv6 only, no scope, no other tag
+            "user@[1.2.3]",
+            "user@[300.1.1.1]",
+            "user@[IPv6:1::2::3]",
+            "user@[IPv6:fe80::1%x]",
+            "user@[x-tag:whatever]",
         ):
             self.assertRaises(AddressError, parsePath, bad)
+
+    def test_lengthLimitsOfRFC5321(self):
+        """4.5.3.1: local part 64 octets, labels 63, domain 255."""
+        label = "a" * 63
+        domain = ".".join([label] * 3 + ["b" * 61])  # 253 octets
+        self.assertEqual(len(parsePath("x" * 64 + "@x.example").local), 64)
+        self.assertEqual(parsePath("x@" + domain).domain, domain)
+        self.assertRaises(AddressError, parsePath, "x@" + domain + "cc.d")
+
+    def test_utf8LengthsAreOctets(self):
+        """SMTPUTF8 (RFC 6531) keeps RFC 5321's limits, in octets."""
+        self.assertRaises(AddressError, parsePath, "\u00fc" * 33 + "@x.example", True)
+        self.assertEqual(
+            parsePath("\u00fc" * 32 + "@x.example", True).local[:1], "\u00fc"
+        )
+
+    def test_noControlsOrLineSeparatorsEvenWithSmtputf8(self):
+        for bad in (
+            "a\x85b@x.example",
+            "a\u2028b@x.example",
+            '"a\u2029b"@x.example',
+            "a@b\u2028c.example",
+            "a\u202eb@x.example",
+        ):
+            self.assertRaises(AddressError, parsePath, bad, True)
+
+    def test_addressLiterals(self):
+        for good in ("u@[192.0.2.1]", "u@[IPv6:2001:db8::1]", "u@[ipv6:::1]"):
+            self.assertTrue(parsePath(good).isLiteral, good)
 
     def test_utf8OnlyWithSmtputf8(self):
         self.assertEqual(
@@ -56,3 +100,43 @@ class PathTests(SynchronousTestCase):
         self.assertEqual(parseParams(params), {"SIZE": "10", "BODY": "8BITMIME"})
         self.assertRaises(AddressError, splitPathAndParams, "a@x.example")
         self.assertRaises(AddressError, parseParams, ["SIZE="])
+
+
+class HeloNameTests(SynchronousTestCase):
+    def test_domainsAndLiterals(self):
+        for good in (
+            "mx.example.org",
+            "localhost",
+            "192.0.2.1",  # digits are labels too (RFC 5321 Let-dig)
+            "[127.0.0.1]",
+            "[IPv6:::1]",
+            "DESKTOP_4F2A.corp.example",  # tolerated: "_" of Windows host names
+        ):
+            self.assertEqual(parseHeloName(good), good)
+
+    def test_refused(self):
+        for bad in (
+            "",
+            "x\rFrom:\tCEO\t<ceo@example.test>\rSubject:\tpwned",
+            "x\x00y",
+            "x\ty",
+            "a b",
+            "mx.example.org.",
+            "a..b",
+            "-a.example",
+            "a(b)",
+            "b\u00fccher.example",
+            "[127.0.0.1",
+            "[not-an-ip]",
+            "[IPv6:::1%eth0\r]",
+            "a" * 64,
+        ):
+            self.assertRaises(AddressError, parseHeloName, bad)
+
+
+class NumberTests(SynchronousTestCase):
+    def test_asciiDigitsOnly(self):
+        self.assertEqual(parseNumber("1024"), 1024)
+        self.assertEqual(parseNumber("0"), 0)
+        for bad in (None, "", "\u00b2", "\u0661\u0662", "+1", " 1", "1.0", "9" * 21):
+            self.assertRaises(AddressError, parseNumber, bad)

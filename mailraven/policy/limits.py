@@ -1,4 +1,4 @@
-"""Per-client rate limits of the SMTP listener, and the allowlist that skips them.
+"""Per-client limits of the SMTP listener, and the allowlist that skips the rates.
 
 Token buckets (L{mailraven.ratelimit.TokenBuckets}) for new connections per IP
 and per subnet (/24 IPv4, /64 IPv6), messages and recipients per IP; a counter
@@ -26,7 +26,7 @@ class ClientLimits:
         clock: Any,
         connectionsPerIP: int = 60,
         connectionsPerSubnet: int = 200,
-        concurrentPerIP: int = 20,
+        concurrentPerIP: int = 50,
         messagesPerIP: int = 120,
         recipientsPerIP: int = 600,
         allowlist: list[str] = (),
@@ -54,13 +54,17 @@ class ClientLimits:
             self._metrics.ratelimitHits.labels(limit).inc()
         return limit
 
-    def connect(self, ip: str) -> str | None:
-        """The limit a new connection from C{ip} breaks, or None (then counted)."""
+    def connect(self, ip: str, rates: bool = True) -> str | None:
+        """
+        The limit a new connection from C{ip} breaks, or None (then counted).
+        The concurrent bound applies to every peer; C{rates=False} (an
+        allowlisted peer) skips the per-minute rates.
+        """
         if self.concurrent[ip] >= self._concurrentLimit:
             return self._hit("concurrent_per_ip")
-        if self._connections.take(ip):
+        if rates and self._connections.take(ip):
             return self._hit("connections_per_ip")
-        if self._subnets.take(subnetOf(ip)):
+        if rates and self._subnets.take(subnetOf(ip)):
             return self._hit("connections_per_subnet")
         self.concurrent[ip] += 1
         return None

@@ -22,7 +22,10 @@ class SessionPolicy:
 
 
 class ClientPolicy:
-    """Per connection. Allowlisted peers skip limits and the DNSBL."""
+    """
+    Per connection. Allowlisted peers skip the rate limits and the DNSBL, not
+    the bound on concurrent connections: that one guards memory.
+    """
 
     def __init__(self, policy: SessionPolicy, ip: str) -> None:
         self._policy = policy
@@ -34,8 +37,8 @@ class ClientPolicy:
 
     def connect(self) -> Rejection | None:
         """None to go on; else a 421 for the greeting. Starts the DNSBL lookups."""
-        if self._policy.limits is not None and not self.allowlisted:
-            broken = self._policy.limits.connect(self.ip)
+        if self._policy.limits is not None:
+            broken = self._policy.limits.connect(self.ip, rates=not self.allowlisted)
             if broken is not None:
                 return Rejection(
                     421, "4.7.0", "Too many connections, slow down", broken

@@ -1,32 +1,39 @@
-"""RFC 5321 paths and ESMTP parameters, parsed strictly.
+"""RFC 5321 paths, EHLO names and ESMTP parameters, parsed strictly.
 
 twisted.mail's own regexes ignore ESMTP parameters and reject UTF-8 local parts
 (notes/twisted.md); this parser handles both and keeps the relay-relevant parts
-(source routes, quoted local parts, address literals) explicit.
+(source routes, quoted local parts, address literals) explicit. What it returns
+goes into trace headers (Return-Path, Received): nothing that could end a
+header line or start a new one gets through.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 
-MAX_LOCAL = 64
-MAX_DOMAIN = 255
-MAX_PATH = 256
+MAX_LOCAL = 64  # RFC 5321 4.5.3.1.1, octets
+MAX_DOMAIN = 255  # RFC 5321 4.5.3.1.2
+MAX_PATH = 256  # RFC 5321 4.5.3.1.3
+MAX_NUMBER = 20  # digits of an ESMTP number (SIZE): past 10**20 is no size
 
+# UTF-8 in addresses (RFC 6531) but no C1 controls, no Unicode line or
+# paragraph separator (str.splitlines() and some mail clients break lines
+# there) and no bidi embedding or override (they reorder what a reader sees).
+_UTF8 = r"\u00a0-\u2027\u202f-\U0010ffff"
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-"
 _DOT_ATOM_ASCII = re.compile(rf"[{_ATEXT}]+(\.[{_ATEXT}]+)*\Z")
-_DOT_ATOM_UTF8 = re.compile(
-    rf"[{_ATEXT}\u0080-\U0010ffff]+(\.[{_ATEXT}\u0080-\U0010ffff]+)*\Z"
-)
-_QUOTED = re.compile(
-    r'"([\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"\Z'
-)
+_DOT_ATOM_UTF8 = re.compile(rf"[{_ATEXT}{_UTF8}]+(\.[{_ATEXT}{_UTF8}]+)*\Z")
+_QUOTED = re.compile(rf'"([\x20\x21\x23-\x5b\x5d-\x7e{_UTF8}]|\\[\x20-\x7e])*"\Z')
 _LABEL_ASCII = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _LABEL_UTF8 = re.compile(
-    r"[A-Za-z0-9\u0080-\U0010ffff]([A-Za-z0-9\u0080-\U0010ffff-]*[A-Za-z0-9\u0080-\U0010ffff])?\Z"
+    rf"[A-Za-z0-9{_UTF8}]([A-Za-z0-9{_UTF8}-]*[A-Za-z0-9{_UTF8}])?\Z"
 )
-_LITERAL = re.compile(r"\[[\x21-\x5a\x5e-\x7e]+\]\Z")
+# EHLO/HELO names: RFC 5321's sub-domain, plus "_" (Windows host names carry
+# it; it cannot end a header or a comment, so tolerating it costs nothing).
+_HELO_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
+_DIGITS = re.compile(rf"[0-9]{{1,{MAX_NUMBER}}}\Z")
 _ROUTE = re.compile(r"@[^,:]+(,@[^,:]+)*:")
 _PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 
@@ -134,15 +141,57 @@ def _checkLocal(local: str, utf8: bool) -> str:
 
 
 def _checkDomain(domain: str, utf8: bool) -> str:
-    if _LITERAL.match(domain):
-        return domain
-    if not domain or len(domain) > MAX_DOMAIN:
+    if domain.startswith("["):
+        return addressLiteral(domain)
+    return _checkName(domain, _LABEL_UTF8 if utf8 else _LABEL_ASCII).lower()
+
+
+def _checkName(domain: str, label: re.Pattern[str]) -> str:
+    """RFC 5321 Domain: labels of 1..63 characters, no empty one, no final dot."""
+    if not domain or len(domain.encode()) > MAX_DOMAIN:
         raise AddressError("bad domain length")
-    label = _LABEL_UTF8 if utf8 else _LABEL_ASCII
-    labels = domain.rstrip(".").split(".")
-    if not all(label.match(part) for part in labels):
+    labels = domain.split(".")
+    if not all(label.match(part) and len(part.encode()) <= 63 for part in labels):
         raise AddressError("bad domain syntax")
-    return ".".join(labels).lower()
+    return domain
+
+
+def addressLiteral(literal: str) -> str:
+    """
+    C{[192.0.2.1]} or C{[IPv6:2001:db8::1]} (RFC 5321 4.1.3), as given. A
+    General-address-literal needs a tag registered for it and none but
+    C{IPv6} is, so any other tag is refused.
+    """
+    if not (literal.startswith("[") and literal.endswith("]")):
+        raise AddressError("bad address literal")
+    inner = literal[1:-1]
+    if not inner.isascii() or "%" in inner:  # no IPv6 scope: it takes any text
+        raise AddressError("bad address literal")
+    try:
+        if inner[:5].upper() == "IPV6:":
+            ipaddress.IPv6Address(inner[5:])
+        else:
+            ipaddress.IPv4Address(inner)
+    except ValueError:
+        raise AddressError("bad address literal") from None
+    return literal
+
+
+def parseHeloName(argument: str) -> str:
+    """
+    The EHLO/HELO argument: a Domain or an address literal (RFC 5321 4.1.1.1),
+    ASCII only, C{_} tolerated in labels. It goes into C{Received:} as it is.
+    """
+    if argument.startswith("["):
+        return addressLiteral(argument)
+    return _checkName(argument, _HELO_LABEL)
+
+
+def parseNumber(value: str | None) -> int:
+    """An ESMTP number (SIZE=): ASCII digits only, at most L{MAX_NUMBER}."""
+    if value is None or not _DIGITS.match(value):
+        raise AddressError("expected a number of ASCII digits")
+    return int(value)
 
 
 def parseParams(params: list[str]) -> dict[str, str | None]:

@@ -18,6 +18,8 @@ what this subclass does instead:
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -35,6 +37,8 @@ from mailraven.policy.session import SessionPolicy
 from mailraven.smtp.addresses import (
     Address,
     AddressError,
+    parseHeloName,
+    parseNumber,
     parseParams,
     parsePath,
     splitPathAndParams,
@@ -55,6 +59,7 @@ class SMTPSettings:
     hostname: str
     maxMessageSize: int = 26214400
     maxRecipients: int = 50
+    maxSessions: int = 1000  # open sessions of one listener kind (MX, submission)
     timeout: int = 300  # RFC 5321 4.5.3.2.7: a server waits at least 5 minutes
 
 
@@ -121,6 +126,11 @@ class MailRavenESMTP(smtp.ESMTP):
         )
         if ISSLTransport.providedBy(self.transport):
             self.startedTLS = True  # implicit TLS (a tls: listener, port 465)
+        if len(self.factory.sessions) >= self.settings.maxSessions:
+            # Each session may hold buffers: past the cap, none for anyone.
+            self._reject("max_sessions", 421, "4.3.2", "Too busy, try again later")
+            self._close()
+            return
         self.factory.sessionStarted(self)
         self.client = self.factory.policy.open(self.peerIP)
         refused = self.client.connect()
@@ -323,10 +333,18 @@ class MailRavenESMTP(smtp.ESMTP):
         return []
 
     def _greet(self, argument: str) -> None:
-        if not argument or " " in argument:
-            raise Reply(501, "5.5.4", "Syntax: EHLO hostname")
+        """
+        RFC 5321's Domain or address literal only: the name goes into
+        C{Received:}, and a bare CR, NUL or TAB there forged headers.
+        """
+        try:
+            name = parseHeloName(argument)
+        except AddressError:
+            raise Reply(
+                501, "5.5.4", "Syntax: EHLO domain or address literal", "bad_helo"
+            ) from None
         self._abortTransaction()
-        self._heloName = argument
+        self._heloName = name
 
     def smtp_STARTTLS(self, argument: str) -> None:
         if argument:
@@ -377,9 +395,11 @@ class MailRavenESMTP(smtp.ESMTP):
         )
         for key, value in params.items():
             if key == "SIZE":
-                if value is None or not value.isdigit():
-                    raise Reply(501, "5.5.4", "Bad SIZE parameter")
-                if int(value) > self.settings.maxMessageSize:
+                try:
+                    size = parseNumber(value)
+                except AddressError:
+                    raise Reply(501, "5.5.4", "Bad SIZE parameter") from None
+                if size > self.settings.maxMessageSize:
                     raise Reply(
                         552, "5.3.4", "Message size exceeds fixed limit", "size"
                     )
@@ -471,7 +491,11 @@ class MailRavenESMTP(smtp.ESMTP):
         self._reply(354, "", "End data with <CR><LF>.<CR><LF>")
 
     def _traceHeaders(self, envelope: Envelope) -> bytes:
-        """Return-Path and Received (RFC 5321 4.4), prepended to the message."""
+        """
+        Return-Path and Received (RFC 5321 4.4), prepended to the message. The
+        peer's parts were checked on the way in (EHLO name, paths); they pass
+        through L{headerSafe} all the same, so no peer byte can end a line.
+        """
         protocol = "ESMTPS" if envelope.tls else "ESMTP"
         if envelope.smtputf8:
             protocol = "UTF8SMTPS" if envelope.tls else "UTF8SMTP"
@@ -479,12 +503,12 @@ class MailRavenESMTP(smtp.ESMTP):
             protocol += "A"  # RFC 3848: ESMTPSA
         forClause = ""
         if len(envelope.recipients) == 1:
-            forClause = f"\r\n\tfor <{envelope.recipients[0].address}>"
+            forClause = f"\r\n\tfor <{headerSafe(envelope.recipients[0].address)}>"
         stamp = format_datetime(datetime.now(UTC))
-        helo = envelope.helo.replace("(", "").replace(")", "")
+        helo = headerSafe(envelope.helo).replace("(", "").replace(")", "")
         return (
-            f"Return-Path: <{envelope.mailFrom}>\r\n"
-            f"Received: from {helo} ([{envelope.peerIP}])\r\n"
+            f"Return-Path: <{headerSafe(envelope.mailFrom)}>\r\n"
+            f"Received: from {helo} ([{ipText(envelope.peerIP)}])\r\n"
             f"\tby {self.settings.hostname} (MailRaven) with {protocol}{forClause};"
             f"\r\n\t{stamp}\r\n"
         ).encode()
@@ -740,6 +764,22 @@ class MailRavenSMTPFactory(smtp.SMTPFactory):
     def _abortAll(self) -> None:
         for proto in list(self.sessions):
             proto.transport.abortConnection()
+
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def headerSafe(text: str) -> str:
+    """C{text} with every control character (CR, LF, TAB, NUL...) as C{?}."""
+    return _UNSAFE.sub("?", text)
+
+
+def ipText(ip: str) -> str:
+    """The peer's address for a header: a valid IP address, else C{unknown}."""
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        return "unknown"
 
 
 def hasLongLine(chunk: bytes, limit: int) -> bool:
