@@ -85,3 +85,53 @@ class MetadataTests(SynchronousTestCase):
             extractMetadata(b"Subject: =?bogus?x?zz?=\r\n\r\n").subject,
             "=?bogus?x?zz?=",
         )
+
+
+class DamagedHeaderTests(SynchronousTestCase):
+    """Where the header ends, and what its 8-bit octets say (tests/corpus)."""
+
+    def test_messageWithoutHeaderIsAllBody(self):
+        meta = extractMetadata(
+            b"Received: from c\r\n\tby mx; date\r\nHello, no header here.\r\n"
+            b"Second line.\r\n"
+        )
+        self.assertEqual(meta.snippet, "Hello, no header here. Second line.")
+
+    def test_lineWithoutColonEndsTheHeader(self):
+        """As in the email package (and so the API's view): the rest is body."""
+        meta = extractMetadata(b"Subject: s\r\nno colon\r\nX-After: 1\r\n\r\nbody\r\n")
+        self.assertEqual(
+            (meta.subject, meta.snippet), ("s", "no colon X-After: 1 body")
+        )
+        self.assertIsNone(meta.headers.get("X-After"))
+
+    def test_eightBitHeaderOctets(self):
+        """UTF-8 where they are UTF-8 (RFC 6532), else Latin-1; never U+FFFD."""
+        meta = extractMetadata(
+            b"From: J\xc3\xb6rg <j@example.org>\r\nTo: M\xfcller <m@example.org>\r\n"
+            b"Subject: \xff\xfe =?utf-8?q?caf=C3=A9?=\r\n\r\n"
+        )
+        self.assertEqual(meta.headerFrom, "J\u00f6rg <j@example.org>")
+        self.assertEqual(meta.headerTo, "M\u00fcller <m@example.org>")
+        self.assertEqual(meta.subject, "\u00ff\u00fe =?utf-8?q?caf=C3=A9?=")
+
+    def test_boundaryThatPrefixesAnotherIsNoDelimiter(self):
+        """RFC 2046 5.1.1: "--b" is a delimiter only as a whole line; the
+        inner part's epilogue is no text of the message."""
+        meta = extractMetadata(
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: multipart/alternative; boundary=b1\r\n\r\n"
+            b"--b1\r\nContent-Type: text/html\r\n\r\n<p>inner html</p>\r\n"
+            b"--b1--\r\ninner epilogue\r\n"
+            b"--b\r\nContent-Type: text/plain\r\n"
+            b"Content-Disposition: attachment; filename=a.txt\r\n\r\nx\r\n--b--\r\n"
+        )
+        self.assertEqual(meta.snippet, "inner html")
+        self.assertEqual([a["filename"] for a in meta.attachments], ["a.txt"])
+
+    def test_base64SkipsWhatIsNotOfTheAlphabet(self):
+        """RFC 2045 6.8: characters outside the alphabet are ignored."""
+        meta = extractMetadata(
+            b"Content-Transfer-Encoding: base64\r\n\r\naGVs!bG8g*d29y\r\nbGQ\r\n"
+        )
+        self.assertEqual(meta.snippet, "hello world")

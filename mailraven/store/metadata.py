@@ -29,6 +29,11 @@ MAX_DEPTH = 10
 MAX_HEADER_BYTES = 256 * 1024  # a "header" longer than this is parsed in part
 _TAGS = re.compile(r"<[^>]*>")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+_ESCAPED = re.compile("[\udc80-\udcff]")
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+_FIELD = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")  # email.feedparser's
+_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NOT_BASE64 = bytes(set(range(256)) - set(_BASE64))
 _headerParser = BytesHeaderParser(policy=compat32)
 
 
@@ -78,22 +83,56 @@ def _parsePart(raw: bytes) -> tuple[Message, bytes]:
     if raw.startswith((b"\r\n", b"\n")):
         return _headerParser.parsebytes(b""), raw.split(b"\n", 1)[1]
     end = _HEADER_END.search(raw, 0, MAX_HEADER_BYTES)
-    if end is None:
-        return _headerParser.parsebytes(raw[:MAX_HEADER_BYTES]), b""
-    return _headerParser.parsebytes(raw[: end.start()]), raw[end.end() :]
+    stop = MAX_HEADER_BYTES if end is None else end.start()
+    headers = _headerParser.parsebytes(raw[:stop])
+    if headers.get_payload():
+        # A line that is no header field (no colon, a space in the name: a
+        # message without header, or a broken one) ended the header there,
+        # as in the parsers of the API and of mail clients; the parser kept
+        # that line and the rest as its payload.
+        headers.set_payload(None)
+        return headers, raw[_bodyStart(raw[:stop]) :]
+    return headers, b"" if end is None else raw[end.end() :]
+
+
+def _bodyStart(block: bytes) -> int:
+    """Where the first line of C{block} that is no header field begins."""
+    for line in _LINE.finditer(block):
+        if not _FIELD.match(line.group()):
+            return line.start()
+    return len(block)
 
 
 def _header(message: Message, name: str) -> str:
-    value = message.get(name)
+    lowered = name.lower()
+    # the value as it came (compat32 makes 8-bit values a Header of
+    # U+FFFD): headerText decodes its octets
+    value = next((v for k, v in message.raw_items() if k.lower() == lowered), None)
     if value is None:
         return ""
-    text = str(value)
+    text = headerText(value)
     if "=?" in text:  # RFC 2047 encoded words; plain text is kept as it is
         try:
             text = str(make_header(decode_header(text)))
         except Exception:  # undecodable encoded-words: keep the raw text
             pass
     return _collapse(text)
+
+
+def headerText(value: str) -> str:
+    """
+    A header value as the parser gave it (8-bit octets as surrogate escapes)
+    as text: UTF-8 where the octets are UTF-8 (RFC 6532), else Latin-1, so
+    raw 8-bit headers of old clients read as they were meant and nothing
+    unencodable (a lone surrogate: no JSON, no SQLite text) reaches the API.
+    """
+    if not _ESCAPED.search(value):
+        return value
+    octets = value.encode("utf-8", "surrogateescape")
+    try:
+        return octets.decode("utf-8")
+    except UnicodeDecodeError:
+        return octets.decode("latin-1")
 
 
 def _collapse(text: str) -> str:
@@ -130,9 +169,16 @@ def _walk(
 def _splitMultipart(body: bytes, boundary: str) -> list[bytes]:
     """The parts between C{--boundary} lines (RFC 2046 5.1.1), without preamble."""
     delimiter = b"\n--" + boundary.encode("ascii", "surrogateescape")
-    pieces = (b"\n" + body).split(delimiter)
+    pieces: list[bytes] = []
+    for piece in (b"\n" + body).split(delimiter)[1:]:
+        line = piece.split(b"\n", 1)[0]
+        if line.startswith(b"--") or not line.strip(b" \t\r"):
+            pieces.append(piece)
+        elif pieces:
+            # "--b" began a longer line ("--b2" of a nested part): no delimiter
+            pieces[-1] += delimiter + piece
     parts = []
-    for piece in pieces[1:]:
+    for piece in pieces:
         if piece.startswith(b"--"):
             break  # close delimiter: the epilogue follows
         newline = piece.find(b"\n")
@@ -157,9 +203,11 @@ def _decodedSize(part: Message, body: bytes) -> int:
 def _decodeText(part: Message, body: bytes) -> str:
     encoding = _encoding(part)
     if encoding == "base64":
-        data = body.translate(None, b" \t\r\n")
+        # what is not of the alphabet is skipped, as RFC 2045 6.8 asks
+        data = body.translate(None, _NOT_BASE64)  # "=" too: padded again here
+        data = data[: len(data) - (len(data) % 4 == 1)]
         try:
-            body = base64.b64decode(data[: len(data) // 4 * 4])
+            body = base64.b64decode(data + b"=" * (-len(data) % 4))
         except binascii.Error:
             body = b""
     elif encoding == "quoted-printable":
@@ -172,6 +220,7 @@ def _decodeText(part: Message, body: bytes) -> str:
 
 
 def _decodeWords(text: str) -> str:
+    text = headerText(text)
     try:
         return str(make_header(decode_header(text)))
     except Exception:
