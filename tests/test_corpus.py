@@ -143,6 +143,58 @@ class CorpusThroughSMTPTests(TestCase):
         self.assertEqual(problems, [])
 
     @inlineCallbacks
+    def test_forgedAuthenticationResultsAreRemoved(self):
+        """
+        RFC 8601 5: a field of our authserv-id that came with the message is
+        gone (folded lines and all), another server's stays, ours is there once.
+        """
+        raw = (
+            b"Authentication-Results: MX.MAILRAVEN.TEST;\r\n\tdkim=pass"
+            b" header.d=bank.example;\r\n\tdmarc=pass header.from=bank.example\r\n"
+            b"Authentication-Results: mx.upstream.example; spf=pass\r\n"
+            b"From: bank@bank.example\r\nSubject: forged results\r\n"
+            b"X-A: 1\rAuthentication-Results: mx.mailraven.test 1; dkim=pass\r\n"
+            b"\r\nAuthentication-Results: mx.mailraven.test; in the body\r\n"
+        )
+        _, (code, reply) = yield deferToThread(
+            sendWithSmtplib,
+            self.server.smtpPort,
+            "bob@example.org",
+            ["alice@example.test"],
+            raw,
+        )
+        self.assertEqual(code, 250)
+        stored = yield deferToThread(
+            storedMessage, self.server.dataDir, reply.split()[-1].decode()
+        )
+        self.assertTrue(
+            stored.endswith(
+                b"Authentication-Results: mx.upstream.example; spf=pass\r\n"
+                b"From: bank@bank.example\r\nSubject: forged results\r\n"
+                b"X-A: 1\r"
+                b"\r\nAuthentication-Results: mx.mailraven.test; in the body\r\n"
+            ),
+            stored,
+        )
+        self.assertNotIn(b"bank.example;", stored)
+        listed = yield self.api.json("GET", "/messages")
+        [summary] = listed["messages"]
+        full = yield self.api.json("GET", f"/messages/{summary['id']}")
+        results = [
+            " ".join(h["value"].split())
+            for h in full["headers"]
+            if h["name"].lower() == "authentication-results"
+        ]
+        self.assertEqual(
+            results,
+            [
+                "mx.mailraven.test; spf=none smtp.mailfrom=example.org; dkim=none;"
+                " dmarc=none header.from=bank.example",
+                "mx.upstream.example; spf=pass",
+            ],
+        )
+
+    @inlineCallbacks
     def deliverAndRead(self, case: Case):
         """The problems found with C{case}, from SMTP to the API."""
         refused, (code, reply) = yield deferToThread(
