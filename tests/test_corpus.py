@@ -102,6 +102,11 @@ class CorpusStagesTests(SynchronousTestCase):
         [sender] = [h["value"] for h in view["headers"] if h["name"] == "From"]
         self.assertEqual(sender, "J\u00f6rg M\u00fcller <joerg@example.org>")
 
+    def test_eightBitAttachmentNameIsShownDecoded(self):
+        [case] = [c for c in cases() if c.name == "48-attachment-names-broken"]
+        names = [a["filename"] for a in _fullMessage(case.raw)["attachments"]]
+        self.assertEqual(names[0], "Rechnung M\u00e4rz.pdf")
+
     def test_jsonOfALoneSurrogateIsStillJSON(self):
         request = DummyRequest([b""])
         data = writeJSON(request, 200, {"subject": "a\udcff b", 1: "c"})

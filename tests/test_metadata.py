@@ -6,7 +6,7 @@ import base64
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailraven.store.metadata import SNIPPET_LENGTH, extractMetadata
+from mailraven.store.metadata import FIELD_LENGTH, SNIPPET_LENGTH, extractMetadata
 
 NESTED = (
     b"From: =?utf-8?q?J=C3=B6rg?= <jorg@example.org>\r\n"
@@ -135,3 +135,28 @@ class DamagedHeaderTests(SynchronousTestCase):
             b"Content-Transfer-Encoding: base64\r\n\r\naGVs!bG8g*d29y\r\nbGQ\r\n"
         )
         self.assertEqual(meta.snippet, "hello world")
+
+    def test_listedFieldsAreCappedAndWithoutControls(self):
+        folded = b"".join(b"\r\n word%04d" % i for i in range(2000))
+        meta = extractMetadata(
+            b"Subject: s" + folded + b"\r\nFrom: a\x00b\x1b[31m <a@example.org>\r\n"
+            b"To: " + b", ".join(b"r%d@example.org" % i for i in range(200)) + b"\r\n"
+            b"\r\nnul\x00 and\x07 bell\r\n"
+        )
+        self.assertEqual(len(meta.subject), FIELD_LENGTH)
+        self.assertEqual(meta.headerFrom, "a b [31m <a@example.org>")
+        self.assertTrue(meta.headerTo.endswith("r199@example.org"))
+        self.assertEqual(meta.snippet, "nul and bell")
+
+    def test_eightBitAttachmentName(self):
+        meta = extractMetadata(
+            b"Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n"
+            b'Content-Disposition: attachment; filename="M\xe4rz \xc3\xa9.pdf"\r\n'
+            b"\r\nx\r\n--a\r\n"
+            b'Content-Type: application/pdf; name="\xc3\xa9t\xc3\xa9"\r\n'
+            b"\r\nx\r\n--a--\r\n"
+        )
+        self.assertEqual(
+            [a["filename"] for a in meta.attachments],
+            ["M\u00e4rz \u00c3\u00a9.pdf", "\u00e9t\u00e9"],
+        )

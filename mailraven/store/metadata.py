@@ -27,6 +27,10 @@ SNIPPET_LENGTH = 200
 TEXT_SOURCE = 256 * 1024  # body bytes of a text part decoded for search
 MAX_DEPTH = 10
 MAX_HEADER_BYTES = 256 * 1024  # a "header" longer than this is parsed in part
+# characters kept of a field every listing shows (a subject folded over
+# thousands of lines made each page of the list megabytes)
+FIELD_LENGTH = 1000
+_CONTROLS = dict.fromkeys([*range(32), 127], " ")
 _TAGS = re.compile(r"<[^>]*>")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _ESCAPED = re.compile("[\udc80-\udcff]")
@@ -59,11 +63,11 @@ def extractMetadata(raw: bytes) -> Metadata:
         return Metadata()
     meta = Metadata(
         headers=headers,
-        headerFrom=_header(headers, "From"),
-        headerTo=_header(headers, "To"),
-        subject=_header(headers, "Subject"),
-        date=_header(headers, "Date"),
-        messageId=_header(headers, "Message-ID"),
+        headerFrom=_header(headers, "From")[:FIELD_LENGTH],
+        headerTo=_header(headers, "To"),  # whole: every recipient is searched
+        subject=_header(headers, "Subject")[:FIELD_LENGTH],
+        date=_header(headers, "Date")[:FIELD_LENGTH],
+        messageId=_header(headers, "Message-ID")[:FIELD_LENGTH],
     )
     texts: dict[str, str] = {}
     try:
@@ -136,8 +140,11 @@ def headerText(value: str) -> str:
 
 
 def _collapse(text: str) -> str:
-    """Runs of whitespace as one space, none at either end."""
-    return " ".join(text.split())
+    """
+    Runs of whitespace and control characters (a NUL, an escape sequence:
+    nothing a client should render) as one space, none at either end.
+    """
+    return " ".join(text.translate(_CONTROLS).split())
 
 
 def _walk(
@@ -151,7 +158,7 @@ def _walk(
                 childHeaders, childBody = _parsePart(child)
                 _walk(childHeaders, childBody, meta, texts, depth + 1)
             return
-    filename = part.get_filename()
+    filename = attachmentName(part)
     if part.get_content_disposition() == "attachment" or filename:
         meta.attachments.append(
             {
@@ -217,6 +224,24 @@ def _decodeText(part: Message, body: bytes) -> str:
         return body.decode(charset, "replace")
     except LookupError:
         return body.decode("utf-8", "replace")
+
+
+def attachmentName(part: Message) -> str | None:
+    """
+    The part's file name (RFC 2183 filename, else Content-Type's name), with
+    raw 8-bit octets read as L{headerText} does (the email package makes
+    them U+FFFD).
+    """
+    fields = [
+        (name, value)
+        for name, value in part.raw_items()
+        if name.lower() in ("content-disposition", "content-type")
+    ]
+    if any(_ESCAPED.search(value) for _, value in fields):
+        part = Message()
+        for name, value in fields:
+            part[name] = headerText(value)
+    return part.get_filename()
 
 
 def _decodeWords(text: str) -> str:

@@ -512,6 +512,38 @@ def cases() -> list[Case]:
             "corpus46",
             "Fields whose value is only folding whitespace.",
         ),
+        Case(
+            "47-mail-loop-received-over-256k",
+            _head("loop corpus47", n=47)
+            + "".join(
+                f"Received: from relay{i % 2}.example.net by relay{(i + 1) % 2}"
+                f".example.net; Mon, 2 Feb 2026 10:00:00 +0000\r\n"
+                for i in range(3500)
+            ).encode()
+            + b"\r\nThe header is longer than the part metadata parses.\r\n",
+            "corpus47",
+            "A mail loop: 3500 Received fields, over 256 KiB of header (the"
+            " metadata parses the first 256 KiB).",
+        ),
+        Case(
+            "48-attachment-names-broken",
+            _head("filenames corpus48", n=48)
+            + b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="a"\r\n'
+            + b"\r\n--a\r\nContent-Type: text/plain\r\n\r\nthree files\r\n"
+            + b"--a\r\nContent-Type: application/pdf\r\n"
+            + b'Content-Disposition: attachment; filename="Rechnung M\xe4rz.pdf"\r\n'
+            + b"\r\nJVBERi0xLjQK\r\n"
+            + b"--a\r\nContent-Type: application/pdf\r\n"
+            + b"Content-Disposition: attachment; filename*=utf-8''%ZZ%E9%\r\n"
+            + b"\r\nJVBERi0xLjQK\r\n"
+            + b"--a\r\nContent-Type: application/octet-stream;"
+            + b' name="=?utf-8?B?!!?="\r\n'
+            + b"Content-Disposition: attachment; filename*0=a; filename*2=c\r\n"
+            + b"\r\nAAAA\r\n--a--\r\n",
+            "corpus48",
+            "Attachment names in raw 8-bit, in RFC 2231 with bad percent"
+            " escapes, with a missing continuation, as a broken encoded word.",
+        ),
     ]
 
 
