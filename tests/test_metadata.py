@@ -160,3 +160,12 @@ class DamagedHeaderTests(SynchronousTestCase):
             [a["filename"] for a in meta.attachments],
             ["M\u00e4rz \u00c3\u00a9.pdf", "\u00e9t\u00e9"],
         )
+
+    def test_charsetsWhoseCodecRaises(self):
+        """Python codecs that are no mail charsets: the text is read as UTF-8."""
+        for charset in (b"idna", b"punycode", b"undefined", b"hex", b"x-unknown"):
+            meta = extractMetadata(
+                b"Content-Type: text/plain; charset=" + charset + b"\r\n\r\n"
+                b"caf\xc3\xa9 \xff.\r\n"
+            )
+            self.assertEqual(meta.snippet, "caf\u00e9 \ufffd.", charset)

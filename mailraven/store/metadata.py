@@ -222,7 +222,7 @@ def _decodeText(part: Message, body: bytes) -> str:
     charset = part.get_content_charset() or "utf-8"
     try:
         return body.decode(charset, "replace")
-    except LookupError:
+    except (LookupError, UnicodeError):  # unknown, or a codec that ignores "replace"
         return body.decode("utf-8", "replace")
 
 

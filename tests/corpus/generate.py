@@ -544,6 +544,30 @@ def cases() -> list[Case]:
             "Attachment names in raw 8-bit, in RFC 2231 with bad percent"
             " escapes, with a missing continuation, as a broken encoded word.",
         ),
+        Case(
+            "49-starts-with-empty-line",
+            b"\r\nFrom: not-a-header@example.org\r\nSubject: body corpus49\r\n",
+            "corpus49",
+            "An empty first line: the whole message is body, however much of"
+            " it looks like header fields.",
+        ),
+        Case(
+            "50-odd-charsets",
+            _head("charsets corpus50", n=50)
+            + b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="c"\r\n'
+            + b"\r\n--c\r\nContent-Type: text/plain; charset=idna\r\n\r\n"
+            + b"a codec that raises instead of replacing \xff\r\n"
+            + b"--c\r\nContent-Type: text/plain; charset=utf-16\r\n"
+            + b"Content-Transfer-Encoding: 8bit\r\n\r\n\xff\xfeh\x00i\x00!\r\n"
+            + b"--c\r\nContent-Type: text/html; charset=utf-7\r\n\r\n"
+            + b"<p>+AGEAYgBj- +ZZZ broken</p>\r\n"
+            + b'--c\r\nContent-Type: text/plain; charset="unicode-escape"\r\n\r\n'
+            + b"\\N{bad \\x\r\n--c--\r\n",
+            "corpus50",
+            "Charset names of Python codecs that are no mail charsets (idna"
+            " raises whatever the error handler), UTF-16 with an odd number of"
+            " octets, broken UTF-7.",
+        ),
     ]
 
 
