@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailraven.store.authresults import authservId, headerEnd, withoutForgedResults
@@ -103,3 +105,19 @@ class AuthservIdTests(SynchronousTestCase):
         self.assertEqual(authservId(b"\r\n\t(c) example.com;"), "example.com")
         self.assertEqual(authservId(b' "quoted.example" ;'), "quoted.example")
         self.assertEqual(authservId(b""), "")
+
+
+class BoundedWorkTests(SynchronousTestCase):
+    def test_deeplyNestedCommentsCostLittle(self):
+        """The id is looked for in the value's first ID_WINDOW octets only."""
+        value = b"(" * 200_000 + b"x" + b")" * 200_000
+        folded = b"\r\n ".join(value[i : i + 900] for i in range(0, len(value), 900))
+        raw = TOP + b"Authentication-Results: " + folded + b"; dkim=pass\r\n" + REST
+        started = time.perf_counter()
+        self.assertEqual(withoutForgedResults(raw, OURS), raw)
+        self.assertLess(time.perf_counter() - started, 1.0)
+
+    def test_idAfterLongFoldingIsStillFound(self):
+        raw = TOP + b"Authentication-Results:" + b"\r\n " * 100
+        raw += b"(c) mx.mailraven.test; dkim=pass\r\n" + REST
+        self.assertEqual(withoutForgedResults(raw, OURS), TOP + REST)

@@ -17,6 +17,9 @@ _FIELD = re.compile(rb"(?i)authentication-results[ \t]*:")
 # lines as every mail parser splits them: CRLF, bare CR, bare LF
 _LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 _COMMENT = re.compile(r"\((?:[^()\\]|\\.)*\)")
+# octets of a value searched for its authserv-id, which comes first: bounds
+# the work a field of nested comments can cost
+ID_WINDOW = 1024
 
 
 def headerEnd(raw: bytes) -> int:
@@ -39,7 +42,7 @@ def authservId(value: bytes) -> str:
     first token, before any version and the ";"), lower-cased; comments and
     folding around it are skipped.
     """
-    text = value.decode("latin-1")
+    text = value[:ID_WINDOW].decode("latin-1")
     previous = None
     while previous != text:  # nested comments, innermost first
         previous, text = text, _COMMENT.sub(" ", text)
@@ -80,11 +83,15 @@ def withoutForgedResults(raw: bytes, ours: str) -> bytes:
 
 
 def _unfolded(raw: bytes, start: int, end: int, first: bytes) -> bytes:
-    """The field that begins with line C{first}: its continuation lines joined."""
-    parts = [first]
+    """
+    The field that begins with line C{first}, its continuation lines joined
+    (as far as they can hold the authserv-id).
+    """
+    parts, size = [first], len(first)
     for line in _LINE.finditer(raw, start, end):
         text = line.group()
-        if not text.startswith((b" ", b"\t")):
+        if size > ID_WINDOW or not text.startswith((b" ", b"\t")):
             break
         parts.append(text)
+        size += len(text)
     return b"".join(parts)
