@@ -6,7 +6,7 @@ import base64
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from mailraven.store.metadata import SNIPPET_LENGTH, extractMetadata
+from mailraven.store.metadata import FIELD_LENGTH, SNIPPET_LENGTH, extractMetadata
 
 NESTED = (
     b"From: =?utf-8?q?J=C3=B6rg?= <jorg@example.org>\r\n"
@@ -85,3 +85,87 @@ class MetadataTests(SynchronousTestCase):
             extractMetadata(b"Subject: =?bogus?x?zz?=\r\n\r\n").subject,
             "=?bogus?x?zz?=",
         )
+
+
+class DamagedHeaderTests(SynchronousTestCase):
+    """Where the header ends, and what its 8-bit octets say (tests/corpus)."""
+
+    def test_messageWithoutHeaderIsAllBody(self):
+        meta = extractMetadata(
+            b"Received: from c\r\n\tby mx; date\r\nHello, no header here.\r\n"
+            b"Second line.\r\n"
+        )
+        self.assertEqual(meta.snippet, "Hello, no header here. Second line.")
+
+    def test_lineWithoutColonEndsTheHeader(self):
+        """As in the email package (and so the API's view): the rest is body."""
+        meta = extractMetadata(b"Subject: s\r\nno colon\r\nX-After: 1\r\n\r\nbody\r\n")
+        self.assertEqual(
+            (meta.subject, meta.snippet), ("s", "no colon X-After: 1 body")
+        )
+        self.assertIsNone(meta.headers.get("X-After"))
+
+    def test_eightBitHeaderOctets(self):
+        """UTF-8 where they are UTF-8 (RFC 6532), else Latin-1; never U+FFFD."""
+        meta = extractMetadata(
+            b"From: J\xc3\xb6rg <j@example.org>\r\nTo: M\xfcller <m@example.org>\r\n"
+            b"Subject: \xff\xfe =?utf-8?q?caf=C3=A9?=\r\n\r\n"
+        )
+        self.assertEqual(meta.headerFrom, "J\u00f6rg <j@example.org>")
+        self.assertEqual(meta.headerTo, "M\u00fcller <m@example.org>")
+        self.assertEqual(meta.subject, "\u00ff\u00fe =?utf-8?q?caf=C3=A9?=")
+
+    def test_boundaryThatPrefixesAnotherIsNoDelimiter(self):
+        """RFC 2046 5.1.1: "--b" is a delimiter only as a whole line; the
+        inner part's epilogue is no text of the message."""
+        meta = extractMetadata(
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: multipart/alternative; boundary=b1\r\n\r\n"
+            b"--b1\r\nContent-Type: text/html\r\n\r\n<p>inner html</p>\r\n"
+            b"--b1--\r\ninner epilogue\r\n"
+            b"--b\r\nContent-Type: text/plain\r\n"
+            b"Content-Disposition: attachment; filename=a.txt\r\n\r\nx\r\n--b--\r\n"
+        )
+        self.assertEqual(meta.snippet, "inner html")
+        self.assertEqual([a["filename"] for a in meta.attachments], ["a.txt"])
+
+    def test_base64SkipsWhatIsNotOfTheAlphabet(self):
+        """RFC 2045 6.8: characters outside the alphabet are ignored."""
+        meta = extractMetadata(
+            b"Content-Transfer-Encoding: base64\r\n\r\naGVs!bG8g*d29y\r\nbGQ\r\n"
+        )
+        self.assertEqual(meta.snippet, "hello world")
+
+    def test_listedFieldsAreCappedAndWithoutControls(self):
+        folded = b"".join(b"\r\n word%04d" % i for i in range(2000))
+        meta = extractMetadata(
+            b"Subject: s" + folded + b"\r\nFrom: a\x00b\x1b[31m <a@example.org>\r\n"
+            b"To: " + b", ".join(b"r%d@example.org" % i for i in range(200)) + b"\r\n"
+            b"\r\nnul\x00 and\x07 bell\r\n"
+        )
+        self.assertEqual(len(meta.subject), FIELD_LENGTH)
+        self.assertEqual(meta.headerFrom, "a b [31m <a@example.org>")
+        self.assertTrue(meta.headerTo.endswith("r199@example.org"))
+        self.assertEqual(meta.snippet, "nul and bell")
+
+    def test_eightBitAttachmentName(self):
+        meta = extractMetadata(
+            b"Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\n"
+            b'Content-Disposition: attachment; filename="M\xe4rz \xc3\xa9.pdf"\r\n'
+            b"\r\nx\r\n--a\r\n"
+            b'Content-Type: application/pdf; name="\xc3\xa9t\xc3\xa9"\r\n'
+            b"\r\nx\r\n--a--\r\n"
+        )
+        self.assertEqual(
+            [a["filename"] for a in meta.attachments],
+            ["M\u00e4rz \u00c3\u00a9.pdf", "\u00e9t\u00e9"],
+        )
+
+    def test_charsetsWhoseCodecRaises(self):
+        """Python codecs that are no mail charsets: the text is read as UTF-8."""
+        for charset in (b"idna", b"punycode", b"undefined", b"hex", b"x-unknown"):
+            meta = extractMetadata(
+                b"Content-Type: text/plain; charset=" + charset + b"\r\n\r\n"
+                b"caf\xc3\xa9 \xff.\r\n"
+            )
+            self.assertEqual(meta.snippet, "caf\u00e9 \ufffd.", charset)

@@ -75,7 +75,10 @@ def writeJSON(request: Any, status: int, body: Any) -> bytes:
     """Serialise C{body}; gzip it when the client asked and it is worth it."""
     # orjson: a 50-message page is 36 us instead of json's 375 us here, and
     # this runs on the reactor thread
-    data = orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
+    try:
+        data = orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # a lone surrogate (undecoded octets): never a non-JSON 500
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8", "replace")
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
     request.setHeader(b"cache-control", b"no-store")

@@ -37,6 +37,7 @@ from mailraven.smtp.addresses import AddressError, parsePath
 from mailraven.spool import memorySpool
 from mailraven.store.files import readMessageFile
 from mailraven.store.messages import MAILBOXES
+from mailraven.store.metadata import attachmentName, headerText
 from mailraven.store.users import checkPassword
 
 MAX_LIMIT = 1000
@@ -486,11 +487,12 @@ def _fullMessage(raw: bytes) -> dict[str, Any]:
         if part.is_multipart():
             continue
         try:
-            if part.get_content_disposition() == "attachment" or part.get_filename():
+            filename = attachmentName(part)
+            if part.get_content_disposition() == "attachment" or filename:
                 payload = part.get_payload(decode=True) or b""
                 attachments.append(
                     {
-                        "filename": part.get_filename() or "",
+                        "filename": headerText(filename or ""),
                         "content_type": part.get_content_type(),
                         "size": len(payload),
                     }
@@ -503,7 +505,7 @@ def _fullMessage(raw: bytes) -> dict[str, Any]:
             continue
     headers = []
     for name, value in message.raw_items():
-        headers.append({"name": name, "value": str(value)})
+        headers.append({"name": name, "value": headerText(str(value))})
     return {
         "body": raw.decode("utf-8", "replace"),
         "body_size": len(raw),

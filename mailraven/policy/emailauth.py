@@ -12,6 +12,7 @@ and inputs to spam scoring; a DMARC C{p=reject} failure is refused.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -157,14 +158,23 @@ def checkSPF(lookup: BlockingDNS, ip: str, mailFrom: str, helo: str) -> tuple[st
     return result, domain.lower()
 
 
+_SIGNED = re.compile(rb"(?im)^dkim-signature[ \t]*:")
+
+
 def checkDKIM(message: bytes, lookup: BlockingDNS) -> tuple[str, list[str]]:
-    """(pass|fail|none, the d= of every signature that verified)."""
+    """
+    (pass|fail|permerror|none, the d= of every signature that verified).
+    Never raises: damaged mail is stored with permerror or none, not refused.
+    """
 
     def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
         found = lookup.txt(name.decode("ascii", "replace").rstrip("."))
         return found[0] if found else None
 
-    verifier = dkim.DKIM(message)
+    try:
+        verifier = dkim.DKIM(message)
+    except Exception:  # dkimpy refuses a header it cannot split (RFC 8601 2.7.1)
+        return ("permerror" if _SIGNED.search(message) else "none"), []
     count = len([h for h in verifier.headers if h[0].lower() == b"dkim-signature"])
     if not count:
         return "none", []

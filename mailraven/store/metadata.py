@@ -27,8 +27,17 @@ SNIPPET_LENGTH = 200
 TEXT_SOURCE = 256 * 1024  # body bytes of a text part decoded for search
 MAX_DEPTH = 10
 MAX_HEADER_BYTES = 256 * 1024  # a "header" longer than this is parsed in part
+# characters kept of a field every listing shows (a subject folded over
+# thousands of lines made each page of the list megabytes)
+FIELD_LENGTH = 1000
+_CONTROLS = dict.fromkeys([*range(32), 127], " ")
 _TAGS = re.compile(r"<[^>]*>")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+_ESCAPED = re.compile("[\udc80-\udcff]")
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+_FIELD = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")  # email.feedparser's
+_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NOT_BASE64 = bytes(set(range(256)) - set(_BASE64))
 _headerParser = BytesHeaderParser(policy=compat32)
 
 
@@ -54,11 +63,11 @@ def extractMetadata(raw: bytes) -> Metadata:
         return Metadata()
     meta = Metadata(
         headers=headers,
-        headerFrom=_header(headers, "From"),
-        headerTo=_header(headers, "To"),
-        subject=_header(headers, "Subject"),
-        date=_header(headers, "Date"),
-        messageId=_header(headers, "Message-ID"),
+        headerFrom=_header(headers, "From")[:FIELD_LENGTH],
+        headerTo=_header(headers, "To"),  # whole: every recipient is searched
+        subject=_header(headers, "Subject")[:FIELD_LENGTH],
+        date=_header(headers, "Date")[:FIELD_LENGTH],
+        messageId=_header(headers, "Message-ID")[:FIELD_LENGTH],
     )
     texts: dict[str, str] = {}
     try:
@@ -78,16 +87,34 @@ def _parsePart(raw: bytes) -> tuple[Message, bytes]:
     if raw.startswith((b"\r\n", b"\n")):
         return _headerParser.parsebytes(b""), raw.split(b"\n", 1)[1]
     end = _HEADER_END.search(raw, 0, MAX_HEADER_BYTES)
-    if end is None:
-        return _headerParser.parsebytes(raw[:MAX_HEADER_BYTES]), b""
-    return _headerParser.parsebytes(raw[: end.start()]), raw[end.end() :]
+    stop = MAX_HEADER_BYTES if end is None else end.start()
+    headers = _headerParser.parsebytes(raw[:stop])
+    if headers.get_payload():
+        # A line that is no header field (no colon, a space in the name: a
+        # message without header, or a broken one) ended the header there,
+        # as in the parsers of the API and of mail clients; the parser kept
+        # that line and the rest as its payload.
+        headers.set_payload(None)
+        return headers, raw[_bodyStart(raw[:stop]) :]
+    return headers, b"" if end is None else raw[end.end() :]
+
+
+def _bodyStart(block: bytes) -> int:
+    """Where the first line of C{block} that is no header field begins."""
+    for line in _LINE.finditer(block):
+        if not _FIELD.match(line.group()):
+            return line.start()
+    return len(block)
 
 
 def _header(message: Message, name: str) -> str:
-    value = message.get(name)
+    lowered = name.lower()
+    # the value as it came (compat32 makes 8-bit values a Header of
+    # U+FFFD): headerText decodes its octets
+    value = next((v for k, v in message.raw_items() if k.lower() == lowered), None)
     if value is None:
         return ""
-    text = str(value)
+    text = headerText(value)
     if "=?" in text:  # RFC 2047 encoded words; plain text is kept as it is
         try:
             text = str(make_header(decode_header(text)))
@@ -96,9 +123,28 @@ def _header(message: Message, name: str) -> str:
     return _collapse(text)
 
 
+def headerText(value: str) -> str:
+    """
+    A header value as the parser gave it (8-bit octets as surrogate escapes)
+    as text: UTF-8 where the octets are UTF-8 (RFC 6532), else Latin-1, so
+    raw 8-bit headers of old clients read as they were meant and nothing
+    unencodable (a lone surrogate: no JSON, no SQLite text) reaches the API.
+    """
+    if not _ESCAPED.search(value):
+        return value
+    octets = value.encode("utf-8", "surrogateescape")
+    try:
+        return octets.decode("utf-8")
+    except UnicodeDecodeError:
+        return octets.decode("latin-1")
+
+
 def _collapse(text: str) -> str:
-    """Runs of whitespace as one space, none at either end."""
-    return " ".join(text.split())
+    """
+    Runs of whitespace and control characters (a NUL, an escape sequence:
+    nothing a client should render) as one space, none at either end.
+    """
+    return " ".join(text.translate(_CONTROLS).split())
 
 
 def _walk(
@@ -112,7 +158,7 @@ def _walk(
                 childHeaders, childBody = _parsePart(child)
                 _walk(childHeaders, childBody, meta, texts, depth + 1)
             return
-    filename = part.get_filename()
+    filename = attachmentName(part)
     if part.get_content_disposition() == "attachment" or filename:
         meta.attachments.append(
             {
@@ -130,9 +176,16 @@ def _walk(
 def _splitMultipart(body: bytes, boundary: str) -> list[bytes]:
     """The parts between C{--boundary} lines (RFC 2046 5.1.1), without preamble."""
     delimiter = b"\n--" + boundary.encode("ascii", "surrogateescape")
-    pieces = (b"\n" + body).split(delimiter)
+    pieces: list[bytes] = []
+    for piece in (b"\n" + body).split(delimiter)[1:]:
+        line = piece.split(b"\n", 1)[0]
+        if line.startswith(b"--") or not line.strip(b" \t\r"):
+            pieces.append(piece)
+        elif pieces:
+            # "--b" began a longer line ("--b2" of a nested part): no delimiter
+            pieces[-1] += delimiter + piece
     parts = []
-    for piece in pieces[1:]:
+    for piece in pieces:
         if piece.startswith(b"--"):
             break  # close delimiter: the epilogue follows
         newline = piece.find(b"\n")
@@ -157,9 +210,11 @@ def _decodedSize(part: Message, body: bytes) -> int:
 def _decodeText(part: Message, body: bytes) -> str:
     encoding = _encoding(part)
     if encoding == "base64":
-        data = body.translate(None, b" \t\r\n")
+        # what is not of the alphabet is skipped, as RFC 2045 6.8 asks
+        data = body.translate(None, _NOT_BASE64)  # "=" too: padded again here
+        data = data[: len(data) - (len(data) % 4 == 1)]
         try:
-            body = base64.b64decode(data[: len(data) // 4 * 4])
+            body = base64.b64decode(data + b"=" * (-len(data) % 4))
         except binascii.Error:
             body = b""
     elif encoding == "quoted-printable":
@@ -167,11 +222,30 @@ def _decodeText(part: Message, body: bytes) -> str:
     charset = part.get_content_charset() or "utf-8"
     try:
         return body.decode(charset, "replace")
-    except LookupError:
+    except (LookupError, UnicodeError):  # unknown, or a codec that ignores "replace"
         return body.decode("utf-8", "replace")
 
 
+def attachmentName(part: Message) -> str | None:
+    """
+    The part's file name (RFC 2183 filename, else Content-Type's name), with
+    raw 8-bit octets read as L{headerText} does (the email package makes
+    them U+FFFD).
+    """
+    fields = [
+        (name, value)
+        for name, value in part.raw_items()
+        if name.lower() in ("content-disposition", "content-type")
+    ]
+    if any(_ESCAPED.search(value) for _, value in fields):
+        part = Message()
+        for name, value in fields:
+            part[name] = headerText(value)
+    return part.get_filename()
+
+
 def _decodeWords(text: str) -> str:
+    text = headerText(text)
     try:
         return str(make_header(decode_header(text)))
     except Exception:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailraven.envelope import Envelope
+from mailraven.store.authresults import withoutForgedResults
 from mailraven.store.files import StoredFile, newMessageId, writeMessageFile
 from mailraven.store.metadata import Metadata, extractMetadata
 
@@ -39,7 +40,8 @@ def prepareMessage(
 ) -> PreparedMessage:
     """
     Score C{raw} (may raise L{SpamRejected}: nothing is written then), add our
-    headers, write the file (not yet durable unless C{sync}: see
+    headers (first removing Authentication-Results that claim to be ours),
+    write the file (not yet durable unless C{sync}: see
     L{mailraven.store.files.syncFiles}). Blocking: never on the reactor thread.
     """
     metadata = extractMetadata(raw)
@@ -49,6 +51,7 @@ def prepareMessage(
         raw = afterReturnPath(raw, verdict.headers(scorer.junkScore))
         mailboxes, spamScore = verdict.mailboxes, verdict.score
     if envelope.auth is not None:
+        raw = withoutForgedResults(raw, envelope.auth.authservId)
         raw = afterReturnPath(raw, envelope.auth.header())
     messageId = newMessageId()
     stored = writeMessageFile(dataDir, messageId, raw, level, sync)
