@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
 import socket
 import sqlite3
 import subprocess
@@ -12,9 +11,10 @@ import time
 
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.helpers import RunningServer, sendWithSmtplib
+from tests.tools import requireTool
 
 MESSAGE = (
     b"From: Bob <bob@example.org>\r\nTo: alice@example.test\r\n"
@@ -169,8 +169,7 @@ class SMTPClientTests(TestCase):
 
     @inlineCallbacks
     def test_swaksWithStarttlsAnd8bit(self):
-        if shutil.which("swaks") is None:
-            raise SkipTest("swaks is not installed (.ci/run installs it)")
+        requireTool("swaks")
         result = yield deferToThread(
             subprocess.run,
             [
@@ -201,8 +200,7 @@ class SMTPClientTests(TestCase):
 
     @inlineCallbacks
     def test_swaksOversizeIsRefused(self):
-        if shutil.which("swaks") is None:
-            raise SkipTest("swaks is not installed (.ci/run installs it)")
+        requireTool("swaks")
         server = RunningServer(self, smtp__max_message_size=20000)
         yield server.addUser("alice@example.test")
         result = yield deferToThread(

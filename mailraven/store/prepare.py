@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailraven.envelope import Envelope
-from mailraven.store.files import StoredFile, newMessageId, writeMessageFile
+from mailraven.store.files import (
+    SYNCER,
+    StoredFile,
+    Syncer,
+    newMessageId,
+    writeMessageFile,
+)
 from mailraven.store.metadata import Metadata, extractMetadata
 
 
@@ -36,6 +42,7 @@ def prepareMessage(
     envelope: Envelope,
     raw: bytes,
     sync: bool = True,
+    syncer: Syncer = SYNCER,
 ) -> PreparedMessage:
     """
     Score C{raw} (may raise L{SpamRejected}: nothing is written then), add our
@@ -51,7 +58,7 @@ def prepareMessage(
     if envelope.auth is not None:
         raw = afterReturnPath(raw, envelope.auth.header())
     messageId = newMessageId()
-    stored = writeMessageFile(dataDir, messageId, raw, level, sync)
+    stored = writeMessageFile(dataDir, messageId, raw, level, sync, syncer)
     return PreparedMessage(messageId, envelope, stored, metadata, mailboxes, spamScore)
 
 
