@@ -36,6 +36,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 DATABASE = "mailraven.db"
 SECRET_DIRS = ("dkim", "certs")
+MESSAGES = "messages"
+CONFIG = "mailraven.toml"
 NAME_PREFIX = "mailraven-"
 
 
@@ -199,9 +201,9 @@ def _fill(
                 files[relpath] = sha256File(target)
                 progress.add(os.path.getsize(target))
     if configFile:
-        shutil.copy2(configFile, os.path.join(tmp, "mailraven.toml"))
-        os.chmod(os.path.join(tmp, "mailraven.toml"), 0o600)
-        files["mailraven.toml"] = sha256File(os.path.join(tmp, "mailraven.toml"))
+        shutil.copy2(configFile, os.path.join(tmp, CONFIG))
+        os.chmod(os.path.join(tmp, CONFIG), 0o600)
+        files[CONFIG] = sha256File(os.path.join(tmp, CONFIG))
     files[DATABASE] = sha256File(os.path.join(tmp, DATABASE))
     return {
         "format_version": FORMAT_VERSION,
@@ -234,7 +236,13 @@ def verifyBackup(directory: str) -> list[str]:
     problems = []
     if manifest.get("format_version") != FORMAT_VERSION:
         problems.append(f"manifest: unknown format {manifest.get('format_version')}")
+    if not isinstance(files, dict):
+        return problems + ["manifest: files is not an object"]
     for relpath, expected in sorted(files.items()):
+        unsafe = unsafePath(directory, relpath)
+        if unsafe:
+            problems.append(f"{relpath!r}: {unsafe}")
+            continue
         full = os.path.join(directory, relpath)
         if not os.path.exists(full):
             problems.append(f"{relpath}: missing")
@@ -286,15 +294,84 @@ def restoreBackup(
     for stale in ("mailraven.db-wal", "mailraven.db-shm"):
         if os.path.exists(os.path.join(dataDir, stale)):
             os.unlink(os.path.join(dataDir, stale))
-    for relpath in manifest["files"]:
-        if relpath == "mailraven.toml":
-            continue  # the operator decides where the configuration lives
-        target = os.path.join(dataDir, relpath)
-        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
-        shutil.copy2(os.path.join(source, relpath), target)
-        os.chmod(target, 0o600)
+    # The operator's data dir may itself be a symlink; nothing below it may.
+    root = os.path.realpath(dataDir)
+    relpaths = [p for p in manifest["files"] if p != CONFIG]  # the operator's
+    for relpath in relpaths:
+        linked = _symlinkBelow(root, relpath)
+        if linked:
+            raise BackupError(f"{linked} is a symlink; restore writes no file there")
+    for relpath in relpaths:
+        target = os.path.join(root, relpath)
+        _privateDirectories(root, os.path.dirname(relpath))
+        _copyPrivate(os.path.join(source, relpath), target)
         progress.add(os.path.getsize(target))
     return manifest
+
+
+def unsafePath(root: str, relpath: Any) -> str | None:
+    """
+    Why the manifest entry C{relpath} may not be read from the backup at
+    C{root} or written below a data dir, or None. Only the names a backup
+    writes are taken, relative and normalised, and no part of the path in
+    the backup may be a symlink: a crafted manifest (C{../escape.txt},
+    C{/etc/passwd}, a C{certs} symlinked elsewhere) must reach nothing
+    outside either directory.
+    """
+    if not isinstance(relpath, str) or not relpath or "\0" in relpath:
+        return "not a file name"
+    if os.path.isabs(relpath) or os.path.normpath(relpath) != relpath:
+        return "not a plain relative path"
+    parts = relpath.split(os.sep)
+    if ".." in parts:
+        return "leaves the backup"
+    if relpath not in (DATABASE, CONFIG) and (
+        parts[0] not in (MESSAGES, *SECRET_DIRS) or len(parts) < 2
+    ):
+        return "not a file a backup holds"
+    linked = _symlinkBelow(root, relpath)
+    return f"{linked} is a symlink" if linked else None
+
+
+def _symlinkBelow(root: str, relpath: str) -> str | None:
+    """The first part of C{root/relpath} (below C{root}) that is a symlink."""
+    path = root
+    for part in relpath.split(os.sep):
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            return path
+    return None
+
+
+def _privateDirectories(root: str, relative: str) -> None:
+    """Create each missing directory of C{root/relative} 0700 (makedirs gives
+    only the last one its mode)."""
+    path = root
+    for part in relative.split(os.sep) if relative else ():
+        path = os.path.join(path, part)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+
+
+def _copyPrivate(source: str, target: str) -> None:
+    """Copy a file, mode 0600; neither end may be a symlink (O_NOFOLLOW)."""
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        dst = os.open(
+            target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600
+        )
+        try:
+            os.fchmod(dst, 0o600)  # an existing file (--force) keeps its mode
+            while chunk := os.read(src, 1 << 20):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(dst, view) :]
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
 
 
 def pruneBackups(parent: str, keep: int) -> list[str]:

@@ -46,6 +46,7 @@ from mailraven.smtp.submission import (
 from mailraven.spool import MemoryBudget, Spool
 from mailraven.startup import prepareDataDir
 from mailraven.store.db import Database
+from mailraven.store.files import SYNCER, Syncer
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.users import SQLiteUserStore
 from mailraven.store.worker import WorkerSettings
@@ -171,6 +172,7 @@ def makeService(
     reactor: Any = None,
     onListenFailure: Callable[[str], None] | None = None,
     configFile: str | None = None,
+    syncer: Syncer = SYNCER,
 ) -> MailRavenService:
     if reactor is None:
         from twisted.internet import reactor
@@ -183,7 +185,10 @@ def makeService(
     root.metrics = metrics
 
     db = Database(
-        os.path.join(dataDir, "mailraven.db"), reactor, onCommit=metrics.observeCommit
+        os.path.join(dataDir, "mailraven.db"),
+        reactor,
+        onCommit=metrics.observeCommit,
+        syncer=syncer,
     )
     db.setName("db")
     db.setServiceParent(root)
@@ -215,7 +220,11 @@ def makeService(
         workers = StoreWorkers(
             config["store.workers"],
             WorkerSettings(
-                dataDir, db.path, config["store.compression_level"], scorer.detached()
+                dataDir,
+                db.path,
+                config["store.compression_level"],
+                scorer.detached(),
+                syncer,
             ),
             reactor,
             onCommit=db.reportCommit,
@@ -231,6 +240,7 @@ def makeService(
         config["store.compression_level"],
         scorer,
         workers,
+        syncer,
     )
     tokens = TokenCache(reactor)
     root.users = SQLiteUserStore(db, onRevoke=tokens.clear)

@@ -6,6 +6,8 @@ The same contract tests run against these and the real adapters
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import uuid
 from typing import Any
 
@@ -16,6 +18,7 @@ from zope.interface import implementer
 from mailraven.envelope import Envelope
 from mailraven.interfaces import IDiskGuard, IMessageStore, IUserStore
 from mailraven.spool import Spool
+from mailraven.store.files import Syncer
 from mailraven.store.messages import MAILBOXES
 from mailraven.store.users import UserExists, normaliseAddress
 
@@ -167,3 +170,40 @@ class FakeDiskGuard:
             else ("warn" if self.usedPercent >= 80 else "ok")
         )
         return {"used_percent": self.usedPercent, "free_bytes": 0, "state": state}
+
+
+class RecordingSyncer(Syncer):
+    """
+    The real syncs, each written to C{logPath} once done as one line
+    C{"<pid> file|directory|commit <path>"} (a file by the path of its
+    descriptor). Lines are appended with O_APPEND, so the store's worker
+    processes (which get a pickled copy) and its threads share one log in
+    the order the steps finished.
+    """
+
+    def __init__(self, logPath: str) -> None:
+        self.logPath = logPath
+
+    def file(self, fd: int) -> None:
+        super().file(fd)
+        self._record("file", os.readlink(f"/proc/self/fd/{fd}"))
+
+    def directory(self, path: str) -> None:
+        super().directory(path)
+        self._record("directory", path)
+
+    def commit(self, conn: sqlite3.Connection) -> None:
+        super().commit(conn)
+        self._record("commit", "")
+
+    def _record(self, step: str, path: str) -> None:
+        recordStep(self.logPath, f"{os.getpid()} {step} {path}")
+
+
+def recordStep(logPath: str, line: str) -> None:
+    """Append C{line} to a L{RecordingSyncer}'s log (a test marks the 250 so)."""
+    fd = os.open(logPath, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line.encode() + b"\n")
+    finally:
+        os.close(fd)

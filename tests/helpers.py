@@ -13,6 +13,7 @@ from twisted.internet.task import deferLater
 
 from mailraven.config import load
 from mailraven.service import makeService
+from mailraven.store.files import SYNCER, Syncer
 
 PASSWORD = "correct horse battery staple"
 
@@ -40,11 +41,15 @@ class RunningServer:
     """A started service tree; C{smtpPort}, C{apiPort} are the bound ports."""
 
     def __init__(
-        self, testCase: Any, dataDir: str | None = None, **overrides: Any
+        self,
+        testCase: Any,
+        dataDir: str | None = None,
+        syncer: Syncer = SYNCER,
+        **overrides: Any,
     ) -> None:
         self.dataDir = dataDir or os.path.abspath(testCase.mktemp())
         self.config = testConfig(self.dataDir, **overrides)
-        self.root = makeService(self.config, reactor)
+        self.root = makeService(self.config, reactor, syncer=syncer)
         self.root.privilegedStartService()
         self.root.startService()
         testCase.addCleanup(self.stop)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -23,18 +22,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from twisted.trial.unittest import SkipTest
 
 from tests.process import freePort
+from tests.tools import requireTool
 
 
 def requirePebble() -> None:
     """Skip without pebble, except in CI, where it must be there (.ci/run)."""
-    if shutil.which("pebble") and shutil.which("pebble-challtestsrv"):
-        return
-    if os.environ.get("CI"):
-        raise AssertionError("pebble is not installed (apt-get install pebble)")
-    raise SkipTest("pebble is not installed (apt-get install pebble)")
+    requireTool("pebble")
+    requireTool("pebble-challtestsrv")
 
 
 def _httpsCA(directory: str) -> tuple[str, str, str]:

@@ -15,14 +15,16 @@ import time
 from twisted.trial.unittest import SkipTest
 
 from tests.process import freePort
+from tests.tools import inCI, requireTool
 
 
 def requirePostfix() -> None:
-    if shutil.which("postfix") and os.getuid() == 0:
+    requireTool("postfix")
+    if os.getuid() == 0:
         return
-    if os.environ.get("CI"):
-        raise AssertionError("postfix is not installed or not root")
-    raise SkipTest("needs Debian's postfix and root")
+    if inCI():
+        raise AssertionError("postfix needs root")
+    raise SkipTest("Debian's postfix needs root")
 
 
 def isolatedPostfix(

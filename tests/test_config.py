@@ -77,4 +77,12 @@ class ConfigTests(SynchronousTestCase):
         self.assertIn("not valid TOML", str(e))
 
     def test_configFileVariableIsNotAKey(self):
-        load(environ={"MAILRAVEN_CONFIG": "/etc/mailraven.toml"})
+        """MAILRAVEN_CONFIG names the file (cli.py, ops/): it is neither an
+        unknown key nor a value of any key, while its neighbours are keys."""
+        withVariable = load(environ={"MAILRAVEN_CONFIG": "/etc/mailraven.toml"})
+        self.assertEqual(withVariable.asDict(), load(environ={}).asDict())
+        self.assertNotIn("/etc/mailraven.toml", repr(withVariable.asDict()))
+        e = self.assertRaises(
+            ConfigError, load, None, environ={"MAILRAVEN_CONFIG_FILE": "/etc/x"}
+        )
+        self.assertIn("MAILRAVEN_CONFIG_FILE", str(e))

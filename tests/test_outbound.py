@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email
 import os
+import sqlite3
 import time
 
 import dkim
@@ -296,6 +297,23 @@ class ScheduleTests(SynchronousTestCase):
         )
 
 
+def waitForAttempt(database: str, timeout: float = 30) -> None:
+    """Blocking: until a recipient of the outbound queue has had an attempt."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+        try:
+            tried = conn.execute(
+                "SELECT count(*) FROM outbound_recipients WHERE attempts > 0"
+            ).fetchone()[0]
+        finally:
+            conn.close()
+        if tried:
+            return
+        time.sleep(0.1)
+    raise AssertionError("no delivery attempt was made")
+
+
 class CrashTests(TestCase):
     timeout = 120
 
@@ -332,7 +350,10 @@ class CrashTests(TestCase):
             ["bob@remote.example"],
         )
         self.assertEqual((code, refused, data), (235, {}, 250))
-        yield sleep(1)  # at least one attempt: the MX is down
+        # SIGKILL only after an attempt failed (the MX is down), so the
+        # restarted server takes over a deferred message, not a fresh one.
+        database = os.path.join(directory, "data", "mailraven.db")
+        yield deferToThread(waitForAttempt, database)
         server.kill()
 
         postfix.start()

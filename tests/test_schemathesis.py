@@ -3,26 +3,23 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.helpers import RunningServer, sendWithSmtplib
 from tests.test_mobile_api import APIClient
+from tests.tools import requireTool
 
 
 def schemathesisCommand() -> list[str]:
     local = os.path.join(os.path.dirname(sys.executable), "schemathesis")
     if os.path.exists(local):
         return [local]
-    found = shutil.which("schemathesis")
-    if found is None:
-        raise SkipTest("schemathesis is not installed (tox installs it)")
-    return [found]
+    return [requireTool("schemathesis", "tox installs it with the test extras")]
 
 
 class SchemathesisTests(TestCase):

@@ -300,9 +300,10 @@ class WorkerTests(WorkerFixture, TestCase):
         )
         self.assertTrue(messageId)
         self.assertEqual(self.files.used, 1)
-        restarts = len(self.workers._restarts)
-        yield deferLater(reactor, 0.3, lambda: None)
-        self.assertEqual(len(self.workers._restarts), restarts)  # no more tries
+        # No more tries: no worker is left to end, and no restart is pending
+        # (a retry can only come from one of the two).
+        self.assertEqual(self.workers._workers, [])
+        self.assertEqual([c for c in self.workers._restarts if c.active()], [])
 
     @inlineCallbacks
     def test_stopWaitsForMessagesInFlight(self):

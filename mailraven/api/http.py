@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import orjson
@@ -66,8 +65,10 @@ def readJSON(request: Any) -> Any:
         raise APIError(413, "too_large", "The request body is too large")
     raw = request.content.read()
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+        # orjson (>= 3.9.15) refuses nesting deeper than 1024 with a
+        # JSONDecodeError; the stdlib's json raises RecursionError instead.
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
         raise APIError(400, "bad_json", f"The body is not valid JSON: {e}") from None
 
 

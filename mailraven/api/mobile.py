@@ -9,6 +9,7 @@ pool. The reactor only routes and serialises.
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from datetime import UTC, datetime
 from email import policy
@@ -43,6 +44,10 @@ from mailraven.store.users import checkPassword
 MAX_LIMIT = 1000
 LOGIN_FAILURES = (10, 15 * 60)  # failed logins per IP per 15 minutes
 FLAG_TYPES = {"read_state": bool, "starred": bool, "mailbox": str}
+# What may not reach a header from a client: CR and LF would start a header
+# of their own, the other controls are not text (RFC 5322 3.2.5; TAB is), and
+# Python's email package takes U+0085, U+2028 and U+2029 for line breaks too.
+_HEADER_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def endpoint(auth: bool = True) -> Callable:
@@ -107,11 +112,13 @@ def _boolArg(request: Any, name: str) -> bool:
 def _timestamp(text: str) -> str:
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        # OverflowError: a time whose UTC is outside years 1..9999
+        # (0001-01-01T00:00:00+23:59)
+        return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    except (ValueError, OverflowError):
         raise APIError(400, "bad_parameter", "since must be an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _bearer(request: Any) -> str:
@@ -457,6 +464,8 @@ def _sendFields(body: Any) -> dict[str, Any]:
         if not isinstance(value, str):
             raise APIError(400, "bad_request", f"{name} must be a string")
         fields[name] = value
+    if _HEADER_UNSAFE.search(fields["subject"]):
+        raise APIError(400, "bad_request", "subject may not contain control characters")
     if len(fields["to"]) + len(fields["cc"]) + len(fields["bcc"]) > 100:
         raise APIError(400, "bad_request", "at most 100 recipients")
     return fields

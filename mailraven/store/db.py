@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from mailraven.store.files import SYNCER, Syncer
 from mailraven.store.sqlite import commitBatch, connect, openDatabase
 
 __all__ = ["Database", "connect", "openDatabase"]
@@ -75,8 +76,10 @@ class Database(Service):
         reactor: Any,
         readThreads: int = 2,
         onCommit: Callable[[float, int], None] | None = None,
+        syncer: Syncer = SYNCER,
     ) -> None:
         self.path = path
+        self.syncer = syncer
         self._reactor = reactor
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._readPool = ThreadPool(1, readThreads, name="mailraven-db-read")
@@ -170,6 +173,7 @@ class Database(Service):
             [request.work for request in batch],
             {r.syncDirectory for r in batch if r.syncDirectory},
             Failure,
+            self.syncer,
         )
         if failed is not None:
             self.log.failure("group commit of {n} items failed", failed, n=len(batch))

@@ -15,7 +15,7 @@ from mailraven.interfaces import IMessageStore
 from mailraven.policy.scoring import SenderLists, SpamRejected, loadSenderLists
 from mailraven.spool import Spool
 from mailraven.store.db import Database
-from mailraven.store.files import readMessageFile, removeMessageFile
+from mailraven.store.files import SYNCER, Syncer, readMessageFile, removeMessageFile
 from mailraven.store.prepare import PreparedMessage, prepareMessage
 from mailraven.store.rows import insertMessage, utcNow
 
@@ -46,7 +46,9 @@ class SQLiteMessageStore:
         compressionLevel: int = 6,
         scorer: Any = None,
         workers: Any = None,
+        syncer: Syncer = SYNCER,
     ) -> None:
+        self._syncer = syncer
         self._scorer = scorer
         self._workers = workers  # StoreWorkers, or None: prepare on threads
         self.senderLists = SenderLists(lambda: db.readHere(loadSenderLists))
@@ -133,7 +135,13 @@ class SQLiteMessageStore:
         finally:
             spool.discard()
         return prepareMessage(
-            self._dataDir, self._level, self._scorer, self.senderLists, envelope, raw
+            self._dataDir,
+            self._level,
+            self._scorer,
+            self.senderLists,
+            envelope,
+            raw,
+            syncer=self._syncer,
         )
 
     def get(self, entryId: str, userId: int) -> Deferred:

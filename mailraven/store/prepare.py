@@ -13,7 +13,13 @@ from typing import Any
 
 from mailraven.envelope import Envelope
 from mailraven.store.authresults import withoutForgedResults
-from mailraven.store.files import StoredFile, newMessageId, writeMessageFile
+from mailraven.store.files import (
+    SYNCER,
+    StoredFile,
+    Syncer,
+    newMessageId,
+    writeMessageFile,
+)
 from mailraven.store.metadata import Metadata, extractMetadata
 
 
@@ -37,6 +43,7 @@ def prepareMessage(
     envelope: Envelope,
     raw: bytes,
     sync: bool = True,
+    syncer: Syncer = SYNCER,
 ) -> PreparedMessage:
     """
     Score C{raw} (may raise L{SpamRejected}: nothing is written then), add our
@@ -54,7 +61,7 @@ def prepareMessage(
         raw = withoutForgedResults(raw, envelope.auth.authservId)
         raw = afterReturnPath(raw, envelope.auth.header())
     messageId = newMessageId()
-    stored = writeMessageFile(dataDir, messageId, raw, level, sync)
+    stored = writeMessageFile(dataDir, messageId, raw, level, sync, syncer)
     return PreparedMessage(messageId, envelope, stored, metadata, mailboxes, spamScore)
 
 

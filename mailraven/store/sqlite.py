@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from mailraven.store.files import fsyncDirectory
+from mailraven.store.files import SYNCER, Syncer
 from mailraven.store.schema import migrate
 
 
@@ -63,6 +63,7 @@ def commitBatch(
     works: list[Callable[[sqlite3.Connection], Any]],
     directories: set[str],
     capture: Callable[[], Any],
+    syncer: Syncer = SYNCER,
 ) -> tuple[list[Any], float, Any]:
     """
     Run every C{work(conn)} in one transaction, each in its own savepoint (one
@@ -77,12 +78,12 @@ def commitBatch(
     batchFailure = None
     try:
         for directory in directories:
-            fsyncDirectory(directory)
+            syncer.directory(directory)
         with writeLock(dbPath):
             conn.execute("BEGIN IMMEDIATE")
             for work in works:
                 results.append(_isolated(conn, work, capture))
-            conn.execute("COMMIT")
+            syncer.commit(conn)
     except Exception:
         batchFailure = capture()
         if conn.in_transaction:

@@ -32,7 +32,7 @@ import traceback
 from typing import Any
 
 from mailraven.policy.scoring import SenderLists, SpamRejected, loadSenderLists
-from mailraven.store.files import removeMessageFile, syncFiles
+from mailraven.store.files import Syncer, removeMessageFile, syncFiles
 from mailraven.store.prepare import PreparedMessage, prepareMessage
 from mailraven.store.rows import insertMessage
 from mailraven.store.sqlite import commitBatch, connect
@@ -48,6 +48,7 @@ class WorkerSettings:
     dbPath: str
     compressionLevel: int
     scorer: Any  # a detached SpamScorer, or None
+    syncer: Syncer = dataclasses.field(default_factory=Syncer)
 
 
 class FrameReader:
@@ -140,6 +141,7 @@ class Preparer:
                 [lambda c, p=p: insertMessage(c, p) for _, p in prepared],
                 {p.stored.directory for _, p in prepared},
                 _Failed.capture,
+                self.settings.syncer,
             )
             for (rid, message), result in zip(prepared, results, strict=True):
                 if isinstance(result, _Failed):
@@ -160,7 +162,11 @@ class Preparer:
         every message of the batch fails (451 to its client) and its file goes.
         """
         try:
-            syncFiles(self.settings.dataDir, [p.stored.relpath for _, p in prepared])
+            syncFiles(
+                self.settings.dataDir,
+                [p.stored.relpath for _, p in prepared],
+                self.settings.syncer,
+            )
         except OSError:
             text = traceback.format_exc()
             for rid, message in prepared:
@@ -184,6 +190,7 @@ class Preparer:
                 envelope,
                 _joined(path, tail),
                 sync=False,  # the batch is made durable together: _durable
+                syncer=self.settings.syncer,
             )
         except SpamRejected as e:
             return rid, ("spam", rid, e.score, e.rules)

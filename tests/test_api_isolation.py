@@ -1,0 +1,153 @@
+"""Two accounts on one server: every /api/v1 path that reads mail shows
+alice her own mail and never bob's (docs/api.md, the OpenAPI document).
+
+Each read path is asked with alice's token for everything it can give;
+bob's entry ids, his words and his sent message must appear nowhere, while
+alice's own mail must (so a path that returns nothing cannot pass)."""
+
+from __future__ import annotations
+
+import json
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from mailraven.api.openapi import document
+from tests.helpers import RunningServer
+from tests.test_mobile_api import APIClient, deliver
+
+BOBS_WORD = "zanzibarquux"
+ALICES_WORD = "alicewordplain"
+EPOCH = "2000-01-01T00:00:00Z"
+# Every mail-reading path of the OpenAPI document, and the test below that
+# covers it; a new path fails test_everyReadPathIsCovered until added here.
+READ_PATHS = {
+    ("get", "/v1/messages"),
+    ("get", "/v1/messages/since"),
+    ("get", "/v1/messages/search"),
+    ("get", "/v1/messages/{entryId}"),
+    ("patch", "/v1/messages/{entryId}"),
+    ("delete", "/v1/messages/{entryId}"),
+    ("get", "/v1/outbound/{messageId}"),
+}
+NOT_MAIL = {
+    ("post", "/v1/auth/login"),
+    ("post", "/v1/auth/logout"),
+    ("post", "/v1/messages/send"),
+    ("get", "/v1/openapi.json"),
+}
+
+
+class TwoAccountIsolationTests(TestCase):
+    timeout = 120
+
+    @inlineCallbacks
+    def setUp(self):
+        self.server = RunningServer(self)
+        yield self.server.addUser("alice@example.test")
+        yield self.server.addUser("bob@example.test")
+        port = self.server.smtpPort
+        yield deferToThread(deliver, port, [(ALICES_WORD, f"for {ALICES_WORD}")])
+        yield deferToThread(
+            deliver,
+            port,
+            [(BOBS_WORD, f"private {BOBS_WORD}"), ("second", BOBS_WORD)],
+            "bob@example.test",
+        )
+        self.bob = APIClient(self, self.server.apiPort)
+        yield self.bob.login("bob@example.test")
+        self.bobSent = yield self.bob.json(
+            "POST",
+            "/messages/send",
+            {"to": ["x@elsewhere.example"], "subject": BOBS_WORD, "body": BOBS_WORD},
+            expect=202,
+        )
+        bobs = yield self.bob.json("GET", "/messages/since", since=EPOCH)
+        self.bobIds = [m["id"] for m in bobs["messages"]]
+        self.assertEqual(len(self.bobIds), 3)  # two received, one sent
+        self.alice = APIClient(self, self.server.apiPort)
+        yield self.alice.login()
+
+    def assertNothingOfBobs(self, body):
+        text = json.dumps(body)
+        self.assertNotIn(BOBS_WORD, text)
+        self.assertNotIn("bob@example.test", text)
+        for entryId in self.bobIds:
+            self.assertNotIn(entryId, text)
+
+    def test_everyReadPathIsCovered(self):
+        served = {
+            (method, path)
+            for path, item in document()["paths"].items()
+            for method in item
+            if method != "parameters"
+        }
+        self.assertEqual(served, READ_PATHS | NOT_MAIL)
+
+    @inlineCallbacks
+    def test_listEveryMailbox(self):
+        seen = []
+        for mailbox in ("inbox", "archive", "junk", "trash", "sent"):
+            for unread in ("false", "true"):
+                page = yield self.alice.json(
+                    "GET",
+                    "/messages",
+                    mailbox=mailbox,
+                    unread_only=unread,
+                    limit="1000",
+                )
+                self.assertNothingOfBobs(page)
+                seen += [m["subject"] for m in page["messages"]]
+        self.assertIn(ALICES_WORD, seen)
+
+    @inlineCallbacks
+    def test_deltaSync(self):
+        delta = yield self.alice.json(
+            "GET", "/messages/since", since=EPOCH, limit="1000"
+        )
+        self.assertNothingOfBobs(delta)
+        self.assertEqual([m["subject"] for m in delta["messages"]], [ALICES_WORD])
+
+    @inlineCallbacks
+    def test_search(self):
+        for query in (BOBS_WORD, f"{BOBS_WORD[:5]}*", "private", "to:bob", "second"):
+            found = yield self.alice.json("GET", "/messages/search", q=query)
+            self.assertEqual(found["results"], [], query)
+            self.assertNothingOfBobs({k: v for k, v in found.items() if k != "query"})
+        mine = yield self.alice.json("GET", "/messages/search", q=ALICES_WORD)
+        self.assertEqual(len(mine["results"]), 1)
+
+    @inlineCallbacks
+    def test_getPatchDeleteAnotherAccountsMessage(self):
+        """The full message (raw body, headers, attachments) is 404, as is
+        every change to it, and bob's message is untouched afterwards."""
+        for entryId in self.bobIds:
+            for method, body in (
+                ("GET", None),
+                ("PATCH", {"read_state": True, "starred": True}),
+                ("PATCH", {"mailbox": "junk"}),
+                ("DELETE", None),
+            ):
+                refused = yield self.alice.json(
+                    method, f"/messages/{entryId}", body, 404
+                )
+                self.assertNothingOfBobs(refused)
+        after = yield self.bob.json("GET", "/messages/since", since=EPOCH)
+        self.assertEqual(
+            {(m["mailbox"], m["starred"]) for m in after["messages"]},
+            {("inbox", False), ("sent", False)},
+        )
+        [mine] = (yield self.alice.json("GET", "/messages"))["messages"]
+        full = yield self.alice.json("GET", f"/messages/{mine['id']}")
+        self.assertIn(ALICES_WORD, full["body"])
+        self.assertEqual(full["attachments"][0]["filename"], "plan.pdf")
+
+    @inlineCallbacks
+    def test_outboundStatus(self):
+        refused = yield self.alice.json(
+            "GET", f"/outbound/{self.bobSent['id']}", expect=404
+        )
+        self.assertNothingOfBobs(refused)
+        own = yield self.bob.json("GET", f"/outbound/{self.bobSent['id']}")
+        self.assertEqual(own["id"], self.bobSent["id"])
