@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from mailraven.metrics import Metrics
-from mailraven.smtp.auth import AuthThrottle
+from mailraven.policy.logins import LoginLimiter
 from mailraven.smtp.recipients import RecipientResolver
 from mailraven.smtp.server import (
     MAX_TEXT_LINE,
@@ -489,12 +489,12 @@ class SubmissionProtocolTests(ProtocolTestCase):
     sent = 0
 
     def extraFactoryArgs(self) -> dict:
-        self.throttle = AuthThrottle(self.clock, maxFailures=3)
+        self.throttle = LoginLimiter(self.clock, ipFailures=3)
         return dict(
             users=self.users,
             sentToday=lambda userId: self.sent,
             outboundPerDay=2,
-            authThrottle=self.throttle,
+            logins=self.throttle,
             aliases=["sales@example.test=alice@example.test"],
         )
 
@@ -591,9 +591,9 @@ class SubmissionProtocolTests(ProtocolTestCase):
         self.assertEqual(
             self.replies(), ["454 4.7.0 Too many failed logins, try later"]
         )
-        self.assertTrue(self.throttle.blocked(self.proto.peerIP))
+        self.assertEqual(self.throttle.failures(ip=self.proto.peerIP), 3)
         self.clock.advance(901)  # the failures age out
-        self.assertFalse(self.throttle.blocked(self.proto.peerIP))
+        self.assertEqual(self.throttle.failures(ip=self.proto.peerIP), 0)
 
     def test_onlyOwnSenderAddress(self):
         self.login()
