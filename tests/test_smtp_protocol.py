@@ -568,6 +568,31 @@ class SubmissionProtocolTests(ProtocolTestCase):
             self.replies(), ["535 5.7.8 Authentication credentials invalid"]
         )
 
+    def test_anAbandonedScramExchangeCountsAsAFailure(self):
+        self.startTLS()
+        client = ScramClient(["SCRAM-SHA-256"], "alice@example.test", "pw")
+        first = base64.b64encode(client.get_client_first().encode())
+        self.send(b"AUTH SCRAM-SHA-256 " + first + b"\r\n")
+        self.assertTrue(self.replies()[0].startswith("334 "))
+        self.assertEqual(self.throttle.failures(ip=self.proto.peerIP), 0)
+        self.proto.connectionLost(None)
+        self.assertEqual(self.throttle.failures(ip=self.proto.peerIP), 1)
+
+    def test_aCancelledExchangeCountsAsAFailure(self):
+        self.startTLS()
+        self.send(b"AUTH LOGIN\r\n")
+        self.send(base64.b64encode(b"alice@example.test") + b"\r\n")
+        self.send(b"*\r\n")
+        self.assertEqual(self.replies()[-1], "501 5.0.0 Authentication cancelled")
+        self.assertEqual(self.throttle.failures(ip=self.proto.peerIP), 0)
+        client = ScramClient(["SCRAM-SHA-256"], "alice@example.test", "pw")
+        first = base64.b64encode(client.get_client_first().encode())
+        self.send(b"AUTH SCRAM-SHA-256 " + first + b"\r\n")
+        self.replies()
+        self.send(b"*\r\n")
+        self.assertEqual(self.replies(), ["501 5.0.0 Authentication cancelled"])
+        self.assertEqual(self.throttle.failures(ip=self.proto.peerIP), 1)
+
     def test_plainWithEmptyInitialResponseAndCancel(self):
         self.startTLS()
         self.send(b"AUTH PLAIN\r\n")

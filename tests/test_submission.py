@@ -171,6 +171,81 @@ class SubmissionTests(TestCase):
         self.assertEqual(codes, [535, 535, 454])
 
 
+def authFrom(port: int, source: str, login: str, password: str) -> int:
+    """Blocking: one AUTH PLAIN from the local address C{source}; the code."""
+    with smtplib.SMTP(
+        "127.0.0.1", port, timeout=20, source_address=(source, 0)
+    ) as client:
+        client.ehlo("laptop.example.org")
+        client.starttls(context=_context())
+        client.ehlo("laptop.example.org")
+        client.user, client.password = login, password
+        try:
+            return client.auth("PLAIN", client.auth_plain)[0]
+        except smtplib.SMTPAuthenticationError as e:
+            return e.smtp_code
+
+
+class LoginLimitTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_successOnAnotherAccountKeepsTheIPsFailures(self):
+        server = RunningServer(self, ratelimit__auth_failures=3)
+        yield server.addUser("alice@example.test")
+        yield server.addUser("carol@example.test")
+        port = server.submissionPort
+        codes = []
+        for login, password in [
+            ("alice@example.test", "guess1"),
+            ("alice@example.test", "guess2"),
+            ("carol@example.test", PASSWORD),  # the attacker's own account
+            ("alice@example.test", "guess3"),
+            ("alice@example.test", PASSWORD),
+        ]:
+            codes.append(
+                (yield deferToThread(authFrom, port, "127.0.0.1", login, password))
+            )
+        self.assertEqual(codes, [535, 535, 235, 535, 454])
+
+    @inlineCallbacks
+    def test_guessesFromManyIPsAtOneAccountAreThrottled(self):
+        server = RunningServer(self, ratelimit__auth_failures_per_account=3)
+        yield server.addUser("alice@example.test")
+        yield server.addUser("carol@example.test")
+        port = server.submissionPort
+        codes = []
+        for n in range(2, 6):
+            codes.append(
+                (
+                    yield deferToThread(
+                        authFrom, port, f"127.0.0.{n}", "alice@example.test", "guess"
+                    )
+                )
+            )
+        self.assertEqual(codes, [535, 535, 535, 454])
+        self.assertEqual(
+            (
+                yield deferToThread(
+                    authFrom, port, "127.0.0.5", "carol@example.test", PASSWORD
+                )
+            ),
+            235,
+        )
+        server.root.policy.logins.prune()
+        metrics = server.root.metrics.registry
+        self.assertEqual(
+            [
+                metrics.get_sample_value(
+                    "mailraven_login_attempts_total",
+                    {"protocol": "smtp", "outcome": outcome},
+                )
+                for outcome in ("failure", "throttled", "success")
+            ],
+            [3, 1, 1],
+        )
+
+
 # Sessions opening at once: more would overflow the listen queue (50).
 _opening = threading.Semaphore(20)
 
