@@ -220,7 +220,7 @@ class MobileAPI:
             )
         try:
             userId = yield self._users.authenticate(email, password)
-        except BaseException:
+        except Exception:
             ticket.failed()
             raise
         if userId is None:

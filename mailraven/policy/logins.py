@@ -145,7 +145,7 @@ class LoginLimiter:
             del self._trusted[pair]
         _keepNewest(self._trusted, self._maxKeys, self._trusted.__getitem__)
 
-    def failures(self, ip: str = None, login: str = None) -> int:
+    def failures(self, ip: str | None = None, login: str | None = None) -> int:
         """Failures in the window of C{ip} or of the account C{login}."""
         now = self._clock.seconds()
         if ip is not None:
