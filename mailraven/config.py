@@ -280,6 +280,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "auth_failures": Key(
             _positiveInt, 10, "failed logins per IP per 15 minutes, then 454"
         ),
+        "auth_failures_per_account": Key(
+            _positiveInt, 30, "failed logins per account per 15 minutes, any IP"
+        ),
         "allowlist": Key(
             _networks,
             ["127.0.0.1/32", "::1/128"],

@@ -98,6 +98,24 @@ class IPolicyCheck(Interface):
         """
 
 
+class ILoginLimiter(Interface):
+    """
+    The one limit on password guessing, shared by every login path. Called on
+    the reactor thread only; every call is immediate (no Deferreds).
+    """
+
+    def reserve(ip, login, protocol):
+        """
+        Reserve one attempt before its password is checked: a ticket with
+        C{succeeded()} and C{failed()} (the latter returns the seconds to wait
+        before answering), or a C{Throttled} with C{scope} and C{retryAfter}
+        seconds. Attempts in flight count against the budget.
+        """
+
+    def prune():
+        """Forget what has aged out (called by a timer)."""
+
+
 class IDiskGuard(Interface):
     """
     Knows how full the data volume is, without touching the disk on the caller's

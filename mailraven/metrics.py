@@ -95,6 +95,12 @@ class Metrics:
             ["limit"],
             registry=r,
         )
+        self.loginAttempts = Counter(
+            "mailraven_login_attempts",
+            "Logins by protocol (smtp, api) and outcome (success, failure, throttled)",
+            ["protocol", "outcome"],
+            registry=r,
+        )
         self.tlsCertExpiry = Gauge(
             "mailraven_tls_cert_expiry_timestamp_seconds",
             "When the certificate served for a name expires",

@@ -1,7 +1,8 @@
 """Token buckets keyed by client (IP, account), bounded in memory.
 
-Used by the API (requests per IP, failed logins per IP) and, later, by the SMTP
-policy chain. Time comes from an injected clock so tests drive it.
+Used by the API (requests per IP) and the SMTP policy (connections, messages,
+recipients); failed logins have their own limiter (mailraven/policy/logins.py).
+Time comes from an injected clock so tests drive it.
 """
 
 from __future__ import annotations

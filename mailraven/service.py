@@ -35,7 +35,6 @@ from mailraven.outbound.queue import OutboundQueue, queueSettings
 from mailraven.policy.emailauth import AuthResults, BlockingDNS, authenticate
 from mailraven.policy.scoring import SpamScorer
 from mailraven.policy.service import PolicyService
-from mailraven.smtp.auth import AuthThrottle
 from mailraven.smtp.recipients import RecipientResolver
 from mailraven.smtp.server import MailRavenSMTPFactory, SMTPSettings
 from mailraven.smtp.submission import (
@@ -306,7 +305,7 @@ def makeService(
                 users=root.users,
                 sentToday=lambda userId: db.read(lambda conn: sentToday(conn, userId)),
                 outboundPerDay=config["ratelimit.outbound_per_day"],
-                authThrottle=AuthThrottle(reactor, config["ratelimit.auth_failures"]),
+                logins=policy.logins,
                 aliases=config["submission.aliases"],
                 headerSenders=lambda spool: spool.finished().addCallback(
                     lambda _: deferToThreadPool(
@@ -367,7 +366,9 @@ def makeService(
     site = makeSite(
         health,
         metrics,
-        MobileAPI(*apiArgs, tokens=tokens).resource(),
+        MobileAPI(
+            *apiArgs, tokens=tokens, users=root.users, logins=policy.logins
+        ).resource(),
         AdminAPI(*apiArgs, backups=backups, tokens=tokens).resource(),
         config["api.max_body"],
     )

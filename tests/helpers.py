@@ -115,3 +115,16 @@ def sendWithSmtplib(
 
 def sleep(seconds: float):
     return deferLater(reactor, seconds, lambda: None)
+
+
+class CountingPasswordChecks:
+    """Wraps a user store's C{authenticate}: every password check is counted."""
+
+    def __init__(self, users: Any) -> None:
+        self.calls = 0
+        self._check = users.authenticate
+        users.authenticate = self
+
+    def __call__(self, email: str, password: str):
+        self.calls += 1
+        return self._check(email, password)

@@ -12,7 +12,7 @@ import sqlite3
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
@@ -21,7 +21,7 @@ from mailraven.api import queries
 from mailraven.api.mobile import MobileAPI
 from mailraven.api.openapi import document
 from mailraven.api.search import BadQuery, parseQuery
-from tests.helpers import PASSWORD, RunningServer
+from tests.helpers import PASSWORD, CountingPasswordChecks, RunningServer
 
 ATTACHED = (
     "From: Bob Sender <bob@example.org>\r\nTo: alice@example.test\r\n"
@@ -574,6 +574,41 @@ class LimitTests(TestCase):
             yield response.content()
             codes.append(response.code)
         self.assertEqual(codes, [401] * 10 + [429])
+
+
+class ParallelLoginTests(TestCase):
+    """The login limit holds against parallel requests (one IP, one account)."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_parallelGuessesGetAtMostTheBudgetOfPasswordChecks(self):
+        server = RunningServer(self)
+        yield server.addUser("alice@example.test")
+        checks = CountingPasswordChecks(server.root.users)
+        budget = server.config["ratelimit.auth_failures"]
+        api = APIClient(self, server.apiPort)
+
+        @inlineCallbacks
+        def guess(n):
+            response = yield api.request(
+                "POST",
+                "/auth/login",
+                {"email": "alice@example.test", "password": f"guess{n}"},
+            )
+            body = yield response.json()
+            return response.code, body, response.headers.getRawHeaders("retry-after")
+
+        results = yield gatherResults([guess(n) for n in range(60)])
+        codes = [code for code, _, _ in results]
+        self.assertEqual(
+            (codes.count(401), codes.count(429)), (budget, 60 - budget), codes
+        )
+        self.assertEqual(checks.calls, budget)
+        for code, body, retryAfter in results:
+            if code == 429:
+                self.assertEqual(body["error"], "rate_limited")
+                self.assertGreaterEqual(int(retryAfter[0]), 1)
 
 
 class OpenAPIContractTests(SynchronousTestCase):

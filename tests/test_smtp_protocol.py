@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from mailraven.metrics import Metrics
-from mailraven.smtp.auth import AuthThrottle
+from mailraven.policy.logins import LoginLimiter
 from mailraven.smtp.recipients import RecipientResolver
 from mailraven.smtp.server import (
     MAX_TEXT_LINE,
@@ -489,12 +489,12 @@ class SubmissionProtocolTests(ProtocolTestCase):
     sent = 0
 
     def extraFactoryArgs(self) -> dict:
-        self.throttle = AuthThrottle(self.clock, maxFailures=3)
+        self.throttle = LoginLimiter(self.clock, ipFailures=3)
         return dict(
             users=self.users,
             sentToday=lambda userId: self.sent,
             outboundPerDay=2,
-            authThrottle=self.throttle,
+            logins=self.throttle,
             aliases=["sales@example.test=alice@example.test"],
         )
 
@@ -568,6 +568,31 @@ class SubmissionProtocolTests(ProtocolTestCase):
             self.replies(), ["535 5.7.8 Authentication credentials invalid"]
         )
 
+    def test_anAbandonedScramExchangeCountsAsAFailure(self):
+        self.startTLS()
+        client = ScramClient(["SCRAM-SHA-256"], "alice@example.test", "pw")
+        first = base64.b64encode(client.get_client_first().encode())
+        self.send(b"AUTH SCRAM-SHA-256 " + first + b"\r\n")
+        self.assertTrue(self.replies()[0].startswith("334 "))
+        self.assertEqual(self.throttle.failures(ip=self.proto.peerIP), 0)
+        self.proto.connectionLost(None)
+        self.assertEqual(self.throttle.failures(ip=self.proto.peerIP), 1)
+
+    def test_aCancelledExchangeCountsAsAFailure(self):
+        self.startTLS()
+        self.send(b"AUTH LOGIN\r\n")
+        self.send(base64.b64encode(b"alice@example.test") + b"\r\n")
+        self.send(b"*\r\n")
+        self.assertEqual(self.replies()[-1], "501 5.0.0 Authentication cancelled")
+        self.assertEqual(self.throttle.failures(ip=self.proto.peerIP), 0)
+        client = ScramClient(["SCRAM-SHA-256"], "alice@example.test", "pw")
+        first = base64.b64encode(client.get_client_first().encode())
+        self.send(b"AUTH SCRAM-SHA-256 " + first + b"\r\n")
+        self.replies()
+        self.send(b"*\r\n")
+        self.assertEqual(self.replies(), ["501 5.0.0 Authentication cancelled"])
+        self.assertEqual(self.throttle.failures(ip=self.proto.peerIP), 1)
+
     def test_plainWithEmptyInitialResponseAndCancel(self):
         self.startTLS()
         self.send(b"AUTH PLAIN\r\n")
@@ -591,9 +616,9 @@ class SubmissionProtocolTests(ProtocolTestCase):
         self.assertEqual(
             self.replies(), ["454 4.7.0 Too many failed logins, try later"]
         )
-        self.assertTrue(self.throttle.blocked(self.proto.peerIP))
+        self.assertEqual(self.throttle.failures(ip=self.proto.peerIP), 3)
         self.clock.advance(901)  # the failures age out
-        self.assertFalse(self.throttle.blocked(self.proto.peerIP))
+        self.assertEqual(self.throttle.failures(ip=self.proto.peerIP), 0)
 
     def test_onlyOwnSenderAddress(self):
         self.login()

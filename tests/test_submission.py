@@ -6,13 +6,18 @@ import base64
 import json
 import smtplib
 import ssl
+import threading
+import time
+from typing import Any
 
 from scramp import ScramClient
-from twisted.internet.defer import inlineCallbacks
-from twisted.internet.threads import deferToThread
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.threads import deferToThread, deferToThreadPool
+from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 
-from tests.helpers import PASSWORD, RunningServer
+from tests.helpers import PASSWORD, CountingPasswordChecks, RunningServer
 
 
 def _context() -> ssl.SSLContext:
@@ -164,3 +169,150 @@ class SubmissionTests(TestCase):
             )
             codes.append(code)
         self.assertEqual(codes, [535, 535, 454])
+
+
+def authFrom(port: int, source: str, login: str, password: str) -> int:
+    """Blocking: one AUTH PLAIN from the local address C{source}; the code."""
+    with smtplib.SMTP(
+        "127.0.0.1", port, timeout=20, source_address=(source, 0)
+    ) as client:
+        client.ehlo("laptop.example.org")
+        client.starttls(context=_context())
+        client.ehlo("laptop.example.org")
+        client.user, client.password = login, password
+        try:
+            return client.auth("PLAIN", client.auth_plain)[0]
+        except smtplib.SMTPAuthenticationError as e:
+            return e.smtp_code
+
+
+class LoginLimitTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_successOnAnotherAccountKeepsTheIPsFailures(self):
+        server = RunningServer(self, ratelimit__auth_failures=3)
+        yield server.addUser("alice@example.test")
+        yield server.addUser("carol@example.test")
+        port = server.submissionPort
+        codes = []
+        for login, password in [
+            ("alice@example.test", "guess1"),
+            ("alice@example.test", "guess2"),
+            ("carol@example.test", PASSWORD),  # the attacker's own account
+            ("alice@example.test", "guess3"),
+            ("alice@example.test", PASSWORD),
+        ]:
+            codes.append(
+                (yield deferToThread(authFrom, port, "127.0.0.1", login, password))
+            )
+        self.assertEqual(codes, [535, 535, 235, 535, 454])
+
+    @inlineCallbacks
+    def test_guessesFromManyIPsAtOneAccountAreThrottled(self):
+        server = RunningServer(self, ratelimit__auth_failures_per_account=3)
+        yield server.addUser("alice@example.test")
+        yield server.addUser("carol@example.test")
+        port = server.submissionPort
+        codes = []
+        for n in range(2, 6):
+            codes.append(
+                (
+                    yield deferToThread(
+                        authFrom, port, f"127.0.0.{n}", "alice@example.test", "guess"
+                    )
+                )
+            )
+        self.assertEqual(codes, [535, 535, 535, 454])
+        self.assertEqual(
+            (
+                yield deferToThread(
+                    authFrom, port, "127.0.0.5", "carol@example.test", PASSWORD
+                )
+            ),
+            235,
+        )
+        server.root.policy.logins.prune()
+        metrics = server.root.metrics.registry
+        self.assertEqual(
+            [
+                metrics.get_sample_value(
+                    "mailraven_login_attempts_total",
+                    {"protocol": "smtp", "outcome": outcome},
+                )
+                for outcome in ("failure", "throttled", "success")
+            ],
+            [3, 1, 1],
+        )
+
+
+# Sessions opening at once: more would overflow the listen queue (50).
+_opening = threading.Semaphore(20)
+
+
+def guessAt(
+    port: int, login: str, password: str, start: threading.Barrier, ready: Any
+) -> int:
+    """Blocking: a TLS session that waits at C{start}, then for C{ready()},
+    then makes one AUTH PLAIN guess; the reply code."""
+    with _opening:
+        client = smtplib.SMTP("127.0.0.1", port, timeout=240)
+        client.ehlo("laptop.example.org")
+        client.starttls(context=_context())
+        client.ehlo("laptop.example.org")
+    with client:
+        start.wait()
+        ready()
+        client.user, client.password = login, password
+        try:
+            return client.auth("PLAIN", client.auth_plain)[0]
+        except smtplib.SMTPAuthenticationError as e:
+            return e.smtp_code
+
+
+class ParallelGuessTests(TestCase):
+    """Limits hold against parallel sessions, the way an attacker sends them."""
+
+    timeout = 300  # before the fix: 200 argon2 checks on two cores
+    SESSIONS = 200
+    RIGHT = 149  # the right password comes with guess 150
+
+    @inlineCallbacks
+    def test_parallelGuessesGetAtMostTheBudgetOfPasswordChecks(self):
+        server = RunningServer(self)  # the default budget: 10 per IP
+        yield server.addUser("alice@example.test")
+        checks = CountingPasswordChecks(server.root.users)
+        budget = server.config["ratelimit.auth_failures"]
+        pool = ThreadPool(self.SESSIONS, self.SESSIONS, name="guessers")
+        pool.start()
+        self.addCleanup(pool.stop)
+        start = threading.Barrier(self.SESSIONS, timeout=90)
+
+        def afterOthers() -> None:
+            # the right password comes once the other guesses are being checked
+            deadline = time.monotonic() + 10
+            while checks.calls < budget and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+        codes = yield gatherResults(
+            [
+                deferToThreadPool(
+                    reactor,
+                    pool,
+                    guessAt,
+                    server.submissionPort,
+                    "alice@example.test",
+                    PASSWORD if n == self.RIGHT else f"guess{n}",
+                    start,
+                    afterOthers if n == self.RIGHT else lambda: None,
+                )
+                for n in range(self.SESSIONS)
+            ]
+        )
+        self.assertLessEqual(checks.calls, budget)
+        self.assertEqual(codes[self.RIGHT], 454)
+        self.assertEqual(codes[self.RIGHT], 454)
+        self.assertEqual(
+            sorted(set(codes)), [454, 535], "only refusals and wrong passwords"
+        )
+        self.assertEqual(codes.count(535), checks.calls)

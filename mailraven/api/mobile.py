@@ -32,6 +32,7 @@ from mailraven.api.search import SEARCH_ORDERS, BadQuery, parseQuery
 from mailraven.api.tokencache import TokenCache
 from mailraven.envelope import Envelope, Recipient
 from mailraven.outbound import state as outboundState
+from mailraven.policy.logins import LoginLimiter, Throttled
 from mailraven.policy.scoring import senderOf, train
 from mailraven.ratelimit import TokenBuckets
 from mailraven.smtp.addresses import AddressError, parsePath
@@ -39,10 +40,9 @@ from mailraven.spool import memorySpool
 from mailraven.store.files import readMessageFile
 from mailraven.store.messages import MAILBOXES
 from mailraven.store.metadata import attachmentName, headerText
-from mailraven.store.users import checkPassword
+from mailraven.store.users import SQLiteUserStore
 
 MAX_LIMIT = 1000
-LOGIN_FAILURES = (10, 15 * 60)  # failed logins per IP per 15 minutes
 FLAG_TYPES = {"read_state": bool, "starred": bool, "mailbox": str}
 # What may not reach a header from a client: CR and LF would start a header
 # of their own, the other controls are not text (RFC 5322 3.2.5; TAB is), and
@@ -143,7 +143,13 @@ class MobileAPI:
         requestsPerMinute: int,
         outboundPerDay: int = 1000,
         tokens: TokenCache | None = None,
+        users: Any = None,
+        logins: Any = None,
     ) -> None:
+        """C{users} checks passwords (an IUserStore), C{logins} limits the
+        guessing (the ILoginLimiter every login path shares)."""
+        self._users = SQLiteUserStore(db) if users is None else users
+        self._logins = LoginLimiter(reactor) if logins is None else logins
         self._tokens = TokenCache(reactor) if tokens is None else tokens
         self._outboundPerDay = outboundPerDay
         self._db = db
@@ -153,7 +159,6 @@ class MobileAPI:
         self._reactor = reactor
         self._pool = filePool
         self._requests = TokenBuckets(requestsPerMinute, 60, reactor)
-        self._loginFailures = TokenBuckets(*LOGIN_FAILURES, reactor)
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -198,20 +203,6 @@ class MobileAPI:
     @inlineCallbacks
     def login(self, request: Any, user: None):
         ip = request.getClientAddress().host
-        wait = self._loginFailures.peek(ip)
-        if wait:
-            self.log.warn(
-                "login refused ip={ip}: too many failures",
-                ip=ip,
-                event="login",
-                outcome="rate_limited",
-            )
-            raise APIError(
-                429,
-                "rate_limited",
-                "Too many failed logins",
-                retry_after=max(1, math.ceil(wait)),
-            )
         body = readJSON(request)
         email, password = (
             (body.get("email"), body.get("password"))
@@ -220,9 +211,28 @@ class MobileAPI:
         )
         if not isinstance(email, str) or not isinstance(password, str):
             raise APIError(400, "bad_request", "email and password are required")
-        userId = yield self._db.read(lambda c: checkPassword(c, email, password))
+        ticket = self._logins.reserve(ip, email, "api")
+        if isinstance(ticket, Throttled):
+            self.log.warn(
+                "login refused ip={ip} email={email}: too many failures",
+                ip=ip,
+                email=email,
+                event="login",
+                outcome="throttled",
+            )
+            raise APIError(
+                429,
+                "rate_limited",
+                "Too many failed logins",
+                retry_after=max(1, math.ceil(ticket.retryAfter)),
+            )
+        try:
+            userId = yield self._users.authenticate(email, password)
+        except Exception:
+            ticket.failed()
+            raise
         if userId is None:
-            self._loginFailures.take(ip)
+            ticket.failed()
             self.log.info(
                 "login failed ip={ip} email={email}",
                 ip=ip,
@@ -231,6 +241,7 @@ class MobileAPI:
                 outcome="failure",
             )
             raise APIError(401, "invalid_credentials", "Wrong email or password")
+        ticket.succeeded()
         token = secrets.token_urlsafe(32)
         expires = yield self._db.write(lambda c: queries.storeToken(c, userId, token))
         self.log.info(

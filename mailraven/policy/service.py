@@ -10,6 +10,7 @@ from twisted.application.service import MultiService
 
 from mailraven.policy.dnsbl import DNSBLChecker, parseZone
 from mailraven.policy.limits import ClientLimits
+from mailraven.policy.logins import LoginLimiter
 from mailraven.policy.session import SessionPolicy
 
 PRUNE_SECONDS = 60
@@ -31,6 +32,15 @@ class PolicyService(MultiService):
         self._prune = TimerService(PRUNE_SECONDS, self.limits.prune)
         self._prune.clock = clock
         self._prune.setServiceParent(self)
+        self.logins = LoginLimiter(
+            clock,
+            config["ratelimit.auth_failures"],
+            config["ratelimit.auth_failures_per_account"],
+            metric=metrics.loginAttempts,
+        )
+        prune = TimerService(PRUNE_SECONDS, self.logins.prune)
+        prune.clock = clock
+        prune.setServiceParent(self)
         self.dnsbl = None
         zones = [parseZone(spec) for spec in config["dnsbl.zones"]]
         if zones:

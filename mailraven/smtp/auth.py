@@ -1,6 +1,6 @@
 """SASL for submission: SCRAM-SHA-256 (RFC 7677, via scramp), PLAIN (RFC
-4616) and LOGIN, and the per-IP throttle
-that makes password guessing slow.
+4616) and LOGIN. Guessing is limited by
+L{mailraven.policy.logins.LoginLimiter}, shared with the API.
 
 Mechanisms are decoded here; the password is checked by the user store
 (argon2id, in a thread). Nothing is offered or accepted before TLS.
@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
-from collections import defaultdict, deque
 from typing import Any
 
 from scramp import ScramMechanism
@@ -80,47 +79,3 @@ class ScramExchange:
         """The server-final message; raises ScramException on a bad proof."""
         self._server.set_client_final(clientFinal)
         return self._server.get_server_final()
-
-
-class AuthThrottle:
-    """
-    Failed logins per client IP over C{window} seconds. Each failure's reply
-    is delayed longer (0.5 s doubling, at most C{maxDelay}); after
-    C{maxFailures} the IP is refused until its failures age out.
-    """
-
-    def __init__(
-        self,
-        clock: Any,
-        maxFailures: int = 10,
-        window: float = 900.0,
-        maxDelay: float = 8.0,
-    ) -> None:
-        self._clock = clock
-        self.maxFailures = maxFailures
-        self._window = window
-        self._maxDelay = maxDelay
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-
-    def _recent(self, ip: str) -> deque[float]:
-        failures = self._failures[ip]
-        horizon = self._clock.seconds() - self._window
-        while failures and failures[0] < horizon:
-            failures.popleft()
-        if not failures:
-            del self._failures[ip]
-            return deque()
-        return failures
-
-    def blocked(self, ip: str) -> bool:
-        return len(self._recent(ip)) >= self.maxFailures
-
-    def failed(self, ip: str) -> float:
-        """Record a failure; the delay before answering it."""
-        failures = self._recent(ip)
-        failures.append(self._clock.seconds())
-        self._failures[ip] = failures
-        return min(self._maxDelay, 0.5 * 2 ** (len(failures) - 1))
-
-    def succeeded(self, ip: str) -> None:
-        self._failures.pop(ip, None)

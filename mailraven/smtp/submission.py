@@ -18,9 +18,9 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import deferLater
 
 from mailraven.envelope import Recipient
+from mailraven.policy.logins import Throttled
 from mailraven.smtp.addresses import AddressError, parsePath, splitPathAndParams
 from mailraven.smtp.auth import (
-    AuthThrottle,
     SASLError,
     ScramExchange,
     b64decode,
@@ -43,6 +43,9 @@ PASSWORD_PROMPT = "UGFzc3dvcmQ6"  # base64 "Password:"
 
 class SubmissionESMTP(MailRavenESMTP):
     authenticatedAs: tuple[int, str] | None = None
+    # The attempt reserved with the login limiter, from the moment the login
+    # is known until the exchange ends; any end but success is a failure.
+    _ticket: Any = None
 
     # -- AUTH ---------------------------------------------------------------
 
@@ -58,10 +61,6 @@ class SubmissionESMTP(MailRavenESMTP):
             raise Reply(503, "5.5.1", "Already authenticated", "bad_sequence")
         if self._transaction is not None:
             raise Reply(503, "5.5.1", "AUTH not allowed during a transaction")
-        if self.factory.authThrottle.blocked(self.peerIP):
-            raise Reply(
-                454, "4.7.0", "Too many failed logins, try later", "auth_throttled"
-            )
         mechanism, _, initial = argument.partition(" ")
         mechanism = mechanism.upper()
         if mechanism == "PLAIN":
@@ -77,6 +76,31 @@ class SubmissionESMTP(MailRavenESMTP):
                 return self._scramFirst(initial)
             return self._ask("", self._scramFirst)
         raise Reply(504, "5.5.4", "Unrecognized authentication type", "bad_auth")
+
+    def _reserve(self, login: str) -> None:
+        """Reserve the attempt before any password or proof is checked."""
+        attempt = self.factory.logins.reserve(self.peerIP, login, "smtp")
+        if isinstance(attempt, Throttled):
+            raise Reply(
+                454, "4.7.0", "Too many failed logins, try later", "auth_throttled"
+            )
+        self._ticket = attempt
+
+    def _run(self, handler: Callable[[str], Any], text: str) -> None:
+        super()._run(handler, text)
+        if self._continuation is None and not self._paused:
+            self._settleAbandoned()
+
+    def _settleAbandoned(self) -> None:
+        """An exchange that ended without success (an error, a cancel, a
+        dropped connection) used a guess: it counts as a failure."""
+        ticket, self._ticket = self._ticket, None
+        if ticket is not None:
+            ticket.failed()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._settleAbandoned()
+        super().connectionLost(reason)
 
     def _ask(self, challenge: str, then: Callable[[str], Any]) -> None:
         def answered(line: str) -> Any:
@@ -115,6 +139,7 @@ class SubmissionESMTP(MailRavenESMTP):
             login = scramUsername(clientFirst)
         except (SASLError, UnicodeDecodeError, ValueError):
             raise Reply(501, "5.5.2", "Invalid SCRAM message", "bad_auth") from None
+        self._reserve(login)
         d = maybeDeferred(self.factory.users.scramCredentials, login)
         d.addCallback(self._scramChallenge, login, clientFirst)
         return d
@@ -155,6 +180,7 @@ class SubmissionESMTP(MailRavenESMTP):
         return d
 
     def _check(self, login: str, password: str) -> Deferred:
+        self._reserve(login)
         d = maybeDeferred(self.factory.users.authenticate, login, password)
         d.addCallback(self._checked, login)
         return d
@@ -168,10 +194,13 @@ class SubmissionESMTP(MailRavenESMTP):
             peer=self.peerIP,
             event="smtp_auth",
         )
+        ticket, self._ticket = self._ticket, None
         if userId is None:
-            delay = self.factory.authThrottle.failed(self.peerIP)
+            delay = ticket.failed() if ticket is not None else 0.0
             return deferLater(self.factory.clock, delay, self._authFailed)
-        self.factory.authThrottle.succeeded(self.peerIP)
+        if ticket is None:  # the session ended while the password was checked
+            return None
+        ticket.succeeded()
         self.authenticatedAs = (userId, normaliseAddress(login))
         self._reply(235, "2.7.0", "Authentication successful")
         return None
@@ -309,7 +338,7 @@ class SubmissionSMTPFactory(MailRavenSMTPFactory):
         users: Any,
         sentToday: Callable[[int], Any],
         outboundPerDay: int,
-        authThrottle: AuthThrottle,
+        logins: Any,
         aliases: list[str] = (),
         headerSenders: Callable[[Any], Deferred] | None = None,
         **kwargs: Any,
@@ -320,7 +349,7 @@ class SubmissionSMTPFactory(MailRavenSMTPFactory):
         self.users = users
         self.sentToday = sentToday
         self.outboundPerDay = outboundPerDay
-        self.authThrottle = authThrottle
+        self.logins = logins  # an ILoginLimiter
         self._sendAs: dict[str, set[str]] = {}
         for entry in aliases:
             alias, _, account = entry.partition("=")
