@@ -257,9 +257,9 @@ class OutboundQueue(Service):
         try:
             targets = yield self._mx.targets(domain)
         except PermanentDNSFailure as e:
-            return {rcpt: f"550 5.1.2 {e}" for rcpt in rcpts}
+            return {rcpt: f"550 {e.enhanced} {e}" for rcpt in rcpts}
         except TemporaryDNSFailure as e:
-            return {rcpt: f"451 4.4.3 {e}" for rcpt in rcpts}
+            return {rcpt: f"451 {e.enhanced} {e}" for rcpt in rcpts}
         # twisted.mail's client speaks ASCII only: no SMTPUTF8 delivery yet.
         # Say so at once instead of retrying for days.
         if not first.mailFrom.isascii():
