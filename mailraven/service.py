@@ -355,8 +355,10 @@ def makeService(
     site = makeSite(
         health,
         metrics,
-        MobileAPI(*apiArgs, tokens=tokens).resource(),
-        AdminAPI(*apiArgs, backups=backups, tokens=tokens).resource(),
+        MobileAPI(*apiArgs, tokens=tokens, recipients=smtpArgs["resolver"]).resource(),
+        AdminAPI(
+            *apiArgs, backups=backups, tokens=tokens, recipients=smtpArgs["resolver"]
+        ).resource(),
         config["api.max_body"],
     )
     responder = root.challenges = HTTP01Responder()

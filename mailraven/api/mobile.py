@@ -34,6 +34,8 @@ from mailraven.outbound import state as outboundState
 from mailraven.policy.scoring import senderOf, train
 from mailraven.ratelimit import TokenBuckets
 from mailraven.smtp.addresses import AddressError, parsePath
+from mailraven.smtp.recipients import RELAY_DENIED, Rejection
+from mailraven.smtp.submission import localCopy
 from mailraven.spool import memorySpool
 from mailraven.store.files import readMessageFile
 from mailraven.store.messages import MAILBOXES
@@ -135,7 +137,10 @@ class MobileAPI:
         requestsPerMinute: int,
         outboundPerDay: int = 1000,
         tokens: TokenCache | None = None,
+        recipients: Any = None,
     ) -> None:
+        # RecipientResolver: mail to local accounts is stored, not queued
+        self._recipients = recipients
         self._tokens = TokenCache(reactor) if tokens is None else tokens
         self._outboundPerDay = outboundPerDay
         self._db = db
@@ -388,22 +393,47 @@ class MobileAPI:
             raise APIError(
                 429, "rate_limited", "Daily sending limit reached", retry_after=3600
             )
+        local, remote = yield self._split(fields["to"] + fields["cc"] + fields["bcc"])
         raw = _compose(user[1], self._hostname, fields)
         envelope = Envelope(
             mailFrom=user[1],
-            recipients=[Recipient(user[1], user[0])],
+            recipients=[Recipient(user[1], user[0]), *local],
             mailbox="sent",
             seen=True,
-            outbound=fields["to"] + fields["cc"] + fields["bcc"],
+            outbound=remote,
         )
         messageId = yield self._store.deliver(envelope, memorySpool(raw))
         self.log.info(
-            "queued {id} from {sender}",
+            "stored {id} from {sender}: {local} local, {remote} queued",
             id=messageId,
             sender=user[1],
+            local=len(local),
+            remote=len(remote),
             event="send_queued",
         )
-        return 202, {"id": messageId, "status": "queued"}
+        return 202, {"id": messageId, "status": "queued" if remote else "delivered"}
+
+    @inlineCallbacks
+    def _split(self, addresses: list[str]):
+        """(local copies, remote addresses); an unknown local user is a 400."""
+        local: list[Recipient] = []
+        remote: list[str] = []
+        for text in addresses:
+            try:
+                if self._recipients is None:
+                    raise RELAY_DENIED
+                found = yield self._recipients.resolve(parsePath(text, utf8=True))
+            except Rejection as e:
+                if e.reason != "relay_denied":
+                    raise APIError(
+                        400, "unknown_recipient", f"{text}: {e.text}"
+                    ) from None
+                if text.lower() not in (a.lower() for a in remote):
+                    remote.append(text)
+                continue
+            if found.userId not in {r.userId for r in local}:
+                local.append(localCopy(found))
+        return local, remote
 
     @app.route("/v1/outbound/<string:messageId>", methods=["GET"])
     @endpoint()
