@@ -9,10 +9,14 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Recipient:
-    """A local recipient that RCPT TO accepted: the address as given, the user."""
+    """A local recipient that RCPT TO accepted: the address as given, the user.
+    C{mailbox}/C{seen} set: this copy's own place (a local recipient of mail an
+    account sends, beside the sender's copy in "sent"), else the envelope's."""
 
     address: str
     userId: int
+    mailbox: str | None = None
+    seen: bool | None = None
 
 
 @dataclass

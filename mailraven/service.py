@@ -367,9 +367,15 @@ def makeService(
         health,
         metrics,
         MobileAPI(
-            *apiArgs, tokens=tokens, users=root.users, logins=policy.logins
+            *apiArgs,
+            tokens=tokens,
+            users=root.users,
+            logins=policy.logins,
+            recipients=smtpArgs["resolver"],
         ).resource(),
-        AdminAPI(*apiArgs, backups=backups, tokens=tokens).resource(),
+        AdminAPI(
+            *apiArgs, backups=backups, tokens=tokens, recipients=smtpArgs["resolver"]
+        ).resource(),
         config["api.max_body"],
     )
     responder = root.challenges = HTTP01Responder()

@@ -11,6 +11,8 @@ from twisted.names import common, dns, error, server
 def _payload(kind: int, value: object):
     if kind == dns.A:
         return dns.Record_A(value, ttl=60)
+    if kind == dns.AAAA:
+        return dns.Record_AAAA(value, ttl=60)
     if kind == dns.MX:
         preference, host = value
         return dns.Record_MX(preference, host.encode(), ttl=60)
@@ -21,8 +23,24 @@ def _payload(kind: int, value: object):
     raise ValueError(kind)
 
 
+SERVFAIL = object()  # a record value: this name and type answer SERVFAIL
+
+
+class ServerFailure(Exception):
+    """Raised by a zone for a L{SERVFAIL} entry; the server answers SERVFAIL."""
+
+
+class _ZoneServer(server.DNSServerFactory):
+    def gotResolverError(self, failure, protocol, message, address):
+        if not failure.check(ServerFailure):
+            return super().gotResolverError(failure, protocol, message, address)
+        response = self._responseFromMessage(message=message, rCode=dns.ESERVER)
+        self.sendReply(protocol, response, address)
+
+
 class Zone(common.ResolverBase):
-    """name -> [(type, value)]; an unknown name is NXDOMAIN."""
+    """name -> [(type, value)]; an unknown name is NXDOMAIN, a known name
+    without records of the type asked is NODATA, a L{SERVFAIL} value fails."""
 
     def __init__(self, records: dict[str, list[tuple[int, object]]]) -> None:
         super().__init__()
@@ -36,6 +54,8 @@ class Zone(common.ResolverBase):
         entries = self.records.get(name)
         if entries is None:
             return fail(error.DomainError(name))
+        if (type, SERVFAIL) in entries:
+            return fail(ServerFailure(name))
         answers = [
             dns.RRHeader(name=name, type=kind, ttl=60, payload=_payload(kind, value))
             for kind, value in entries
@@ -53,7 +73,7 @@ class Zone(common.ResolverBase):
 
 def serveZone(testCase, zone: Zone) -> int:
     """Listen on a loopback UDP port for the test's duration; the port."""
-    factory = server.DNSServerFactory(authorities=[zone])
+    factory = _ZoneServer(authorities=[zone])
     port = reactor.listenUDP(
         0, dns.DNSDatagramProtocol(controller=factory), interface="127.0.0.1"
     )

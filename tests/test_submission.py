@@ -103,7 +103,7 @@ class SubmissionTests(TestCase):
         self.assertEqual(mail[0], 530)
 
     @inlineCallbacks
-    def test_sendQueuesForEveryRecipientAndKeepsASentCopy(self):
+    def test_localRecipientsAreStoredRemoteOnesQueued(self):
         code, refused, data = yield deferToThread(
             submit,
             self.server.submissionPort,
@@ -117,6 +117,7 @@ class SubmissionTests(TestCase):
             lambda c: c.execute(
                 "SELECT q.mail_from, q.rcpt_to, e.mailbox FROM outbound_queue q"
                 " JOIN mailbox_entries e ON e.message_id = q.message_id"
+                " WHERE e.user_id = q.user_id"
             ).fetchall()
         )
         self.assertEqual(
@@ -124,10 +125,21 @@ class SubmissionTests(TestCase):
             [
                 (
                     "alice@example.test",
-                    ["bob@remote.example", "carol@example.test"],
+                    ["bob@remote.example"],
                     "sent",
                 )
             ],
+        )
+        # the local recipient's copy is stored at once, unread, in her inbox
+        copies = yield self.server.root.store._db.read(
+            lambda c: c.execute(
+                "SELECT e.recipient, e.mailbox, e.read_state FROM mailbox_entries e"
+                " JOIN users u ON u.id = e.user_id WHERE u.email = ?",
+                ("carol@example.test",),
+            ).fetchall()
+        )
+        self.assertEqual(
+            [tuple(r) for r in copies], [("carol@example.test", "inbox", 0)]
         )
 
     @inlineCallbacks

@@ -36,6 +36,8 @@ from mailraven.policy.logins import LoginLimiter, Throttled
 from mailraven.policy.scoring import senderOf, train
 from mailraven.ratelimit import TokenBuckets
 from mailraven.smtp.addresses import AddressError, parsePath
+from mailraven.smtp.recipients import RELAY_DENIED, Rejection
+from mailraven.smtp.submission import localCopy
 from mailraven.spool import memorySpool
 from mailraven.store.files import readMessageFile
 from mailraven.store.messages import MAILBOXES
@@ -145,11 +147,15 @@ class MobileAPI:
         tokens: TokenCache | None = None,
         users: Any = None,
         logins: Any = None,
+        recipients: Any = None,
     ) -> None:
         """C{users} checks passwords (an IUserStore), C{logins} limits the
-        guessing (the ILoginLimiter every login path shares)."""
+        guessing (the ILoginLimiter every login path shares), C{recipients}
+        (a RecipientResolver) says which recipients are ours: their mail is
+        stored, not queued."""
         self._users = SQLiteUserStore(db) if users is None else users
         self._logins = LoginLimiter(reactor) if logins is None else logins
+        self._recipients = recipients
         self._tokens = TokenCache(reactor) if tokens is None else tokens
         self._outboundPerDay = outboundPerDay
         self._db = db
@@ -412,22 +418,47 @@ class MobileAPI:
             raise APIError(
                 429, "rate_limited", "Daily sending limit reached", retry_after=3600
             )
+        local, remote = yield self._split(fields["to"] + fields["cc"] + fields["bcc"])
         raw = _compose(user[1], self._hostname, fields)
         envelope = Envelope(
             mailFrom=user[1],
-            recipients=[Recipient(user[1], user[0])],
+            recipients=[Recipient(user[1], user[0]), *local],
             mailbox="sent",
             seen=True,
-            outbound=fields["to"] + fields["cc"] + fields["bcc"],
+            outbound=remote,
         )
         messageId = yield self._store.deliver(envelope, memorySpool(raw))
         self.log.info(
-            "queued {id} from {sender}",
+            "stored {id} from {sender}: {local} local, {remote} queued",
             id=messageId,
             sender=user[1],
+            local=len(local),
+            remote=len(remote),
             event="send_queued",
         )
-        return 202, {"id": messageId, "status": "queued"}
+        return 202, {"id": messageId, "status": "queued" if remote else "delivered"}
+
+    @inlineCallbacks
+    def _split(self, addresses: list[str]):
+        """(local copies, remote addresses); an unknown local user is a 400."""
+        local: list[Recipient] = []
+        remote: list[str] = []
+        for text in addresses:
+            try:
+                if self._recipients is None:
+                    raise RELAY_DENIED
+                found = yield self._recipients.resolve(parsePath(text, utf8=True))
+            except Rejection as e:
+                if e.reason != "relay_denied":
+                    raise APIError(
+                        400, "unknown_recipient", f"{text}: {e.text}"
+                    ) from None
+                if text.lower() not in (a.lower() for a in remote):
+                    remote.append(text)
+                continue
+            if found.userId not in {r.userId for r in local}:
+                local.append(localCopy(found))
+        return local, remote
 
     @app.route("/v1/outbound/<string:messageId>", methods=["GET"])
     @endpoint()

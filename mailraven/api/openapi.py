@@ -396,7 +396,10 @@ def document() -> dict[str, Any]:
                                 "type": "object",
                                 "properties": {
                                     "id": {"type": "string"},
-                                    "status": {"type": "string", "enum": ["queued"]},
+                                    "status": {
+                                        "type": "string",
+                                        "enum": ["queued", "delivered"],
+                                    },
                                 },
                             },
                             "Queued",

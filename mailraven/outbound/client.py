@@ -37,10 +37,15 @@ class TLSProblem(ConnectionProblem):
 
 
 class _Sender(smtp.ESMTPSender):
-    """twisted's sender, with dot-stuffing that also holds across chunks and
-    no plaintext read-ahead carried into TLS."""
+    """twisted's sender, with dot-stuffing that also holds across chunks, no
+    plaintext read-ahead carried into TLS, and the reply to the final dot kept
+    (it carries the remote's queue id; twisted reports only RCPT replies)."""
 
     _lineStart = True
+
+    def sentMail(self, code, resp, numOk, addresses, log) -> None:
+        self.factory.finalReply = Reply(code, _decode(resp))
+        super().sentMail(code, resp, numOk, addresses, log)
 
     def esmtpState_starttls(self, code: int, resp: bytes) -> None:
         self.factory.triedTLS = True
@@ -63,6 +68,7 @@ class _SenderFactory(smtp.ESMTPSenderFactory):
     protocol = _Sender
     triedTLS = False
     useTLS = True
+    finalReply: Reply | None = None
 
     def buildProtocol(self, addr: Any) -> Any:
         protocol = super().buildProtocol(addr)
@@ -113,21 +119,32 @@ def send(
     factory.useTLS = tls
     factory.verifiedTLS = verified is not None
     reactor.connectTCP(ip, port, factory, timeout=min(timeout, 30))
-    return result.addCallbacks(_accepted, _failed, errbackArgs=(recipients, factory))
+    return result.addCallbacks(
+        _accepted, _failed, callbackArgs=(factory,), errbackArgs=(recipients, factory)
+    )
 
 
 def _decode(value: Any) -> str:
+    """A reply's text on one line (twisted joins multi-line replies with LF),
+    without control characters from the peer."""
     if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
+        value = value.decode("utf-8", "replace")
+    return "".join(
+        " " if c in "\r\n\t" else c
+        for c in str(value)
+        if c.isprintable() or c in "\r\n\t"
+    ).strip()
 
 
-def _accepted(result: tuple[int, list]) -> dict[str, Reply]:
+def _accepted(result: tuple[int, list], factory: Any) -> dict[str, Reply]:
+    """Accepted recipients get the reply to the data; refused ones their own."""
     _, addresses = result
-    return {
-        _decode(address): Reply(code, _decode(text))
-        for address, code, text in addresses
-    }
+    final = factory.finalReply
+    replies = {}
+    for address, code, text in addresses:
+        own = Reply(code, _decode(text))
+        replies[_decode(address)] = final if code < 300 and final else own
+    return replies
 
 
 def _failed(failure: Any, recipients: list[str], factory: Any) -> dict[str, Reply]:

@@ -15,7 +15,7 @@ are reported to the sender with a DSN.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from twisted.application.service import Service
@@ -31,19 +31,46 @@ from twisted.logger import Logger
 from mailraven.envelope import Envelope, Recipient
 from mailraven.outbound import state
 from mailraven.outbound.client import ConnectionProblem, TLSProblem, send
-from mailraven.outbound.dsn import buildDSN
+from mailraven.outbound.dsn import RecipientReport, buildDSN, humanAge
 from mailraven.outbound.mx import PermanentDNSFailure, TemporaryDNSFailure
+from mailraven.outbound.state import DeliveryReply
 from mailraven.smtp.addresses import AddressError, parsePath
 from mailraven.smtp.recipients import Rejection
 from mailraven.spool import memorySpool
 from mailraven.store.files import readMessageFile, relativePath
 
 STOP_WAIT = 10.0  # seconds shutdown waits for deliveries in progress
-NO_SMTPUTF8 = "553 5.6.7 Non-ASCII addresses cannot be delivered remotely yet"
+NO_SMTPUTF8 = DeliveryReply(
+    553, "5.6.7 Non-ASCII addresses cannot be delivered remotely yet"
+)
+LOCAL_ERROR = DeliveryReply(451, "4.3.0 Local error while delivering; will retry")
+DELIVERED_LOCALLY = DeliveryReply(250, "2.0.0 Delivered locally")
 
 
 def _timestamp(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
+
+
+def withoutReturnPath(message: bytes) -> bytes:
+    """
+    The message as it leaves: our stored C{Return-Path:} (and any other in
+    the header) removed, since the final delivery MTA adds its own (RFC 5321
+    4.4).
+    """
+    end = message.find(b"\r\n\r\n")
+    head, body = (message, b"") if end < 0 else (message[: end + 2], message[end + 2 :])
+    if b"return-path:" not in head.lower():
+        return message
+    kept, dropping = [], False
+    for line in head.splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t"):
+            if not dropping:
+                kept.append(line)
+            continue
+        dropping = line[:12].lower() == b"return-path:"
+        if not dropping:
+            kept.append(line)
+    return b"".join(kept) + body
 
 
 def retryDelay(attempts: int, initial: float, cap: float) -> float:
@@ -197,9 +224,9 @@ class OutboundQueue(Service):
                 relativePath(first.messageId),
             )
             replies = yield self._deliver(domain, first, [i.rcpt for i in items], raw)
-        except Exception as e:
+        except Exception:
             self.log.failure("outbound attempt failed for {domain}", domain=domain)
-            replies = {i.rcpt: f"451 4.3.0 Internal error: {e}" for i in items}
+            replies = {i.rcpt: LOCAL_ERROR for i in items}
             raw = b""
         outcomes = [self._outcome(item, replies[item.rcpt]) for item in items]
         yield self._db.write(lambda conn: state.record(conn, outcomes))
@@ -220,7 +247,7 @@ class OutboundQueue(Service):
 
     def _isLocal(self, rcpt: str):
         try:
-            address = parsePath(f"<{rcpt}>", utf8=True)
+            address = parsePath(rcpt, utf8=True)
         except AddressError:
             return maybeDeferred(lambda: False)
         d = maybeDeferred(self._resolver.resolve, address)
@@ -237,11 +264,9 @@ class OutboundQueue(Service):
         replies = {}
         for rcpt in rcpts:
             try:
-                recipient = yield self._resolver.resolve(
-                    parsePath(f"<{rcpt}>", utf8=True)
-                )
+                recipient = yield self._resolver.resolve(parsePath(rcpt, utf8=True))
             except Rejection as e:
-                replies[rcpt] = f"{e.code} {e.enhanced} {e.text}"
+                replies[rcpt] = DeliveryReply(e.code, f"{e.enhanced} {e.text}")
                 continue
             envelope = Envelope(
                 mailFrom=first.mailFrom,
@@ -249,7 +274,7 @@ class OutboundQueue(Service):
                 tls=True,
             )
             yield self._store.deliver(envelope, memorySpool(raw))
-            replies[rcpt] = "250 2.0.0 Delivered locally"
+            replies[rcpt] = DELIVERED_LOCALLY
         return replies
 
     @inlineCallbacks
@@ -257,9 +282,9 @@ class OutboundQueue(Service):
         try:
             targets = yield self._mx.targets(domain)
         except PermanentDNSFailure as e:
-            return {rcpt: f"550 5.1.2 {e}" for rcpt in rcpts}
+            return {rcpt: DeliveryReply(550, f"{e.enhanced} {e}") for rcpt in rcpts}
         except TemporaryDNSFailure as e:
-            return {rcpt: f"451 4.4.3 {e}" for rcpt in rcpts}
+            return {rcpt: DeliveryReply(451, f"{e.enhanced} {e}") for rcpt in rcpts}
         # twisted.mail's client speaks ASCII only: no SMTPUTF8 delivery yet.
         # Say so at once instead of retrying for days.
         if not first.mailFrom.isascii():
@@ -270,7 +295,9 @@ class OutboundQueue(Service):
             return refused
         senderDomain = first.mailFrom.rpartition("@")[2]
         signed = yield deferToThreadPool(
-            self._reactor, self._pool, self._signer.sign, raw, senderDomain
+            self._reactor,
+            self._pool,
+            lambda: self._signer.sign(withoutReturnPath(raw), senderDomain),
         )
         policy = None
         if self._mtasts is not None:
@@ -278,7 +305,9 @@ class OutboundQueue(Service):
         if policy is not None and policy.enforced:
             targets = [(host, ip) for host, ip in targets if policy.allows(host)]
             if not targets:
-                reply = f"451 4.7.5 No MX of {domain} is allowed by its MTA-STS policy"
+                reply = DeliveryReply(
+                    451, f"4.7.5 No MX of {domain} is allowed by its MTA-STS policy"
+                )
                 return {**refused, **{rcpt: reply for rcpt in rcpts}}
         problems = []
         for host, ip in targets[: self._settings["max_mx"]]:
@@ -290,12 +319,13 @@ class OutboundQueue(Service):
             except ConnectionProblem as e:
                 problems.append(f"{host} [{ip}]: {e}")
                 continue
-            return {**refused, **{rcpt: str(r) for rcpt, r in replies.items()}}
+            answered = {
+                rcpt: DeliveryReply(r.code, r.text, host) for rcpt, r in replies.items()
+            }
+            return {**refused, **answered}
         detail = "; ".join(problems) or "no host to try"
-        return {
-            **refused,
-            **{rcpt: f"451 4.4.1 No answer from {domain}: {detail}" for rcpt in rcpts},
-        }
+        reply = DeliveryReply(451, f"4.4.1 No answer from {domain}: {detail}")
+        return {**refused, **{rcpt: reply for rcpt in rcpts}}
 
     @inlineCallbacks
     def _send(
@@ -334,12 +364,12 @@ class OutboundQueue(Service):
 
     # -- outcomes -------------------------------------------------------------
 
-    def _outcome(self, item: state.DueRecipient, reply: str) -> state.Outcome:
-        code = reply[:1]
+    def _outcome(self, item: state.DueRecipient, reply: DeliveryReply) -> state.Outcome:
         now = self._clock.seconds()
-        if code == "2":
+        if 200 <= reply.code < 300:
             return state.Outcome(item.queueId, item.rcpt, "delivered", reply)
-        if code == "4":
+        note = ""
+        if 400 <= reply.code < 500:
             age = now - _timestamp(item.createdAt)
             if age < self._settings["give_up_after"]:
                 delay = retryDelay(
@@ -350,8 +380,8 @@ class OutboundQueue(Service):
                 return state.Outcome(
                     item.queueId, item.rcpt, "deferred", reply, now + delay
                 )
-            reply = f"{reply} (gave up after {age / 86400:.1f} days)"
-        return state.Outcome(item.queueId, item.rcpt, "failed", reply)
+            note = f"gave up after {humanAge(age)}"
+        return state.Outcome(item.queueId, item.rcpt, "failed", reply, note=note)
 
     def _logOutcome(self, item: state.DueRecipient, outcome: state.Outcome) -> None:
         if self._metrics is not None:
@@ -363,7 +393,7 @@ class OutboundQueue(Service):
             status=outcome.status,
             rcpt=item.rcpt,
             attempt=item.attempts + 1,
-            reply=outcome.reply,
+            reply=outcome.lastReply,
             queue_id=item.queueId,
             event=f"outbound_{outcome.status}",
         )
@@ -373,30 +403,43 @@ class OutboundQueue(Service):
         """DSN to the sender for failures, and once for a long delay."""
         if not first.mailFrom:
             return  # never answer a bounce with a bounce
-        failed = [(o.rcpt, "failed", o.reply) for o in outcomes if o.status == "failed"]
-        age = (
-            self._clock.seconds() - datetime.fromisoformat(first.createdAt).timestamp()
-        )
+        failed = [
+            RecipientReport(o.rcpt, "failed", o.reply, o.note)
+            for o in outcomes
+            if o.status == "failed"
+        ]
+        createdAt = _timestamp(first.createdAt)
+        now = self._clock.seconds()
         delayed = [
-            (o.rcpt, "delayed", o.reply)
+            RecipientReport(
+                o.rcpt, "delayed", o.reply, f"delayed for {humanAge(now - createdAt)}"
+            )
             for item, o in zip(items, outcomes, strict=True)
             if o.status == "deferred"
             and not item.delayNotified
-            and age >= self._settings["delay_notice_after"]
+            and now - createdAt >= self._settings["delay_notice_after"]
         ]
-        for entries, isDelay in ((failed, False), (delayed, True)):
-            if not entries:
+        for reports in (failed, delayed):
+            if not reports:
                 continue
             report = buildDSN(
-                self._settings["hostname"], first.mailFrom, raw, entries, isDelay
+                self._settings["hostname"],
+                first.mailFrom,
+                raw,
+                reports,
+                arrivedAt=datetime.fromtimestamp(createdAt, UTC),
+                attemptedAt=datetime.fromtimestamp(now, UTC),
+                retryUntil=datetime.fromtimestamp(
+                    createdAt + self._settings["give_up_after"], UTC
+                ),
             )
             envelope = Envelope(
                 mailFrom="",
                 recipients=[Recipient(first.mailFrom, first.userId)],
             )
             yield self._store.deliver(envelope, memorySpool(report))
-            if isDelay:
-                rcpts = [rcpt for rcpt, _, _ in entries]
+            if reports is delayed:
+                rcpts = [r.address for r in reports]
                 yield self._db.write(
                     lambda conn, r=rcpts: state.markDelayNotified(
                         conn, first.queueId, r

@@ -7,6 +7,7 @@ C{outbound_recipients}; the entry's own C{status} summarises them.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,15 +27,55 @@ class DueRecipient:
     delayNotified: bool
 
 
+_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}\Z")
+
+
+@dataclass(frozen=True)
+class DeliveryReply:
+    """
+    One recipient's answer to one attempt. C{remoteMTA} is the host whose SMTP
+    server gave it; empty when the verdict is ours (DNS, no connection, local
+    delivery, policy), so a DSN never calls our own words an SMTP reply.
+    """
+
+    code: int
+    text: str  # after the code; usually starts with the enhanced status
+    remoteMTA: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}".rstrip()
+
+    @property
+    def status(self) -> str:
+        """The RFC 3463 status: the reply's own, else its class's x.0.0."""
+        first = self.text.split(" ", 1)[0]
+        if _ENHANCED.match(first) and first[0] == str(self.code)[0]:
+            return first
+        return f"{str(self.code)[0]}.0.0" if str(self.code)[0] in "245" else "4.0.0"
+
+    @property
+    def detail(self) -> str:
+        """The text without its enhanced status code."""
+        first, _, rest = self.text.partition(" ")
+        return rest if _ENHANCED.match(first) else self.text
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """What one attempt did for one recipient."""
+    """What one attempt did for one recipient; C{note} says why a deferral
+    became a failure (the time given up after)."""
 
     queueId: str
     rcpt: str
     status: str  # delivered | deferred | failed
-    reply: str
+    reply: DeliveryReply
     nextAttempt: float = 0.0
+    note: str = ""
+
+    @property
+    def lastReply(self) -> str:
+        """What the API shows as the recipient's C{last_reply}."""
+        return f"{self.reply} ({self.note})" if self.note else str(self.reply)
 
 
 def _now() -> str:
@@ -77,7 +118,10 @@ def record(conn: sqlite3.Connection, outcomes: list[Outcome]) -> None:
         "UPDATE outbound_recipients SET status = ?, last_reply = ?,"
         " attempts = attempts + 1, next_attempt = ?, updated_at = ?"
         " WHERE queue_id = ? AND rcpt = ?",
-        [(o.status, o.reply, o.nextAttempt, now, o.queueId, o.rcpt) for o in outcomes],
+        [
+            (o.status, o.lastReply, o.nextAttempt, now, o.queueId, o.rcpt)
+            for o in outcomes
+        ],
     )
     for queueId in {o.queueId for o in outcomes}:
         summarise(conn, queueId)

@@ -502,8 +502,8 @@ class MailRavenESMTP(smtp.ESMTP):
         if envelope.authenticatedAs:
             protocol += "A"  # RFC 3848: ESMTPSA
         forClause = ""
-        if len(envelope.recipients) == 1:
-            forClause = f"\r\n\tfor <{headerSafe(envelope.recipients[0].address)}>"
+        if (forAddress := self._forRecipient(envelope)) is not None:
+            forClause = f"\r\n\tfor <{headerSafe(forAddress)}>"
         stamp = format_datetime(datetime.now(UTC))
         helo = headerSafe(envelope.helo).replace("(", "").replace(")", "")
         return (
@@ -512,6 +512,12 @@ class MailRavenESMTP(smtp.ESMTP):
             f"\tby {self.settings.hostname} (MailRaven) with {protocol}{forClause};"
             f"\r\n\t{stamp}\r\n"
         ).encode()
+
+    def _forRecipient(self, envelope: Envelope) -> str | None:
+        """Received's C{for}: the recipient when there is exactly one."""
+        if len(envelope.recipients) == 1:
+            return envelope.recipients[0].address
+        return None
 
     def smtp_RSET(self, argument: str) -> None:
         self._abortTransaction()

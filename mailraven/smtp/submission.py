@@ -3,8 +3,9 @@
 AUTH PLAIN/LOGIN is offered and accepted only under TLS. The envelope sender
 must be the account's own address (553 5.7.1 otherwise). Every recipient is
 accepted (relaying is the point of submission) except unknown users of our own
-domains. The message is stored once: a copy in the sender's C{sent} mailbox
-and a queue entry per recipient, in the same commit, before the 250.
+domains. The message is stored once, in one commit before the 250: a copy in
+the sender's C{sent} mailbox, a copy in the inbox of each local recipient, and
+a queue entry for the remote ones. A missing Date: or Message-ID: is added.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from mailraven.smtp.auth import (
     decodePlain,
     scramUsername,
 )
+from mailraven.smtp.missingheaders import MissingHeaders
 from mailraven.smtp.recipients import Rejection
 from mailraven.smtp.server import (
     MailRavenESMTP,
@@ -46,6 +48,7 @@ class SubmissionESMTP(MailRavenESMTP):
     # The attempt reserved with the login limiter, from the moment the login
     # is known until the exchange ends; any end but success is a failure.
     _ticket: Any = None
+    _missingHeaders: MissingHeaders | None = None
 
     # -- AUTH ---------------------------------------------------------------
 
@@ -255,7 +258,7 @@ class SubmissionESMTP(MailRavenESMTP):
         envelope.authenticatedAs = email
 
     def _acceptedCount(self, transaction: Any) -> int:
-        return len(transaction.envelope.outbound)
+        return len(_accepted(transaction.envelope))
 
     def smtp_RCPT(self, argument: str) -> Deferred:
         transaction, address = self._recipientAddress(argument)
@@ -274,12 +277,23 @@ class SubmissionESMTP(MailRavenESMTP):
             return failure  # an unknown user of our own domain: 550 5.1.1
         return None
 
-    def _accepted(self, _: object, transaction: Any, address: str) -> None:
+    def _accepted(
+        self, local: Recipient | None, transaction: Any, address: str
+    ) -> None:
+        """A local recipient gets its copy in this commit; a remote one is queued."""
         if transaction is not self._transaction:
             return
-        if address.lower() not in (a.lower() for a in transaction.envelope.outbound):
-            transaction.envelope.outbound.append(address)
+        envelope = transaction.envelope
+        if local is not None:
+            if local.userId not in {r.userId for r in envelope.recipients[1:]}:
+                envelope.recipients.append(localCopy(local))
+        elif address.lower() not in (a.lower() for a in envelope.outbound):
+            envelope.outbound.append(address)
         self._reply(250, "2.1.5", "Recipient OK")
+
+    def _forRecipient(self, envelope: Any) -> str | None:
+        accepted = _accepted(envelope)
+        return accepted[0] if len(accepted) == 1 else None
 
     def _beforeStore(self, transaction: Any) -> Deferred:
         """The From: header too must be the account's (no spoofing inside)."""
@@ -302,9 +316,33 @@ class SubmissionESMTP(MailRavenESMTP):
 
     def smtp_DATA(self, argument: str) -> None:
         transaction = self._transaction
-        if transaction is not None and not transaction.envelope.outbound:
+        if transaction is not None and not self._acceptedCount(transaction):
             raise Reply(503, "5.5.1", "Need RCPT command first", "bad_sequence")
         super().smtp_DATA(argument)
+        self._missingHeaders = MissingHeaders(self.settings.hostname)
+
+    def _body(self, chunk: bytes, final: bool = False) -> None:
+        if self._missingHeaders is not None and self._transaction.failure is None:
+            chunk = self._missingHeaders.feed(chunk)
+        super()._body(chunk, final)
+
+    def _endOfData(self) -> None:
+        transaction, missing = self._transaction, self._missingHeaders
+        self._missingHeaders = None
+        if transaction.failure is None and missing is not None and not missing.done:
+            transaction.spool.write(missing.fields())  # a message of header only
+        super()._endOfData()
+
+
+def localCopy(recipient: Recipient) -> Recipient:
+    """A local recipient's copy of mail an account sends: unread, in the inbox."""
+    return Recipient(recipient.address, recipient.userId, mailbox="inbox", seen=False)
+
+
+def _accepted(envelope: Any) -> list[str]:
+    """Every recipient RCPT accepted: local copies (after the sender's own,
+    first) and remote addresses."""
+    return [r.address for r in envelope.recipients[1:]] + envelope.outbound
 
 
 def fromAddresses(message: bytes) -> list[str]:

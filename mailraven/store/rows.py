@@ -57,8 +57,8 @@ def insertMessage(conn: Any, prepared: PreparedMessage) -> str:
                 prepared.messageId,
                 r.userId,
                 r.address,
-                (prepared.mailboxes or {}).get(r.userId, envelope.mailbox),
-                envelope.seen,
+                r.mailbox or (prepared.mailboxes or {}).get(r.userId, envelope.mailbox),
+                envelope.seen if r.seen is None else r.seen,
                 receivedAt,
                 receivedAt,
             )
