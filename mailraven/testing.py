@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from mailraven.envelope import Envelope
-from mailraven.interfaces import IDiskGuard, IMessageStore, IUserStore
+from mailraven.interfaces import IDiskGuard, IMessageStore, IPolicyCheck, IUserStore
 from mailraven.spool import Spool
 from mailraven.store.messages import MAILBOXES
 from mailraven.store.users import UserExists, normaliseAddress
@@ -167,3 +167,20 @@ class FakeDiskGuard:
             else ("warn" if self.usedPercent >= 80 else "ok")
         )
         return {"used_percent": self.usedPercent, "free_bytes": 0, "state": state}
+
+
+@implementer(IPolicyCheck)
+class FakePolicyCheck:
+    """A pipeline check that records what it saw and answers C{verdict}."""
+
+    name = "fake"
+
+    def __init__(self, verdict: Any = None) -> None:
+        from mailraven.policy.pipeline import ACCEPT
+
+        self.verdict = verdict or ACCEPT
+        self.seen: list[Any] = []
+
+    def check(self, subject: Any) -> Deferred:
+        self.seen.append(subject)
+        return succeed(self.verdict)

@@ -11,7 +11,7 @@ import socket
 from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
-from twisted.names import client, dns, error
+from twisted.names import dns, error
 
 
 class PermanentDNSFailure(Exception):
@@ -20,21 +20,6 @@ class PermanentDNSFailure(Exception):
 
 class TemporaryDNSFailure(Exception):
     """DNS did not answer well enough to decide: try again later."""
-
-
-def makeResolver(nameservers: list[str], timeout: float) -> Any:
-    """A twisted.names resolver on C{dns.nameservers} ("host:port"), or
-    resolv.conf; MX lookups get more patience than DNSBL queries."""
-    kwargs: dict[str, Any] = {"timeout": (timeout, timeout * 3, timeout * 6)}
-    servers = [
-        (host.strip("[]"), int(port))
-        for host, _, port in (s.rpartition(":") for s in nameservers)
-    ]
-    if servers:
-        kwargs["servers"] = servers
-    else:
-        kwargs["resolv"] = "/etc/resolv.conf"
-    return client.Resolver(**kwargs)
 
 
 class MXResolver:
