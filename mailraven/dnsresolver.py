@@ -99,8 +99,10 @@ class CachingResolver(common.ResolverBase):
         upstream: Callable[[], Any],
         clock: Any,
         maxEntries: int = CACHE_ENTRIES,
+        metrics: Any = None,
     ) -> None:
         super().__init__()
+        self._metrics = metrics
         self._makeUpstream = upstream
         self._upstream: Any = None
         self._clock = clock
@@ -124,44 +126,39 @@ class CachingResolver(common.ResolverBase):
 
     def cached(self, name: str | bytes, type: int, cls: int = dns.IN) -> Any:
         """
-        The cached answer: a Result, a Failure (NXDOMAIN), or None when not
-        cached. Safe from any thread: it only reads the entry table.
+        The cached answer: a Result (records as received, TTLs not counted
+        down), a Failure (NXDOMAIN), or None when not cached. Safe from any
+        thread: it only reads the entry table.
         """
-        key = _key(name, type, cls)
-        entry = self._entries.get(key)
-        if entry is None:
+        entry = self._entries.get(_key(name, type, cls))
+        if entry is None or entry[0] <= self._clock.seconds():
             return None
-        expires, value = entry
-        left = expires - self._clock.seconds()
-        if left <= 0:
-            return None
-        if isinstance(value, Failure):
-            return value
-        return tuple(
-            [
-                dns.RRHeader(r.name.name, r.type, r.cls, int(left), r.payload, r.auth)
-                for r in section
-            ]
-            for section in value
-        )
+        return entry[1]
 
     def _lookup(self, name: bytes, cls: int, type: int, timeout: Any) -> Deferred:
         key = _key(name, type, cls)
-        hit = self.cached(name, type, cls)
-        if isinstance(hit, Failure):
-            return fail(hit)
-        if hit is not None:
-            return succeed(hit)
+        entry = self._entries.get(key)
+        if entry is not None:
+            left = entry[0] - self._clock.seconds()
+            if left > 0:
+                self._count("cached")
+                return _aged(entry[1], int(left))
         d: Deferred = Deferred()
         waiting = self._pending.get(key)
         if waiting is not None:
+            self._count("shared")
             waiting.append(d)
             return d
         self._pending[key] = [d]
+        self._count("sent")
         self.queries += 1
         asked = self.upstream.query(dns.Query(name, type, cls), timeout)
         asked.addBoth(self._answered, key)
         return d
+
+    def _count(self, result: str) -> None:
+        if self._metrics is not None:
+            self._metrics.dnsQueries.labels(result).inc()
 
     def _answered(self, result: Any, key: tuple[bytes, int, int]) -> None:
         ttl = self._ttlOf(result)
@@ -203,13 +200,30 @@ class CachingResolver(common.ResolverBase):
         return len(self._entries)
 
 
+def _aged(value: Any, left: int) -> Deferred:
+    """A cached value as a lookup's result: TTLs count down (RFC 1035 6.1)."""
+    if isinstance(value, Failure):
+        return fail(value)
+    return succeed(
+        tuple(
+            [
+                dns.RRHeader(r.name.name, r.type, r.cls, left, r.payload, r.auth)
+                for r in section
+            ]
+            for section in value
+        )
+    )
+
+
 def _key(name: str | bytes, type: int, cls: int) -> tuple[bytes, int, int]:
     if isinstance(name, str):
         name = name.encode("ascii", "replace")
     return (name.lower().rstrip(b"."), type, cls)
 
 
-def makeResolver(nameservers: list[str], timeout: float, clock: Any) -> CachingResolver:
+def makeResolver(
+    nameservers: list[str], timeout: float, clock: Any, metrics: Any = None
+) -> CachingResolver:
     """
     The server's resolver on C{dns.nameservers} (or resolv.conf). Each query
     is tried after C{timeout}, 3x and 6x that: callers with a deadline (DNSBL,
@@ -228,7 +242,7 @@ def makeResolver(nameservers: list[str], timeout: float, clock: Any) -> CachingR
             kwargs["resolv"] = "/etc/resolv.conf"
         return QuietResolver(**kwargs)
 
-    return CachingResolver(upstream, clock)
+    return CachingResolver(upstream, clock, metrics=metrics)
 
 
 class ResolverService(Service):

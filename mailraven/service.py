@@ -158,7 +158,7 @@ def makeService(
     root.metrics = metrics
     # one cached resolver for DNSBL, mail-auth, MX and MTA-STS; stops last
     dns = ResolverService(
-        makeResolver(config["dns.nameservers"], config["dns.timeout"], reactor)
+        makeResolver(config["dns.nameservers"], config["dns.timeout"], reactor, metrics)
     )
     dns.setServiceParent(root)
     resolver = dns.resolver

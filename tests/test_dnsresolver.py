@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from mailraven.dnsresolver import CachingResolver, QuietResolver, makeResolver
 from mailraven.logs import makeObserver
+from mailraven.metrics import Metrics
 from tests.dnszone import Zone, serveZone
 from tests.helpers import sleep
 
@@ -48,6 +49,19 @@ class CachingResolverTests(TestCase):
         self.assertEqual(zone.asked, [("sender.example", dns.TXT)])
         self.assertEqual(second[0].payload.data, first[0].payload.data)
         self.assertEqual(resolver.queries, 1)
+
+    @inlineCallbacks
+    def test_metricsCountCachedSentAndShared(self):
+        metrics = Metrics()
+        port = serveZone(self, Zone(records(), delay=0.1))
+        resolver = makeResolver([f"127.0.0.1:{port}"], 1.0, reactor, metrics)
+        yield gatherResults([resolver.lookupText("sender.example") for _ in range(3)])
+        yield resolver.lookupText("sender.example")
+        counts = {
+            result: metrics.dnsQueries.labels(result)._value.get()
+            for result in ("sent", "shared", "cached")
+        }
+        self.assertEqual(counts, {"sent": 1, "shared": 2, "cached": 1})
 
     @inlineCallbacks
     def test_answerExpiresWithItsTTL(self):

@@ -150,6 +150,15 @@ class EmailAuthTests(TestCase):
         self.assertIn("dkim=pass header.d=signed.example", header)
 
     @inlineCallbacks
+    def test_largeSignedMessageIsReadOnAThread(self):
+        body = "a line of a long report, signed and sent\r\n" * 1000  # 41 KB
+        raw = signed(message("news@signed.example", "large", body), "signed.example")
+        code, _ = yield self.send("news@signed.example", raw)
+        self.assertEqual(code, 250)
+        fields, _ = yield self.results("large")
+        self.assertEqual(fields, ("fail", "pass", "pass"))
+
+    @inlineCallbacks
     def test_brokenSignatureFailsAndIsKeptUnderPNone(self):
         raw = signed(message("news@loose.example", "tampered"), "loose.example")
         raw = raw.replace(b"hello", b"HELLO")

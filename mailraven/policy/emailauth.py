@@ -12,6 +12,7 @@ on the reactor and runs the check again (see docs/architecture.md).
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -62,10 +63,11 @@ class DNSAnswers:
         found = self._known.get(key)
         if found is None:
             found = self._resolver.cached(key[0], qtype)
-        if found is None:
-            if key not in self.missing:
-                self.missing.append(key)
-            raise NotYetResolved(key)
+            if found is None:
+                if key not in self.missing:
+                    self.missing.append(key)
+                raise NotYetResolved(key)
+            self._known[key] = found
         if isinstance(found, Failure):
             if found.check(error.DNSNameError):
                 return []
@@ -199,25 +201,30 @@ class HeaderFacts:
 
 def headerFacts(message: bytes) -> HeaderFacts:
     """From: domain and DKIM-Signature d=/s= pairs; never raises for bad mail."""
-    facts = HeaderFacts(fromDomain=headerFromDomain(message))
     try:
-        headers = dkim.DKIM(message).headers
+        headers = dkim.rfc822_parse(message)[0]
     except Exception:
         # dkimpy refuses a header line without a colon (MessageFormatError):
         # a signature on such mail cannot verify, no signature is "none".
+        facts = HeaderFacts(fromDomain=headerFromDomain(message))
         if b"\ndkim-signature:" in _headerBlock(message).lower():
             facts.dkim = "permerror"
         return facts
+    facts = HeaderFacts()
+    senders = []
     for name, value in headers:
-        if name.lower() != b"dkim-signature":
-            continue
-        try:
-            tags = dkim.util.parse_tag_value(value)
-            pair = (tags[b"d"].decode("ascii"), tags[b"s"].decode("ascii"))
-        except Exception:
-            facts.dkim = "permerror"
-            continue
-        facts.signatures.append((pair[0].strip().lower(), pair[1].strip().lower()))
+        lowered = name.lower()
+        if lowered == b"from":
+            senders.append(value.decode("utf-8", "replace").replace("\r\n", ""))
+        elif lowered == b"dkim-signature":
+            try:
+                tags = dkim.util.parse_tag_value(value)
+                d, s = tags[b"d"].decode("ascii"), tags[b"s"].decode("ascii")
+            except Exception:
+                facts.dkim = "permerror"
+                continue
+            facts.signatures.append((d.strip().lower(), s.strip().lower()))
+    facts.fromDomain = _singleDomain(senders)
     return facts
 
 
@@ -265,6 +272,7 @@ def checkDKIM(message: bytes, keys: dict[str, Any]) -> tuple[str, list[str]]:
     return "fail", []
 
 
+@functools.lru_cache(maxsize=4096)
 def organizational(domain: str) -> str:
     return _PSL.privatesuffix(domain.lower()) or domain.lower()
 
@@ -324,9 +332,70 @@ def checkDMARC(answers: DNSAnswers, results: AuthResults) -> None:
 def headerFromDomain(message: bytes) -> str:
     try:
         headers = BytesHeaderParser().parsebytes(message)
-        values = [str(v) for v in headers.get_all("From", [])]
-        addresses = getaddresses(values)
+        return _singleDomain([str(v) for v in headers.get_all("From", [])])
     except Exception:
         return ""  # an unreadable From: has no domain to align with
+
+
+def _singleDomain(values: list[str]) -> str:
+    """The one domain of the From: addresses (RFC 7489 6.6.1), else ""."""
+    try:
+        addresses = getaddresses(values)
+    except Exception:
+        return ""
     domains = {a.rpartition("@")[2].lower() for _, a in addresses if "@" in a}
     return domains.pop() if len(domains) == 1 else ""
+
+
+def evaluate(
+    message: bytes,
+    answers: DNSAnswers,
+    ip: str,
+    mailFrom: str,
+    helo: str,
+    verify: bool = True,
+) -> tuple[AuthResults, dict[str, Any] | None] | None:
+    """
+    The three checks from the answers already known: None when some were
+    not (they are in C{answers.missing}: resolve them, run again). Else the
+    results and, when signatures are left to verify (C{verify} false: this
+    run is on the reactor), their keys for L{verifySignatures}.
+    """
+    end = message.find(b"\r\n\r\n")
+    facts = headerFacts(message if end < 0 else message[: end + 4])
+    results = AuthResults(
+        spf=checkSPF(answers, ip, mailFrom, helo),
+        spfDomain=spfDomain(mailFrom, helo),
+        fromDomain=facts.fromDomain,
+        dkim=facts.dkim,
+    )
+    keys = {}
+    for domain, selector in facts.signatures:
+        name = keyName(domain, selector)
+        try:
+            found = answers.txt(name)
+        except NotYetResolved:
+            continue
+        except Exception:
+            found = "temperror"
+        keys[name] = found if isinstance(found, str) else (found or [None])[0]
+    for name in dmarcNames(facts.fromDomain) if facts.fromDomain else ():
+        try:
+            answers.txt(name)  # asked now, all in parallel when not known
+        except Exception:
+            pass  # checkDMARC reads it again
+    if answers.missing:
+        return None
+    if facts.signatures and not verify:
+        return results, keys
+    return verifySignatures(message, answers, results, keys), None
+
+
+def verifySignatures(
+    message: bytes, answers: DNSAnswers, results: AuthResults, keys: dict
+) -> AuthResults:
+    """DKIM (CPU: a thread's work for a large message), then DMARC."""
+    if keys:
+        results.dkim, results.dkimDomains = checkDKIM(message, keys)
+    checkDMARC(answers, results)
+    return results
