@@ -4,7 +4,9 @@
 Drives Postfix's ``smtp-source`` (a new connection per message) against, in
 the same run and interleaved round by round:
 
-- MailRaven (``twistd -n mailraven``), full durability: fsync + commit per 250;
+- MailRaven (``twistd -n mailraven``) in its default configuration, full
+  durability (fsync + commit per 250) and SPF/DKIM/DMARC on, asking a
+  loopback DNS server (bench/loopdns.py) for the sender's SPF and DMARC;
 - an isolated Postfix instance that queues durably and delivers to a maildir
   (recipe in ../shared/notes/perf.md), the most trusted MTA doing the same job;
 - ``smtp-sink`` (no storage), the protocol ceiling, for information.
@@ -17,7 +19,11 @@ peak RSS. Needs Debian's ``postfix`` package (``apt-get install postfix``)
 and root (Postfix's own users). Usage::
 
     python3 bench/smtp_accept.py [--messages 2000] [--rounds 3] [--quick]
+    python3 bench/smtp_accept.py --mailauth [--dns-delay 0.05] [--only "1KB filler"]
 
+``--mailauth`` compares MailRaven with mail-auth off and on (rounds
+interleaved: off, on, off, on, ...) and prints the on/off ratio; no Postfix
+needed. ``--dns-delay`` makes every DNS answer that much later.
 Never run it during tests; it is a benchmark, not a test.
 """
 
@@ -94,11 +100,39 @@ def payloads(work: str) -> list[Payload]:
     ]
 
 
-class MailRaven:
-    name = "MailRaven"
+class LoopbackDNS:
+    """bench/loopdns.py in a child process: the sender's SPF and DMARC."""
 
-    def __init__(self, work: str) -> None:
-        self._server = MailRavenProcess(os.path.join(work, "mailraven"), user=RCPT)
+    def __init__(self, delay: float = 0.0) -> None:
+        self.port = freePort()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                os.path.join(os.path.dirname(os.path.abspath(__file__)), "loopdns.py"),
+                str(self.port),
+                "--delay",
+                str(delay),
+            ],
+            stdout=subprocess.PIPE,
+        )
+        if self.proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError("loopback DNS server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+class MailRaven:
+    """The default configuration (mail-auth on) unless C{dns} is None."""
+
+    def __init__(self, work: str, dns: LoopbackDNS | None, name: str) -> None:
+        self.name = name
+        self._server = MailRavenProcess(
+            os.path.join(work, name.replace(" ", "-")),
+            user=RCPT,
+            nameserver=f"127.0.0.1:{dns.port}" if dns else None,
+        )
         self.port = self._server.smtp
 
     def settle(self) -> None:
@@ -106,6 +140,9 @@ class MailRaven:
 
     def peakRSS(self) -> str:
         return self._server.peakRSS()
+
+    def cpuSeconds(self) -> float:
+        return self._server.cpuSeconds()
 
     def stop(self) -> None:
         self._server.stop()
@@ -204,17 +241,26 @@ def main() -> int:
         "--quick", action="store_true", help="200 messages, 1 round: a smoke run"
     )
     parser.add_argument("--only", nargs="*", help="payload names to run")
+    parser.add_argument(
+        "--mailauth", action="store_true", help="mail-auth off vs on, no Postfix"
+    )
+    parser.add_argument(
+        "--dns-delay", type=float, default=0.0, help="seconds added to DNS answers"
+    )
     args = parser.parse_args()
     if args.quick:
         args.messages, args.rounds = 200, 1
+    if args.mailauth:
+        return compareMailAuth(args)
     for tool in ("smtp-source", "smtp-sink", "postfix"):
         if shutil.which(tool) is None:
             print(f"{tool} not found: apt-get install postfix", file=sys.stderr)
             return 2
     work = tempfile.mkdtemp(prefix="mailraven-bench-")
     servers = []
+    dns = LoopbackDNS(args.dns_delay)
     try:
-        servers = [MailRaven(work), Postfix(work), Sink(work)]
+        servers = [MailRaven(work, dns, "MailRaven"), Postfix(work), Sink(work)]
         cells = [(p, s) for p in payloads(work) for s in (1, 20)]
         if args.only:
             cells = [(p, s) for p, s in cells if p.name in args.only]
@@ -236,6 +282,64 @@ def main() -> int:
     finally:
         for server in servers:
             server.stop()
+        dns.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def compareMailAuth(args) -> int:
+    """Mail-auth off vs on, rounds interleaved; medians and the on/off ratio."""
+    work = tempfile.mkdtemp(prefix="mailraven-bench-")
+    dns = LoopbackDNS(args.dns_delay)
+    servers = []
+    try:
+        servers = [
+            MailRaven(work, None, "mailauth off"),
+            MailRaven(work, dns, "mailauth on"),
+        ]
+        cells = [(p, 20) for p in payloads(work) if p.name in (args.only or [])]
+        cells = cells or [(payloads(work)[0], 20)]  # 1KB filler x 20
+        results: dict = {}
+        for round_ in range(args.rounds):
+            for payload, sessions in cells:
+                for server in servers:
+                    cpu = server.cpuSeconds()
+                    rate = drive(server, payload, sessions, args.messages)
+                    cpu = (server.cpuSeconds() - cpu) / args.messages * 1e6
+                    results.setdefault((payload.name, server.name), []).append(rate)
+                    results.setdefault((payload.name, server.name, "cpu"), []).append(
+                        cpu
+                    )
+                    print(
+                        f"round {round_ + 1} {payload.name:12} x{sessions:<2}"
+                        f" {server.name:13} {rate:8.0f} msg/s"
+                        f" {cpu:6.0f} us CPU/msg (server process)",
+                        flush=True,
+                    )
+        print(
+            f"\nmedian msg/s over {args.rounds} round(s) of {args.messages} messages,"
+            f" DNS answers +{args.dns_delay * 1000:.0f} ms"
+        )
+        print(
+            "| cell | mail-auth off | mail-auth on | on/off"
+            " | server CPU us/msg off, on |\n|---|---|---|---|---|"
+        )
+        for payload, sessions in cells:
+            off, on = (
+                statistics.median(results[(payload.name, s.name)]) for s in servers
+            )
+            cpuOff, cpuOn = (
+                statistics.median(results[(payload.name, s.name, "cpu")])
+                for s in servers
+            )
+            print(
+                f"| {payload.name} x {sessions} | {off:.0f} | {on:.0f}"
+                f" | {on / off:.0%} | {cpuOff:.0f}, {cpuOn:.0f} |"
+            )
+    finally:
+        for server in servers:
+            server.stop()
+        dns.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

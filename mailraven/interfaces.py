@@ -87,14 +87,20 @@ class IUserStore(Interface):
 
 class IPolicyCheck(Interface):
     """
-    One check of the acceptance chain (DNSBL, rate limits, scoring).
+    One check of a stage of the acceptance chain (today the DATA stage:
+    SPF/DKIM/DMARC, L{mailraven.policy.pipeline}).
     """
 
     name = Attribute("Short name used in logs and metrics labels.")
 
-    def check(session):
+    def check(subject):
         """
-        Deferred firing with a L{mailraven.policy.Verdict}; never blocks.
+        Deferred firing with a L{mailraven.policy.pipeline.Verdict}; never
+        blocks and never fails for a property of the message (a check that
+        cannot decide says so in its results, not with an error).
+
+        @param subject: for the DATA stage, the transaction: C{envelope} (the
+            check may record results on it) and C{spool} (the message).
         """
 
 

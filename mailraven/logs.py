@@ -17,10 +17,13 @@ from twisted.logger import (
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     formatEvent,
     textFileLogObserver,
 )
 from zope.interface import implementer
+
+from mailraven.dnsresolver import isQueryPortLine
 
 _SKIP = {"log_logger", "log_source", "log_io", "log_trace", "log_failure"}
 
@@ -61,4 +64,8 @@ def makeObserver(fmt: str, level: str, stream: IO[str] | None = None) -> Any:
     stream = sys.stdout if stream is None else stream
     inner = FlatJSONObserver(stream) if fmt == "json" else textFileLogObserver(stream)
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
-    return FilteringLogObserver(inner, [predicate])
+    return FilteringLogObserver(inner, [predicate, _quiet])
+
+
+def _quiet(event: dict[str, Any]) -> PredicateResult:
+    return PredicateResult.no if isQueryPortLine(event) else PredicateResult.maybe

@@ -65,6 +65,13 @@ class Metrics:
             registry=r,
         )
 
+        self.dnsQueries = Counter(
+            "mailraven_dns_queries",
+            "Questions to the server's resolver: cached, sent upstream, or"
+            " joined to the same question in flight (shared)",
+            ["result"],
+            registry=r,
+        )
         self.dnsblLookups = Counter(
             "mailraven_dnsbl_lookups",
             "DNSBL lookups by zone and result",

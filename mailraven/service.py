@@ -12,7 +12,7 @@ import os
 from typing import Any, Callable
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import CancelledError, TimeoutError, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
@@ -25,14 +25,14 @@ from mailraven.api.tokencache import TokenCache
 from mailraven.backupservice import BackupJobs
 from mailraven.config import Config
 from mailraven.diskguard import DiskGuard
+from mailraven.dnsresolver import ResolverService, makeResolver
 from mailraven.listeners import Listener
 from mailraven.logs import makeObserver
 from mailraven.metrics import Metrics
 from mailraven.outbound.dkimsign import DKIMSigner
 from mailraven.outbound.mtasts import MTASTS, trustRootFrom
-from mailraven.outbound.mx import MXResolver, makeResolver
+from mailraven.outbound.mx import MXResolver
 from mailraven.outbound.queue import OutboundQueue, queueSettings
-from mailraven.policy.emailauth import AuthResults, BlockingDNS, authenticate
 from mailraven.policy.scoring import SpamScorer
 from mailraven.policy.service import PolicyService
 from mailraven.smtp.recipients import RecipientResolver
@@ -141,31 +141,6 @@ class MailRavenService(MultiService):
         ]
 
 
-def checkingAuthentication(
-    lookup: BlockingDNS, reactor: Any, pool: Any, budget: float
-) -> Any:
-    """SPF/DKIM/DMARC of a received message, on a file thread, in C{budget} s."""
-
-    def check(envelope: Any, spool: Spool) -> Any:
-        def work() -> Any:
-            message = b"".join(spool.chunks())
-            return authenticate(
-                lookup, message, envelope.peerIP, envelope.mailFrom, envelope.helo
-            )
-
-        d = spool.finished()
-        d.addCallback(lambda _: deferToThreadPool(reactor, pool, work))
-        d.addTimeout(budget, reactor)
-        d.addErrback(outOfTime)
-        return d
-
-    def outOfTime(failure: Any) -> AuthResults:
-        failure.trap(TimeoutError, CancelledError)
-        return AuthResults(spf="temperror")  # DNS too slow: decide without it
-
-    return check
-
-
 def makeService(
     config: Config,
     reactor: Any = None,
@@ -182,6 +157,12 @@ def makeService(
         config, makeObserver(config["log.format"], config["log.level"]), reactor
     )
     root.metrics = metrics
+    # one cached resolver for DNSBL, mail-auth, MX and MTA-STS; stops last
+    dns = ResolverService(
+        makeResolver(config["dns.nameservers"], config["dns.timeout"], reactor, metrics)
+    )
+    dns.setServiceParent(root)
+    resolver = dns.resolver
 
     db = Database(
         os.path.join(dataDir, "mailraven.db"),
@@ -250,7 +231,7 @@ def makeService(
         d = deferToThreadPool(reactor, files.pool, spool.discard)
         d.addErrback(lambda f: root.log.failure("discarding spool failed", f))
 
-    policy = PolicyService(config, reactor, metrics)
+    policy = PolicyService(config, reactor, metrics, resolver)
     policy.setName("policy")
     policy.setServiceParent(root)
     root.policy = policy
@@ -276,25 +257,13 @@ def makeService(
         tlsContext=tlsCreator,
         clock=reactor,
     )
-    mx = MXResolver(
-        lambda: makeResolver(config["dns.nameservers"], config["dns.timeout"])
-    )
-    emailAuth = None
-    if config["mailauth.enabled"]:
-        emailAuth = checkingAuthentication(
-            BlockingDNS(lambda: mx.resolver, reactor),
-            reactor,
-            files.pool,
-            config["mailauth.budget"],
-        )
+    mx = MXResolver(resolver)
     for name, factory in (
         (
             "smtp",
             MailRavenSMTPFactory(
                 **smtpArgs,
                 policy=policy.mx,
-                emailAuth=emailAuth,
-                dmarcReject=config["mailauth.dmarc_reject"],
             ),
         ),
         (
@@ -396,7 +365,7 @@ def makeService(
         queueSettings(config),
         metrics,
         mtasts=MTASTS(
-            lambda: mx.resolver,
+            lambda: resolver,
             reactor,
             trustRootFrom(config["queue.ca_bundle"]),
             config["queue.mta_sts_port"],

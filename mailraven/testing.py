@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from mailraven.envelope import Envelope
-from mailraven.interfaces import IDiskGuard, IMessageStore, IUserStore
+from mailraven.interfaces import IDiskGuard, IMessageStore, IPolicyCheck, IUserStore
 from mailraven.spool import Spool
 from mailraven.store.files import Syncer
 from mailraven.store.messages import MAILBOXES
@@ -207,3 +207,20 @@ def recordStep(logPath: str, line: str) -> None:
         os.write(fd, line.encode() + b"\n")
     finally:
         os.close(fd)
+
+
+@implementer(IPolicyCheck)
+class FakePolicyCheck:
+    """A pipeline check that records what it saw and answers C{verdict}."""
+
+    name = "fake"
+
+    def __init__(self, verdict: Any = None) -> None:
+        from mailraven.policy.pipeline import ACCEPT
+
+        self.verdict = verdict or ACCEPT
+        self.seen: list[Any] = []
+
+    def check(self, subject: Any) -> Deferred:
+        self.seen.append(subject)
+        return succeed(self.verdict)

@@ -1,10 +1,13 @@
 """An in-process authoritative DNS server (twisted.names) for tests: MX, A and
-TXT records of test domains, on a loopback UDP port."""
+TXT records of test domains, on a loopback UDP port. It counts the questions
+it is asked, can answer late, and can give negative answers an SOA record
+(RFC 2308) so a resolver may cache them."""
 
 from __future__ import annotations
 
 from twisted.internet import reactor
 from twisted.internet.defer import fail, succeed
+from twisted.internet.task import deferLater
 from twisted.names import common, dns, error, server
 
 
@@ -30,30 +33,58 @@ class ServerFailure(Exception):
     """Raised by a zone for a L{SERVFAIL} entry; the server answers SERVFAIL."""
 
 
-class _ZoneServer(server.DNSServerFactory):
-    def gotResolverError(self, failure, protocol, message, address):
-        if not failure.check(ServerFailure):
-            return super().gotResolverError(failure, protocol, message, address)
-        response = self._responseFromMessage(message=message, rCode=dns.ESERVER)
-        self.sendReply(protocol, response, address)
+class NoSuchName(error.DomainError):
+    """NXDOMAIN, with the authority section to send along (an SOA or nothing)."""
+
+    def __init__(self, name: str, authority: list) -> None:
+        super().__init__(name)
+        self.authority = authority
 
 
 class Zone(common.ResolverBase):
-    """name -> [(type, value)]; an unknown name is NXDOMAIN, a known name
-    without records of the type asked is NODATA, a L{SERVFAIL} value fails."""
+    """
+    name -> [(type, value)]; an unknown name is NXDOMAIN, a known name
+    without records of the type asked is NODATA, a L{SERVFAIL} value fails
+    with SERVFAIL. C{soa}
+    (ttl, minimum) puts an SOA into negative answers; C{delay} seconds pass
+    before each answer; C{asked} lists every (name, type) asked.
+    """
 
-    def __init__(self, records: dict[str, list[tuple[int, object]]]) -> None:
+    def __init__(
+        self,
+        records: dict[str, list[tuple[int, object]]],
+        soa: tuple[int, int] | None = None,
+        delay: float = 0,
+    ) -> None:
         super().__init__()
         self.records = {k.lower(): v for k, v in records.items()}
+        self.soa = soa
+        self.delay = delay
+        self.asked: list[tuple[str, int]] = []
+
+    def _authority(self, name: str) -> list:
+        if self.soa is None:
+            return []
+        ttl, minimum = self.soa
+        record = dns.Record_SOA(
+            mname=b"ns.test", rname=b"hostmaster.test", minimum=minimum, ttl=ttl
+        )
+        return [dns.RRHeader(name=name, type=dns.SOA, ttl=ttl, payload=record)]
 
     def add(self, name: str, kind: int, value: object) -> None:
         self.records.setdefault(name.lower(), []).append((kind, value))
 
     def _lookup(self, name, cls, type, timeout):
         name = (name.decode() if isinstance(name, bytes) else name).lower()
+        self.asked.append((name, type))
+        if self.delay:
+            return deferLater(reactor, self.delay, self._answer, name, type)
+        return self._answer(name, type)
+
+    def _answer(self, name: str, type: int):
         entries = self.records.get(name)
         if entries is None:
-            return fail(error.DomainError(name))
+            return fail(NoSuchName(name, self._authority(name)))
         if (type, SERVFAIL) in entries:
             return fail(ServerFailure(name))
         answers = [
@@ -61,7 +92,7 @@ class Zone(common.ResolverBase):
             for kind, value in entries
             if kind == type
         ]
-        return succeed((answers, [], []))
+        return succeed((answers, [] if answers else self._authority(name), []))
 
     def txt(self, name: str) -> bytes | None:
         """The TXT record of C{name} as one string (what a verifier reads)."""
@@ -71,9 +102,27 @@ class Zone(common.ResolverBase):
         return None
 
 
+class ZoneServer(server.DNSServerFactory):
+    """Sends the SOA of an NXDOMAIN answer, which the stock factory drops,
+    and SERVFAIL for a L{SERVFAIL} entry."""
+
+    noisy = False
+
+    def gotResolverError(self, failure, protocol, message, address):
+        if failure.check(ServerFailure):
+            response = self._responseFromMessage(message=message, rCode=dns.ESERVER)
+            return self.sendReply(protocol, response, address)
+        if not failure.check(NoSuchName):
+            return super().gotResolverError(failure, protocol, message, address)
+        response = self._responseFromMessage(
+            message=message, rCode=dns.ENAME, authority=failure.value.authority
+        )
+        self.sendReply(protocol, response, address)
+
+
 def serveZone(testCase, zone: Zone) -> int:
     """Listen on a loopback UDP port for the test's duration; the port."""
-    factory = _ZoneServer(authorities=[zone])
+    factory = ZoneServer(authorities=[zone])
     port = reactor.listenUDP(
         0, dns.DNSDatagramProtocol(controller=factory), interface="127.0.0.1"
     )

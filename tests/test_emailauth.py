@@ -9,13 +9,14 @@ import smtplib
 import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.threads import deferToThread
+from twisted.internet.threads import deferToThread, deferToThreadPool
 from twisted.names import dns
 from twisted.trial.unittest import TestCase
 
 from tests.dnszone import Zone, serveZone
-from tests.helpers import RunningServer
+from tests.helpers import RunningServer, sleep
 from tests.test_mobile_api import APIClient
 
 
@@ -149,6 +150,15 @@ class EmailAuthTests(TestCase):
         self.assertIn("dkim=pass header.d=signed.example", header)
 
     @inlineCallbacks
+    def test_largeSignedMessageIsReadOnAThread(self):
+        body = "a line of a long report, signed and sent\r\n" * 1000  # 41 KB
+        raw = signed(message("news@signed.example", "large", body), "signed.example")
+        code, _ = yield self.send("news@signed.example", raw)
+        self.assertEqual(code, 250)
+        fields, _ = yield self.results("large")
+        self.assertEqual(fields, ("fail", "pass", "pass"))
+
+    @inlineCallbacks
     def test_brokenSignatureFailsAndIsKeptUnderPNone(self):
         raw = signed(message("news@loose.example", "tampered"), "loose.example")
         raw = raw.replace(b"hello", b"HELLO")
@@ -170,3 +180,111 @@ class EmailAuthTests(TestCase):
         self.assertEqual(code, 250)
         fields, _ = yield self.results("nx")
         self.assertEqual(fields, ("none", "none", "none"))
+
+
+class MailAuthDNSTests(TestCase):
+    """How mail-auth uses DNS: cached, off the file threads, within budget."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def startServer(self, zone: Zone, **overrides):
+        port = serveZone(self, zone)
+        self.zone = zone
+        if zone.delay:  # last cleanup: late answers arrive, queries end
+            self.addCleanup(sleep, zone.delay + 0.5)
+        self.server = RunningServer(
+            self,
+            mailauth__enabled=True,
+            dns__nameservers=[f"127.0.0.1:{port}"],
+            **overrides,
+        )
+        yield self.server.addUser("alice@example.test")
+        self.api = APIClient(self, self.server.apiPort)
+        yield self.api.login()
+
+    def send(self, mailFrom: str, raw: bytes):
+        return deferToThread(deliver, self.server.smtpPort, mailFrom, raw)
+
+    @inlineCallbacks
+    def fields(self):
+        listed = yield self.api.json("GET", "/messages")
+        return sorted(
+            (m["spf_result"], m["dkim_result"], m["dmarc_result"])
+            for m in listed["messages"]
+        )
+
+    @inlineCallbacks
+    def test_secondMessageFromTheSameDomainAsksNothing(self):
+        yield self.startServer(zone())
+        for subject in ("one", "two"):
+            code, _ = yield self.send(
+                "bob@soft.example", message("bob@soft.example", subject)
+            )
+            self.assertEqual(code, 250)
+            if subject == "one":
+                asked = list(self.zone.asked)
+        self.assertEqual(self.zone.asked, asked)
+        self.assertIn(("soft.example", dns.TXT), asked)
+        self.assertIn(("_dmarc.soft.example", dns.TXT), asked)
+        self.assertEqual((yield self.fields()), [("softfail", "none", "fail")] * 2)
+
+    @inlineCallbacks
+    def test_slowDNSHoldsNoFileThread(self):
+        """
+        With one file thread and DNS answering after 1.5 s, store work still
+        runs while the mail-auth lookups wait.
+        """
+        yield self.startServer(
+            Zone(zone().records, delay=1.5), store__threads=1, dns__timeout=2.0
+        )
+        sent = self.send("bob@sender.example", message("bob@sender.example", "slow"))
+        yield sleep(0.3)  # the session is in mail-auth now, waiting on DNS
+        files = self.server.root.getServiceNamed("files").pool
+        started = reactor.seconds()
+        yield deferToThreadPool(reactor, files, lambda: None)
+        self.assertLess(reactor.seconds() - started, 1.0)
+        code, _ = yield sent
+        self.assertEqual(code, 250)
+        self.assertEqual((yield self.fields()), [("pass", "none", "none")])
+
+    @inlineCallbacks
+    def test_budgetSpentGivesTemperrorAndTheMessageIsTaken(self):
+        yield self.startServer(
+            Zone(zone().records, delay=1.5), mailauth__budget=0.5, dns__timeout=2.0
+        )
+        code, _ = yield self.send(
+            "bob@sender.example", message("bob@sender.example", "late")
+        )
+        self.assertEqual(code, 250)
+        [(spf, _, _)] = yield self.fields()
+        self.assertEqual(spf, "temperror")
+
+    @inlineCallbacks
+    def test_brokenHeadersAreStoredNotDeferred(self):
+        """
+        A header line without a colon, and a message with no header at all,
+        made dkimpy raise and the server answer 451 on every try.
+        """
+        yield self.startServer(zone())
+        noColon = (
+            b"From: bob@sender.example\r\nSubject: no colon\r\n"
+            b"this line has no colon\r\n\r\nbody\r\n"
+        )
+        noHeader = b"just a body line\r\nand another\r\n"
+        signedBroken = (
+            b"DKIM-Signature: v=1; a=rsa-sha256; d=signed.example; s=sel;"
+            b" h=from; bh=x; b=y\r\n" + noColon
+        )
+        for raw in (noColon, noHeader, signedBroken):
+            code, text = yield self.send("bob@sender.example", raw)
+            self.assertEqual((code, raw[:20]), (250, raw[:20]), text)
+        found = yield self.fields()
+        self.assertEqual(
+            found,
+            [
+                ("pass", "none", "none"),
+                ("pass", "none", "none"),
+                ("pass", "permerror", "none"),
+            ],
+        )

@@ -14,6 +14,8 @@ from zope.interface import implementer
 
 from mailraven.metrics import Metrics
 from mailraven.policy.logins import LoginLimiter
+from mailraven.policy.pipeline import Verdict
+from mailraven.policy.session import SessionPolicy
 from mailraven.smtp.recipients import RecipientResolver
 from mailraven.smtp.server import (
     MAX_TEXT_LINE,
@@ -23,7 +25,12 @@ from mailraven.smtp.server import (
 )
 from mailraven.smtp.submission import SubmissionSMTPFactory
 from mailraven.spool import Spool
-from mailraven.testing import FakeDiskGuard, MemoryMessageStore, MemoryUserStore
+from mailraven.testing import (
+    FakeDiskGuard,
+    FakePolicyCheck,
+    MemoryMessageStore,
+    MemoryUserStore,
+)
 
 
 @implementer(ITLSTransport)
@@ -709,3 +716,34 @@ class LongLineTests(SynchronousTestCase):
             cut = base.find(b"\n", at) + 1
             chunk = base[:cut] + b"z" * 999 + b"\r\n" + base[cut:]
             self.assertTrue(hasLongLine(chunk, MAX_TEXT_LINE), at)
+
+
+class DataStageTests(ProtocolTestCase):
+    """The session runs the policy pipeline's DATA stage before storing."""
+
+    def extraFactoryArgs(self) -> dict:
+        self.first = FakePolicyCheck()
+        self.second = FakePolicyCheck()
+        return {"policy": SessionPolicy(data=[self.first, self.second])}
+
+    def test_everyCheckSeesTheTransactionThenTheMessageIsStored(self):
+        self.ehlo()
+        self.transaction()
+        self.replies()
+        self.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(self.codes(), ["250"])
+        [seen] = self.first.seen
+        self.assertEqual(seen.envelope.mailFrom, "bob@example.org")
+        self.assertEqual(len(self.second.seen), 1)
+        self.assertEqual(len(self.store.messages), 1)
+
+    def test_aRefusalIsTheReplyAndLaterChecksDoNotRun(self):
+        self.first.verdict = Verdict.refuse(550, "5.7.1", "Not from here", "dmarc")
+        self.ehlo()
+        self.transaction()
+        self.replies()
+        self.send(b"Subject: hi\r\n\r\nbody\r\n.\r\n")
+        self.assertEqual(self.replies(), ["550 5.7.1 Not from here"])
+        self.assertEqual(self.second.seen, [])
+        self.assertEqual(self.store.messages, {})
+        self.assertEqual(self.metrics.smtpRejections.labels("dmarc")._value.get(), 1)

@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.defer import gatherResults, inlineCallbacks
-from twisted.names import client, dns, error
+from twisted.names import dns, error
 
 
 class DNSFailure(Exception):
@@ -64,21 +64,6 @@ class _Lookups:
     def __init__(self) -> None:
         self.temporary: list[str] = []  # SERVFAIL, timeouts: may work later
         self.missing: list[str] = []  # NXDOMAIN, NODATA: an answer, just empty
-
-
-def makeResolver(nameservers: list[str], timeout: float) -> Any:
-    """A twisted.names resolver on C{dns.nameservers} ("host:port"), or
-    resolv.conf; MX lookups get more patience than DNSBL queries."""
-    kwargs: dict[str, Any] = {"timeout": (timeout, timeout * 3, timeout * 6)}
-    servers = [
-        (host.strip("[]"), int(port))
-        for host, _, port in (s.rpartition(":") for s in nameservers)
-    ]
-    if servers:
-        kwargs["servers"] = servers
-    else:
-        kwargs["resolv"] = "/etc/resolv.conf"
-    return client.Resolver(**kwargs)
 
 
 class MXResolver:

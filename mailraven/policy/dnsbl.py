@@ -113,8 +113,10 @@ class DNSBLChecker:
         clock: Any,
         budget: float = 0.5,
         metrics: Any = None,
+        queryTimeout: tuple[float, ...] | None = None,
     ) -> None:
         self.zones = zones
+        self._queryTimeout = queryTimeout  # one try: the budget decides anyway
         self._resolver = resolver
         self._clock = clock
         self._budget = budget
@@ -206,7 +208,9 @@ class DNSBLChecker:
     def _query(self, zone: Zone, name: str):
         """(Listing or None, ttl); raises ZoneError for 127.255.255.x answers."""
         try:
-            answers, authority, _ = yield self._resolver.lookupAddress(name)
+            answers, authority, _ = yield self._resolver.lookupAddress(
+                name, self._queryTimeout
+            )
         except error.DNSNameError:
             return None, NEGATIVE_TTL
         codes = [r.payload.dottedQuad() for r in answers if r.type == dns.A]
@@ -219,7 +223,7 @@ class DNSBLChecker:
         if not listed:
             return None, ttl
         try:
-            texts, _, _ = yield self._resolver.lookupText(name)
+            texts, _, _ = yield self._resolver.lookupText(name, self._queryTimeout)
             reason = " ".join(
                 b"".join(r.payload.data).decode("utf-8", "replace")
                 for r in texts

@@ -1,30 +1,32 @@
-"""SPF, DKIM and DMARC for inbound mail, on kept libraries.
+"""SPF, DKIM and DMARC for inbound mail, on kept libraries: the parts that
+run on a mail-auth thread.
 
 pyspf evaluates SPF, dkimpy verifies DKIM signatures, publicsuffixlist gives
 the organizational domain for DMARC alignment; DMARC's own policy record is
-simple enough to read here (RFC 7489 6.3). Their DNS goes through our
-twisted.names resolver (C{dns.nameservers}): the checks run on a file thread
-and each query is a blocking call into the reactor, so the reactor thread
-never waits. The outcome becomes one C{Authentication-Results} header (RFC
-8601), the C{spf_result}/C{dkim_result}/C{dmarc_result} fields of the API,
-and inputs to spam scoring; a DMARC C{p=reject} failure is refused.
+simple enough to read here (RFC 7489 6.3). None of them waits on the network:
+their DNS questions are answered from L{DNSAnswers}, which holds what the
+reactor has already resolved (or the shared cache holds). A question not yet
+answered is noted and ends the run; L{mailraven.policy.mailauth} resolves it
+on the reactor and runs the check again (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import socket
 import threading
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
-from typing import Any, Callable
+from typing import Any
 
 import dkim
 import spf
 from publicsuffixlist import PublicSuffixList
-from twisted.internet.threads import blockingCallFromThread
+from twisted.internet.defer import DeferredList
 from twisted.names import dns, error
+from twisted.python.failure import Failure
 
 _PSL = PublicSuffixList()
 _current = threading.local()
@@ -34,31 +36,58 @@ def _pyspfLookup(name: str, qtype: str, tcpfallback: bool = True, timeout: int =
     return _current.lookup(name, qtype)
 
 
-# pyspf resolves through this module function; ours dispatches to the resolver
-# of the check running on this thread (one server can have its own DNS).
+# pyspf resolves through this module function; ours dispatches to the answers
+# of the check running on this thread.
 spf.DNSLookup = _pyspfLookup
 
 QTYPES = {"A": dns.A, "AAAA": dns.AAAA, "MX": dns.MX, "TXT": dns.TXT, "PTR": dns.PTR}
 
 
-class BlockingDNS:
-    """twisted.names queries usable from a thread (not the reactor's)."""
+class NotYetResolved(Exception):
+    """A check asked what the reactor has not resolved yet: run it again later."""
 
-    def __init__(self, resolver: Callable[[], Any], reactor: Any) -> None:
-        self._resolver = resolver  # made on first use (see outbound.mx)
-        self._reactor = reactor
 
-    def _query(self, name: str, qtype: int) -> list:
-        query = dns.Query(name, qtype, dns.IN)
-        try:
-            answers, _, _ = blockingCallFromThread(
-                self._reactor, self._resolver().query, query
-            )
-        except error.DNSNameError:
-            return []
-        except Exception as e:
-            raise spf.TempError(f"DNS {name}: {e.__class__.__name__}") from None
-        return answers
+class DNSAnswers:
+    """
+    The DNS answers one message's checks may use: resolved on the reactor
+    (L{resolve}), read on a thread. A question neither here nor in the shared
+    cache is added to L{missing} and raises L{NotYetResolved}.
+    """
+
+    def __init__(self, resolver: Any) -> None:
+        self._resolver = resolver  # mailraven.dnsresolver.CachingResolver
+        self._known: dict[tuple[str, int], Any] = {}
+        self.missing: list[tuple[str, int]] = []
+
+    def _records(self, name: str, qtype: int) -> list:
+        key = (name.lower().rstrip("."), qtype)
+        found = self._known.get(key)
+        if found is None:
+            found = self._resolver.cached(key[0], qtype)
+            if found is None:
+                if key not in self.missing:
+                    self.missing.append(key)
+                raise NotYetResolved(key)
+            self._known[key] = found
+        if isinstance(found, Failure):
+            if found.check(error.DNSNameError):
+                return []
+            raise spf.TempError(f"DNS {name}: {found.type.__name__}")
+        return found[0]
+
+    def resolve(self, questions: list[tuple[str, int]] | None = None) -> Any:
+        """Deferred: answer C{questions} (default: L{missing}) in parallel."""
+        if questions is None:
+            questions, self.missing = self.missing, []
+
+        def keep(result: Any, key: tuple[str, int]) -> None:
+            self._known[key] = result
+
+        lookups = []
+        for key in questions:
+            d = self._resolver.query(dns.Query(key[0], key[1], dns.IN))
+            lookups.append(d.addBoth(keep, key))
+        return DeferredList(lookups)
 
     def pyspf(self, name: str, qtype: str) -> list:
         """Answers in pyspf's format: [((name, qtype), value)]."""
@@ -66,7 +95,7 @@ class BlockingDNS:
         if kind is None:
             return []
         found = []
-        for answer in self._query(name, kind):
+        for answer in self._records(name, kind):
             rname = str(answer.name)
             if answer.type == dns.CNAME:
                 found.append(((rname, "CNAME"), str(answer.payload.name)))
@@ -97,7 +126,7 @@ class BlockingDNS:
     def txt(self, name: str) -> list[bytes]:
         return [
             b"".join(answer.payload.data)
-            for answer in self._query(name, dns.TXT)
+            for answer in self._records(name, dns.TXT)
             if answer.type == dns.TXT
         ]
 
@@ -144,32 +173,88 @@ class AuthResults:
         return rules
 
 
-def checkSPF(lookup: BlockingDNS, ip: str, mailFrom: str, helo: str) -> tuple[str, str]:
-    """(result, the domain checked): MAIL FROM's domain, else the HELO name."""
-    domain = mailFrom.rpartition("@")[2] if mailFrom else helo
+def spfDomain(mailFrom: str, helo: str) -> str:
+    """The domain SPF checks: MAIL FROM's, else the HELO name (RFC 7208 2.3)."""
+    return (mailFrom.rpartition("@")[2] if mailFrom else helo).lower()
+
+
+def checkSPF(answers: DNSAnswers, ip: str, mailFrom: str, helo: str) -> str:
+    """The SPF result; meaningless while C{answers.missing} is not empty."""
     sender = mailFrom or f"postmaster@{helo}"
-    _current.lookup = lookup.pyspf
+    _current.lookup = answers.pyspf
     try:
         result, _ = spf.check2(i=ip, s=sender, h=helo, timeout=10)
     except Exception:
-        result = "temperror"
+        result = "permerror"  # not DNS trouble (pyspf turns that into temperror)
     finally:
         _current.lookup = None
-    return result, domain.lower()
+    return result
 
 
 _SIGNED = re.compile(rb"(?im)^dkim-signature[ \t]*:")
 
 
-def checkDKIM(message: bytes, lookup: BlockingDNS) -> tuple[str, list[str]]:
+@dataclass
+class HeaderFacts:
+    """What the checks need from the header, read once on a thread."""
+
+    fromDomain: str = ""
+    signatures: list[tuple[str, str]] = field(default_factory=list)  # (d=, s=)
+    dkim: str = "none"  # permerror when the header cannot be verified at all
+
+
+def headerFacts(message: bytes) -> HeaderFacts:
+    """From: domain and DKIM-Signature d=/s= pairs; never raises for bad mail."""
+    try:
+        headers = dkim.rfc822_parse(message)[0]
+    except Exception:
+        # dkimpy refuses a header line without a colon (MessageFormatError):
+        # a signature on such mail cannot verify, no signature is "none".
+        facts = HeaderFacts(fromDomain=headerFromDomain(message))
+        if b"\ndkim-signature:" in _headerBlock(message).lower():
+            facts.dkim = "permerror"
+        return facts
+    facts = HeaderFacts()
+    senders = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"from":
+            senders.append(value.decode("utf-8", "replace").replace("\r\n", ""))
+        elif lowered == b"dkim-signature":
+            try:
+                tags = dkim.util.parse_tag_value(value)
+                d, s = tags[b"d"].decode("ascii"), tags[b"s"].decode("ascii")
+            except Exception:
+                facts.dkim = "permerror"
+                continue
+            facts.signatures.append((d.strip().lower(), s.strip().lower()))
+    facts.fromDomain = _singleDomain(senders)
+    return facts
+
+
+def _headerBlock(message: bytes) -> bytes:
+    end = message.find(b"\r\n\r\n")
+    return b"\n" + (message if end < 0 else message[:end])
+
+
+def keyName(domain: str, selector: str) -> str:
+    return f"{selector}._domainkey.{domain}"
+
+
+def checkDKIM(message: bytes, keys: dict[str, Any]) -> tuple[str, list[str]]:
     """
-    (pass|fail|permerror|none, the d= of every signature that verified).
-    Never raises: damaged mail is stored with permerror or none, not refused.
+    (pass|fail|temperror|permerror|none, the d= of every signature that
+    verified), with the key records fetched beforehand: C{keys} maps
+    C{selector._domainkey.domain} to the TXT record, None (no record) or
+    C{"temperror"}. Never raises: damaged mail is stored with permerror or
+    none, not refused.
     """
 
     def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
-        found = lookup.txt(name.decode("ascii", "replace").rstrip("."))
-        return found[0] if found else None
+        found = keys.get(name.decode("ascii", "replace").rstrip(".").lower())
+        if found == "temperror":
+            raise dkim.KeyFormatError("key lookup failed")
+        return found
 
     try:
         verifier = dkim.DKIM(message)
@@ -185,9 +270,14 @@ def checkDKIM(message: bytes, lookup: BlockingDNS) -> tuple[str, list[str]]:
                 passed.append(verifier.domain.decode().lower())
         except Exception:
             continue
-    return ("pass" if passed else "fail"), passed
+    if passed:
+        return "pass", passed
+    if "temperror" in keys.values():
+        return "temperror", []
+    return "fail", []
 
 
+@functools.lru_cache(maxsize=4096)
 def organizational(domain: str) -> str:
     return _PSL.privatesuffix(domain.lower()) or domain.lower()
 
@@ -196,9 +286,17 @@ def _aligned(a: str, b: str, strict: bool) -> bool:
     return a == b if strict else organizational(a) == organizational(b)
 
 
-def dmarcRecord(lookup: BlockingDNS, domain: str) -> dict[str, str] | None:
-    for name in (domain, organizational(domain)):
-        for text in lookup.txt(f"_dmarc.{name}"):
+def dmarcNames(domain: str) -> list[str]:
+    """Where the DMARC record may be: the From: domain, then its org domain."""
+    names = [f"_dmarc.{domain}"]
+    if organizational(domain) != domain:
+        names.append(f"_dmarc.{organizational(domain)}")
+    return names
+
+
+def dmarcRecord(answers: DNSAnswers, domain: str) -> dict[str, str] | None:
+    for name in dmarcNames(domain):
+        for text in answers.txt(name):
             decoded = text.decode("ascii", "replace")
             if decoded.replace(" ", "").lower().startswith("v=dmarc1"):
                 tags = {}
@@ -206,15 +304,20 @@ def dmarcRecord(lookup: BlockingDNS, domain: str) -> dict[str, str] | None:
                     key, _, value = part.strip().partition("=")
                     if key:
                         tags[key.strip().lower()] = value.strip().lower()
-                tags["_subdomain"] = "1" if name != domain else ""
+                tags["_subdomain"] = "1" if name != f"_dmarc.{domain}" else ""
                 return tags
     return None
 
 
-def checkDMARC(lookup: BlockingDNS, results: AuthResults) -> None:
+def checkDMARC(answers: DNSAnswers, results: AuthResults) -> None:
+    """Sets C{results.dmarc}; the records must be in C{answers} already."""
     if not results.fromDomain:
         return
-    record = dmarcRecord(lookup, results.fromDomain)
+    try:
+        record = dmarcRecord(answers, results.fromDomain)
+    except (spf.TempError, NotYetResolved):
+        results.dmarc = "temperror"
+        return
     if record is None:
         return
     policy = record.get("p", "none")
@@ -232,21 +335,72 @@ def checkDMARC(lookup: BlockingDNS, results: AuthResults) -> None:
 
 
 def headerFromDomain(message: bytes) -> str:
-    headers = BytesHeaderParser().parsebytes(message)
-    addresses = getaddresses([str(v) for v in headers.get_all("From", [])])
+    try:
+        headers = BytesHeaderParser().parsebytes(message)
+        return _singleDomain([str(v) for v in headers.get_all("From", [])])
+    except Exception:
+        return ""  # an unreadable From: has no domain to align with
+
+
+def _singleDomain(values: list[str]) -> str:
+    """The one domain of the From: addresses (RFC 7489 6.6.1), else ""."""
+    try:
+        addresses = getaddresses(values)
+    except Exception:
+        return ""
     domains = {a.rpartition("@")[2].lower() for _, a in addresses if "@" in a}
     return domains.pop() if len(domains) == 1 else ""
 
 
-def authenticate(
-    lookup: BlockingDNS, message: bytes, ip: str, mailFrom: str, helo: str
+def evaluate(
+    message: bytes,
+    answers: DNSAnswers,
+    ip: str,
+    mailFrom: str,
+    helo: str,
+    verify: bool = True,
+) -> tuple[AuthResults, dict[str, Any] | None] | None:
+    """
+    The three checks from the answers already known: None when some were
+    not (they are in C{answers.missing}: resolve them, run again). Else the
+    results and, when signatures are left to verify (C{verify} false: this
+    run is on the reactor), their keys for L{verifySignatures}.
+    """
+    end = message.find(b"\r\n\r\n")
+    facts = headerFacts(message if end < 0 else message[: end + 4])
+    results = AuthResults(
+        spf=checkSPF(answers, ip, mailFrom, helo),
+        spfDomain=spfDomain(mailFrom, helo),
+        fromDomain=facts.fromDomain,
+        dkim=facts.dkim,
+    )
+    keys = {}
+    for domain, selector in facts.signatures:
+        name = keyName(domain, selector)
+        try:
+            found = answers.txt(name)
+        except NotYetResolved:
+            continue
+        except Exception:
+            found = "temperror"
+        keys[name] = found if isinstance(found, str) else (found or [None])[0]
+    for name in dmarcNames(facts.fromDomain) if facts.fromDomain else ():
+        try:
+            answers.txt(name)  # asked now, all in parallel when not known
+        except Exception:
+            pass  # checkDMARC reads it again
+    if answers.missing:
+        return None
+    if facts.signatures and not verify:
+        return results, keys
+    return verifySignatures(message, answers, results, keys), None
+
+
+def verifySignatures(
+    message: bytes, answers: DNSAnswers, results: AuthResults, keys: dict
 ) -> AuthResults:
-    """All three checks for one message (blocking: run it on a thread)."""
-    results = AuthResults(fromDomain=headerFromDomain(message))
-    results.spf, results.spfDomain = checkSPF(lookup, ip, mailFrom, helo)
-    results.dkim, results.dkimDomains = checkDKIM(message, lookup)
-    checkDMARC(lookup, results)
+    """DKIM (CPU: a thread's work for a large message), then DMARC."""
+    if keys:
+        results.dkim, results.dkimDomains = checkDKIM(message, keys)
+    checkDMARC(answers, results)
     return results
-
-
-Checker = Callable[[bytes, str, str, str], AuthResults]

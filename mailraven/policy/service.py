@@ -1,5 +1,6 @@
-"""The policy part of the service tree: builds the DNSBL checker and the rate
-limits from configuration, prunes buckets and health-checks zones on timers."""
+"""The policy part of the service tree: builds the DNSBL checker, the rate
+limits and the DATA-stage checks (mail-auth) from configuration, owns the
+mail-auth threads, prunes buckets and health-checks zones on timers."""
 
 from __future__ import annotations
 
@@ -11,13 +12,18 @@ from twisted.application.service import MultiService
 from mailraven.policy.dnsbl import DNSBLChecker, parseZone
 from mailraven.policy.limits import ClientLimits
 from mailraven.policy.logins import LoginLimiter
+from mailraven.policy.mailauth import MailAuthCheck
 from mailraven.policy.session import SessionPolicy
+from mailraven.threads import ThreadPoolService
 
 PRUNE_SECONDS = 60
+# pyspf and dkimpy only compute here (their DNS is answered on the reactor):
+# threads beyond the cores would only contend for the GIL.
+MAILAUTH_THREADS = 2
 
 
 class PolicyService(MultiService):
-    def __init__(self, config: Any, clock: Any, metrics: Any) -> None:
+    def __init__(self, config: Any, clock: Any, metrics: Any, resolver: Any) -> None:
         super().__init__()
         self.limits = ClientLimits(
             clock,
@@ -44,25 +50,41 @@ class PolicyService(MultiService):
         self.dnsbl = None
         zones = [parseZone(spec) for spec in config["dnsbl.zones"]]
         if zones:
-            servers = [
-                (host.strip("[]"), int(port))
-                for host, _, port in (
-                    s.rpartition(":") for s in config["dns.nameservers"]
-                )
-            ]
-            self.dnsbl = DNSBLChecker.forServers(
+            self.dnsbl = DNSBLChecker(
                 zones,
-                servers,
-                config["dns.timeout"],
+                resolver,
                 clock,
                 config["dnsbl.budget"],
                 metrics,
+                queryTimeout=(config["dns.timeout"],),
             )
             health = TimerService(config["dnsbl.health_interval"], self.checkZones)
             health.clock = clock
             health.setServiceParent(self)
-        self.mx = SessionPolicy(self.limits, self.dnsbl, config["dnsbl.fail_open"])
+        self.mx = SessionPolicy(
+            self.limits,
+            self.dnsbl,
+            config["dnsbl.fail_open"],
+            data=self._dataChecks(config, clock, resolver),
+        )
         self.submission = SessionPolicy(self.limits)
+
+    def _dataChecks(self, config: Any, clock: Any, resolver: Any) -> list[Any]:
+        """The DATA stage of MX mail, in order (IPolicyCheck providers)."""
+        if not config["mailauth.enabled"]:
+            return []
+        threads = ThreadPoolService(MAILAUTH_THREADS, "mailraven-mailauth")
+        threads.setServiceParent(self)
+        return [
+            MailAuthCheck(
+                resolver,
+                clock,
+                threads.pool,
+                config["mailauth.budget"],
+                config["server.hostname"],
+                config["mailauth.dmarc_reject"],
+            )
+        ]
 
     def checkZones(self):
         d = self.dnsbl.checkHealth()

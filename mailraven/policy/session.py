@@ -1,13 +1,15 @@
 """The acceptance chain of one SMTP session: limits at connect, message and
-recipient rates, the DNSBL verdict awaited at RCPT (started at connect)."""
+recipient rates, the DNSBL verdict awaited at RCPT (started at connect), and
+the DATA stage's checks (L{mailraven.policy.pipeline}) on the whole message."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 
+from mailraven.policy.pipeline import runChecks
 from mailraven.smtp.recipients import Rejection
 
 
@@ -16,6 +18,7 @@ class SessionPolicy:
     limits: Any = None  # ClientLimits
     dnsbl: Any = None  # DNSBLChecker
     failOpen: bool = True
+    data: list[Any] = field(default_factory=list)  # IPolicyCheck, in order
 
     def open(self, ip: str) -> ClientPolicy:
         return ClientPolicy(self, ip)
@@ -79,6 +82,10 @@ class ClientPolicy:
                 452, "4.7.1", "Too many recipients, slow down", "recipients_per_ip"
             )
         return None
+
+    def checkMessage(self, transaction: Any) -> Deferred:
+        """Deferred[Verdict] of the DATA stage for the finished message."""
+        return runChecks(self._policy.data, transaction)
 
     def dnsblGate(self) -> Deferred:
         """Fires with the DNSBL score to add, or fails with a Rejection."""

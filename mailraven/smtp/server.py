@@ -621,28 +621,15 @@ class MailRavenESMTP(smtp.ESMTP):
         self._waitFor(d)
 
     def _beforeStore(self, transaction: Transaction) -> Deferred:
-        """Checks of the whole message; a L{Refused} failure refuses it."""
-        if self.factory.emailAuth is None:
-            return succeed(None)
-        d = self.factory.emailAuth(transaction.envelope, transaction.spool)
-        d.addCallback(self._authenticated, transaction)
+        """The DATA stage of the policy pipeline; a refusal refuses the message."""
+        d = self.client.checkMessage(transaction)
+        d.addCallback(self._judged)
         return d
 
-    def _authenticated(self, results: Any, transaction: Transaction) -> None:
-        """SPF/DKIM/DMARC are in: refuse a DMARC p=reject failure."""
-        results.authservId = self.settings.hostname
-        transaction.envelope.auth = results
-        if (
-            results.dmarc == "fail"
-            and results.dmarcPolicy == "reject"
-            and self.factory.dmarcReject
-        ):
-            raise Refused(
-                550,
-                "5.7.1",
-                f"Rejected by the DMARC policy of {results.fromDomain}",
-                "dmarc",
-            )
+    def _judged(self, verdict: Any) -> None:
+        refusal = verdict.refusal
+        if refusal is not None:
+            raise Refused(refusal.code, refusal.enhanced, refusal.text, refusal.reason)
 
     def _stored(self, messageId: str) -> None:
         self.factory.metrics.smtpMessages.labels("accepted").inc()
@@ -713,12 +700,8 @@ class MailRavenSMTPFactory(smtp.SMTPFactory):
         tlsContext: Any = None,
         clock: Any = None,
         policy: SessionPolicy | None = None,
-        emailAuth: Callable[[Envelope, Spool], Deferred] | None = None,
-        dmarcReject: bool = True,
     ) -> None:
         super().__init__()
-        self.emailAuth = emailAuth
-        self.dmarcReject = dmarcReject
         self.policy = policy or SessionPolicy()
         self.settings = settings
         self.resolver = resolver
