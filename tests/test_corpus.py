@@ -58,13 +58,6 @@ class CorpusFilesTests(SynchronousTestCase):
             self.assertIn(f"`{case.filename}`", readme)
 
 
-class NoLookup:
-    """DNS that knows no name (the DKIM check's collaborator)."""
-
-    def txt(self, name: str) -> list[bytes]:
-        return []
-
-
 TRACE = (
     b"Return-Path: <bob@example.org>\r\n"
     b"Received: from c ([127.0.0.1])\r\n\tby mx.mailraven.test; date\r\n"
@@ -77,12 +70,12 @@ class CorpusStagesTests(SynchronousTestCase):
     def test_dkimCheckNeverRaises(self):
         """dkimpy refuses some headers (MessageFormatError): no 451 for them."""
         outcomes = {
-            case.name: checkDKIM(TRACE + case.raw, NoLookup())[0] for case in cases()
+            case.name: checkDKIM(TRACE + case.raw, {})[0] for case in cases()
         }
         self.assertEqual(outcomes["01-header-line-without-colon"], "none")
         self.assertEqual(outcomes["02-no-header-body-only"], "none")
         self.assertEqual(
-            checkDKIM(b"DKIM-Signature: v=1\r\nno colon\r\n\r\n", NoLookup()),
+            checkDKIM(b"DKIM-Signature: v=1\r\nno colon\r\n\r\n", {}),
             ("permerror", []),
         )
         self.assertEqual(set(outcomes.values()) - {"none", "fail", "permerror"}, set())
