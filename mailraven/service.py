@@ -44,7 +44,7 @@ from mailraven.smtp.submission import (
     headerBlock,
 )
 from mailraven.spool import Spool
-from mailraven.startup import prepareDataDir
+from mailraven.startup import lockDataDir, prepareDataDir
 from mailraven.store.db import Database
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.users import SQLiteUserStore
@@ -175,12 +175,19 @@ def makeService(
     if reactor is None:
         from twisted.internet import reactor
     dataDir = config.dataDir
-    prepareDataDir(dataDir)
+    lock = lockDataDir(dataDir)  # released last, when the tree has stopped
+    try:
+        prepareDataDir(dataDir)
+    except BaseException:
+        lock.release()
+        raise
     metrics = Metrics()
     root = MailRavenService(
         config, makeObserver(config["log.format"], config["log.level"]), reactor
     )
     root.metrics = metrics
+    lock.setName("lock")
+    lock.setServiceParent(root)
 
     db = Database(
         os.path.join(dataDir, "mailraven.db"), reactor, onCommit=metrics.observeCommit
@@ -311,7 +318,12 @@ def makeService(
         service.setServiceParent(root)
         for description in config[f"{name}.listen"]:
             Listener(
-                reactor, description, factory, onListenFailure, tlsCreator
+                reactor,
+                description,
+                factory,
+                onListenFailure,
+                tlsCreator,
+                key=f"{name}.listen",
             ).setServiceParent(service)
 
     backups = BackupJobs(
@@ -363,7 +375,7 @@ def makeService(
     mountResponder(site.resource, responder)
     for description in config["api.listen"]:
         Listener(
-            reactor, description, site, onListenFailure, tlsCreator
+            reactor, description, site, onListenFailure, tlsCreator, key="api.listen"
         ).setServiceParent(api)
     outbound = OutboundQueue(
         db,

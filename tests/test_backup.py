@@ -192,7 +192,7 @@ def storeWithTwoMessages(mktemp) -> tuple[str, str]:
         "add",
         "alice@localhost",
         "--password-stdin",
-        stdin="pw\n",
+        stdin="long enough pw\n",
     )
     conn = openDatabase(databasePath(dataDir))
     for n in range(2):
