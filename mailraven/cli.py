@@ -1,8 +1,10 @@
-"""The C{mailraven} command: accounts, verify, quickstart.
+"""The mailraven command: accounts, backups, verify, quickstart.
 
 Works whether or not the server runs (SQLite in WAL mode takes a second
-writer). Every sub-command takes C{--config FILE} and honours the same
-environment as the server.
+writer). Every sub-command takes --config FILE and --data-dir DIR (before or
+after its name) and honours the same environment as the server. Only
+quickstart and restore make a data dir: the other commands refuse a data dir
+that does not exist, rather than quietly starting a second, empty one.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import getpass
 import os
 import secrets
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from mailraven import __version__
 from mailraven import config as configuration
@@ -24,10 +26,16 @@ from mailraven.backup import (
     verifyBackup,
 )
 from mailraven.quickstart import quickstart
-from mailraven.startup import StartupError, databasePath, ensureLayout
+from mailraven.startup import (
+    StartupError,
+    databasePath,
+    ensureLayout,
+    serverHolding,
+)
 from mailraven.store.db import openDatabase
 from mailraven.store.integrity import checkIntegrity
 from mailraven.store.users import (
+    MIN_PASSWORD_LENGTH,
     BadAddress,
     UserExists,
     addUser,
@@ -44,20 +52,43 @@ class CommandError(Exception):
 
 
 def _password(args: argparse.Namespace) -> str:
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    elif sys.stdin.isatty():
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Again: ") != password:
-            raise CommandError("the passwords differ")
-    else:
-        raise CommandError("no terminal to ask for a password: use --password-stdin")
+    try:
+        if args.password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        elif sys.stdin.isatty():
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Again: ") != password:
+                raise CommandError("the passwords differ")
+        else:
+            raise CommandError(
+                "no terminal to ask for a password: use --password-stdin"
+            )
+    except (EOFError, KeyboardInterrupt):
+        print(file=sys.stderr)  # the prompt left the cursor on its line
+        raise CommandError("no password given") from None
     if not password:
         raise CommandError("the password must not be empty")
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise CommandError(
+            f"the password is too short: at least {MIN_PASSWORD_LENGTH} characters"
+        )
     return password
 
 
 def _open(config: configuration.Config):
+    """The data dir's database; refuses a data dir that does not exist yet."""
+    path = databasePath(config.dataDir)
+    if not os.path.exists(path):
+        raise CommandError(
+            f"no data dir at {config.dataDir}: start the server once (or run"
+            " `mailraven quickstart`), or pass --data-dir or --config"
+        )
+    ensureLayout(config.dataDir)
+    return openDatabase(path)
+
+
+def _create(config: configuration.Config):
+    """The data dir's database, made when missing (quickstart only)."""
     ensureLayout(config.dataDir)
     return openDatabase(databasePath(config.dataDir))
 
@@ -69,10 +100,14 @@ def _address(text: str) -> str:
         raise CommandError(str(e)) from None
 
 
+def _inDataDir(config: configuration.Config) -> str:
+    return f"(data dir {config.dataDir})"
+
+
 def userAdd(config, args) -> int:
     email = _address(args.email)
-    hashed, scram = passwordSecrets(_password(args))
     conn = _open(config)
+    hashed, scram = passwordSecrets(_password(args))
     try:
         with conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -80,7 +115,7 @@ def userAdd(config, args) -> int:
     except UserExists:
         raise CommandError(f"{email} already exists") from None
     domains = config["server.domains"]
-    print(f"added {email}")
+    print(f"added {email} {_inDataDir(config)}")
     if email.rpartition("@")[2] not in domains:
         print(
             f"note: {email.rpartition('@')[2]} is not in server.domains; mail to it"
@@ -91,14 +126,14 @@ def userAdd(config, args) -> int:
 
 def userPasswd(config, args) -> int:
     email = _address(args.email)
-    hashed, scram = passwordSecrets(_password(args))
     conn = _open(config)
+    hashed, scram = passwordSecrets(_password(args))
     with conn:
         conn.execute("BEGIN IMMEDIATE")
         found = setPasswordHash(conn, email, hashed, scram)
     if not found:
-        raise CommandError(f"no such user: {email}")
-    print(f"password changed for {email}")
+        raise CommandError(f"no such user: {email} {_inDataDir(config)}")
+    print(f"password changed for {email} {_inDataDir(config)}")
     return 0
 
 
@@ -109,14 +144,17 @@ def userDel(config, args) -> int:
         conn.execute("BEGIN IMMEDIATE")
         found = removeUser(conn, email)
     if not found:
-        raise CommandError(f"no such user: {email}")
-    print(f"removed {email}")
+        raise CommandError(f"no such user: {email} {_inDataDir(config)}")
+    print(f"removed {email} {_inDataDir(config)}")
     return 0
 
 
 def userList(config, args) -> int:
-    for email in listUsers(_open(config)):
+    emails = listUsers(_open(config))
+    for email in emails:
         print(email)
+    # stdout stays one address a line for scripts
+    print(f"{len(emails)} accounts {_inDataDir(config)}", file=sys.stderr)
     return 0
 
 
@@ -130,15 +168,13 @@ def verify(config, args) -> int:
             + ("OK" if not problems else f"{len(problems)} problems")
         )
         return 0 if not problems else 2
-    if not os.path.exists(databasePath(config.dataDir)):
-        raise CommandError(f"no MailRaven data in {config.dataDir}")
     report = checkIntegrity(_open(config), config.dataDir, readFiles=not args.quick)
     for line in report.damage:
         print(f"DAMAGED {line}")
     for relpath in report.orphans:
         print(f"orphan  {relpath} (no row refers to it)")
     print(
-        f"{report.messages} messages checked: "
+        f"{report.messages} messages checked in {config.dataDir}: "
         + ("OK" if report.ok else f"{len(report.damage)} problems")
     )
     return 0 if report.ok else 2
@@ -149,20 +185,27 @@ def _report():
 
 
 def backup(config, args) -> int:
+    _open(config).close()
     try:
         manifest = createBackup(config.dataDir, args.to, args.config, _report())
     except BackupError as e:
         raise CommandError(str(e)) from None
     counts = manifest["counts"]
     print(
-        f"\nbackup written to {os.path.abspath(args.to)}: {counts['users']} users,"
+        f"\nbackup of {config.dataDir} written to {os.path.abspath(args.to)}:"
+        f" {counts['users']} users,"
         f" {counts['messages']} messages, {len(manifest['files'])} files"
     )
     return 0
 
 
 def restore(config, args) -> int:
-    target = os.path.abspath(args.data_dir or config.dataDir)
+    target = config.dataDir
+    holder = serverHolding(target)
+    if holder is not None:
+        raise CommandError(
+            f"a MailRaven server (pid {holder}) runs on {target}: stop it first"
+        )
     try:
         manifest = restoreBackup(args.from_, target, args.force, _report())
     except BackupError as e:
@@ -224,17 +267,15 @@ def dnsblCheck(config, args) -> int:
 
 def runQuickstart(config, args) -> int:
     email = _address(args.email)
-    if args.data_dir:
-        config = config.with_(server__data_dir=os.path.abspath(args.data_dir))
     password = _password(args) if args.password_stdin else secrets.token_urlsafe(12)
-    conn = _open(config)
+    conn = _create(config)
     try:
         with conn:
             conn.execute("BEGIN IMMEDIATE")
             hashed, scram = passwordSecrets(password)
             addUser(conn, email, hashed, scram=scram)
     except UserExists:
-        raise CommandError(f"{email} already exists") from None
+        raise CommandError(f"{email} already exists {_inDataDir(config)}") from None
     print(
         quickstart(
             config,
@@ -247,73 +288,96 @@ def runQuickstart(config, args) -> int:
     return 0
 
 
+def _addCommonOptions(parser: argparse.ArgumentParser, default: Any) -> None:
+    """--config and --data-dir, on the main parser and every sub-command's.
+
+    Sub-commands get C{argparse.SUPPRESS} as the default: their parser must
+    not overwrite a value given before the sub-command's name.
+    """
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=(
+            os.environ.get(configuration.CONFIG_FILE_VARIABLE)
+            if default is None
+            else default
+        ),
+        help="TOML configuration file (default: $MAILRAVEN_CONFIG)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        default=default,
+        help="the data dir (overrides server.data_dir)",
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mailraven", description=__doc__.split("\n")[0])
+    _addCommonOptions(p, None)
     p.add_argument("--version", action="version", version=__version__)
-    p.add_argument(
-        "--config",
-        default=os.environ.get(configuration.CONFIG_FILE_VARIABLE),
-        help="TOML configuration file",
-    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    user = sub.add_parser("user", help="manage accounts").add_subparsers(
+    def command(parent: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        cmd = parent.add_parser(name, **kwargs)
+        _addCommonOptions(cmd, argparse.SUPPRESS)
+        return cmd
+
+    user = command(sub, "user", help="manage accounts").add_subparsers(
         dest="action", required=True
     )
     for name, func, helptext in (
         ("add", userAdd, "create an account"),
         ("passwd", userPasswd, "change a password"),
     ):
-        cmd = user.add_parser(name, help=helptext)
+        cmd = command(user, name, help=helptext)
         cmd.add_argument("email")
         cmd.add_argument(
             "--password-stdin",
             action="store_true",
-            help="read the password from the first line of stdin",
+            help="read the password from the first line of stdin"
+            f" (at least {MIN_PASSWORD_LENGTH} characters)",
         )
         if name == "add":
             cmd.add_argument(
                 "--admin", action="store_true", help="may use the admin API (backups)"
             )
         cmd.set_defaults(func=func)
-    cmd = user.add_parser("del", help="remove an account and its mailbox entries")
+    cmd = command(user, "del", help="remove an account and its mailbox entries")
     cmd.add_argument("email")
     cmd.set_defaults(func=userDel)
-    user.add_parser("list", help="list accounts").set_defaults(func=userList)
+    command(user, "list", help="list accounts").set_defaults(func=userList)
 
-    cmd = sub.add_parser("verify", help="check the database and every message file")
+    cmd = command(sub, "verify", help="check the database and every message file")
     cmd.add_argument(
         "--quick", action="store_true", help="check that files exist, do not read them"
     )
     cmd.add_argument("--backup", metavar="DIR", help="verify this backup instead")
     cmd.set_defaults(func=verify)
 
-    cmd = sub.add_parser("backup", help="hot backup of the data dir")
+    cmd = command(sub, "backup", help="hot backup of the data dir")
     cmd.add_argument(
         "--to", required=True, metavar="DIR", help="the new backup (must not exist)"
     )
     cmd.set_defaults(func=backup)
 
-    cmd = sub.add_parser("restore", help="restore a backup (verified first)")
+    cmd = command(
+        sub, "restore", help="restore a backup (verified first) into the data dir"
+    )
     cmd.add_argument("--from", dest="from_", required=True, metavar="DIR")
-    cmd.add_argument("--data-dir", help="restore here instead of server.data_dir")
     cmd.add_argument(
         "--force", action="store_true", help="restore into a data dir that is not empty"
     )
     cmd.set_defaults(func=restore)
 
-    cmd = sub.add_parser("dnsbl-check", help="what each DNSBL zone says about IP")
+    cmd = command(sub, "dnsbl-check", help="what each DNSBL zone says about IP")
     cmd.add_argument("ip")
     cmd.set_defaults(func=dnsblCheck)
 
-    cmd = sub.add_parser("quickstart", help="config, first account, DKIM key, DNS")
+    cmd = command(sub, "quickstart", help="config, first account, DKIM key, DNS")
     cmd.add_argument("email")
     cmd.add_argument(
         "--hostname", help="this server's public name (default mail.DOMAIN)"
-    )
-    cmd.add_argument(
-        "--data-dir",
-        help="where the data will live (default: server.data_dir, ./mailraven-data)",
     )
     cmd.add_argument("--password-stdin", action="store_true")
     cmd.set_defaults(func=runQuickstart)
@@ -328,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = configuration.load(
             args.config if args.command != "quickstart" else None
         )
+        if args.data_dir:
+            config = config.with_(server__data_dir=os.path.abspath(args.data_dir))
         return args.func(config, args)
     except (CommandError, configuration.ConfigError, StartupError) as e:
         print(f"mailraven: {e}", file=sys.stderr)

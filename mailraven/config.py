@@ -79,6 +79,29 @@ def _strList(value: Any) -> list[str]:
     return list(value)
 
 
+def _listeners(value: Any) -> list[str]:
+    """Endpoint strings, each parsed now; C{"none"} (alone) for no listener."""
+    from mailraven.listeners import checkDescription
+
+    items = _strList(value)
+    if items == ["none"]:
+        return []
+    for item in items:
+        checkDescription(item)
+    return items
+
+
+def _requiredListeners(value: Any) -> list[str]:
+    """L{_listeners}, but an empty value is a mistake: say "none" to mean it."""
+    items = _strList(value)
+    if not items:
+        raise ValueError(
+            'expected at least one endpoint (e.g. "tcp:25"); "none" runs'
+            " without this listener"
+        )
+    return _listeners(items)
+
+
 def _domainList(value: Any) -> list[str]:
     return [d.lower().rstrip(".") for d in _strList(value)]
 
@@ -192,7 +215,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         ),
     },
     "smtp": {
-        "listen": Key(_strList, ["tcp:2525"], "MX listeners (endpoint strings)"),
+        "listen": Key(
+            _requiredListeners, ["tcp:2525"], 'MX listeners (endpoints); "none"'
+        ),
         "max_message_size": Key(_positiveInt, 26214400, "bytes; advertised in SIZE"),
         "max_recipients": Key(_positiveInt, 50, "recipients per message"),
         "timeout": Key(_positiveInt, 300, "seconds idle before 421 (RFC 5321)"),
@@ -203,11 +228,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "shutdown_grace": Key(_positiveInt, 30, "seconds in-flight DATA may finish"),
     },
     "submission": {
-        "listen": Key(_strList, ["tcp:2587"], "submission listeners"),
+        "listen": Key(_listeners, ["tcp:2587"], "submission listeners"),
         "aliases": Key(_aliases, [], '"alias@domain=account@domain" send-as rights'),
     },
     "api": {
-        "listen": Key(_strList, ["tcp:8080"], "HTTP API, /health, /metrics"),
+        "listen": Key(_listeners, ["tcp:8080"], "HTTP API, /health, /metrics"),
         "rate_limit": Key(_positiveInt, 100, "API requests per minute per IP"),
         "max_body": Key(_positiveInt, 10485760, "largest API request body, bytes"),
     },
@@ -233,7 +258,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "challenge": Key(
             _choice("http-01", "tls-alpn-01"), "http-01", "how the CA validates"
         ),
-        "http01_listen": Key(_strList, ["tcp:80"], "HTTP-01 challenge listeners"),
+        "http01_listen": Key(_listeners, ["tcp:80"], "HTTP-01 challenge listeners"),
         "renew_before_days": Key(_positiveInt, 30, "renew with fewer days left"),
         "check_interval": Key(_positiveFloat, 43200.0, "seconds between checks"),
         "retry_initial": Key(_positiveFloat, 60.0, "first retry after a failure, s"),

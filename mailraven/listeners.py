@@ -12,8 +12,10 @@ from typing import Any, Callable
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 
 from mailraven.proxyprotocol import wrapForProxy
 
@@ -39,6 +41,32 @@ def wrap(description: str, factory: Any, tlsCreator: Any) -> tuple[str, Any]:
     return description, factory
 
 
+def checkDescription(description: str) -> None:
+    """
+    Raise C{ValueError} saying what is wrong when C{description} cannot be
+    an endpoint, so a typo stops start-up naming its key instead of a
+    traceback from inside twistd. Nothing is bound (no reactor is used).
+    """
+    rest = description.removeprefix("haproxy:").removeprefix(TLS_PREFIX)
+    try:
+        endpoint = serverFromString(None, rest)
+    except Exception as e:  # parsers raise ValueError, TypeError, OSError...
+        raise ValueError(f"{description!r} is not an endpoint: {e}") from None
+    port = getattr(endpoint, "_port", 0)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{description!r}: port {port} is out of range")
+
+
+def reason(failure: Any) -> str:
+    """Why listening failed, in words (not Twisted's repr of the socket error)."""
+    error = failure.value
+    if isinstance(error, CannotListenError) and error.socketError is not None:
+        cause = error.socketError
+        words = getattr(cause, "strerror", None) or str(cause)
+        return words[:1].lower() + words[1:]
+    return failure.getErrorMessage()
+
+
 class Listener(Service):
     """
     Listens on C{description} (e.g. C{tcp:2525}) when started. Listening
@@ -54,8 +82,11 @@ class Listener(Service):
         factory: Any,
         onFailure: Callable[[str], None] | None = None,
         tlsCreator: Any = None,
+        key: str = "",
     ) -> None:
+        """C{key}: the configuration key of C{description}, named on failure."""
         self._reactor = reactor
+        self.key = key
         self._tlsCreator = tlsCreator
         self._onFailure = onFailure
         self.description = description
@@ -66,8 +97,14 @@ class Listener(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        description, factory = wrap(self.description, self.factory, self._tlsCreator)
-        endpoint = serverFromString(self._reactor, description)
+        try:
+            description, factory = wrap(
+                self.description, self.factory, self._tlsCreator
+            )
+            endpoint = serverFromString(self._reactor, description)
+        except (ListenerError, ValueError, TypeError) as e:
+            self._failed(Failure(e))
+            return
         self._listening = endpoint.listen(factory)
         self._listening.addCallbacks(self._listened, self._failed)
 
@@ -81,15 +118,19 @@ class Listener(Service):
         )
 
     def _failed(self, failure: Any) -> None:
-        self.error = failure.getErrorMessage()
+        self.error = reason(failure)
         self.log.critical(
-            "cannot listen on {desc}: {error}",
+            "{key}cannot listen on {desc}: {error}",
+            key=f"{self.key}: " if self.key else "",
             desc=self.description,
             error=self.error,
             event="listen_failed",
         )
         if self._onFailure is not None:
-            self._onFailure(f"cannot listen on {self.description}: {self.error}")
+            prefix = f"{self.key}: " if self.key else ""
+            self._onFailure(
+                f"{prefix}cannot listen on {self.description}: {self.error}"
+            )
 
     @property
     def up(self) -> bool:

@@ -43,7 +43,7 @@ from mailraven.smtp.submission import (
     headerBlock,
 )
 from mailraven.spool import MemoryBudget, Spool
-from mailraven.startup import prepareDataDir
+from mailraven.startup import lockDataDir, prepareDataDir
 from mailraven.store.db import Database
 from mailraven.store.files import SYNCER, Syncer
 from mailraven.store.messages import SQLiteMessageStore
@@ -151,12 +151,19 @@ def makeService(
     if reactor is None:
         from twisted.internet import reactor
     dataDir = config.dataDir
-    prepareDataDir(dataDir)
+    lock = lockDataDir(dataDir)  # released last, when the tree has stopped
+    try:
+        prepareDataDir(dataDir)
+    except BaseException:
+        lock.release()
+        raise
     metrics = Metrics()
     root = MailRavenService(
         config, makeObserver(config["log.format"], config["log.level"]), reactor
     )
     root.metrics = metrics
+    lock.setName("lock")
+    lock.setServiceParent(root)
     # one cached resolver for DNSBL, mail-auth, MX and MTA-STS; stops last
     dns = ResolverService(
         makeResolver(config["dns.nameservers"], config["dns.timeout"], reactor, metrics)
@@ -291,7 +298,12 @@ def makeService(
         service.setServiceParent(root)
         for description in config[f"{name}.listen"]:
             Listener(
-                reactor, description, factory, onListenFailure, tlsCreator
+                reactor,
+                description,
+                factory,
+                onListenFailure,
+                tlsCreator,
+                key=f"{name}.listen",
             ).setServiceParent(service)
 
     backups = BackupJobs(
@@ -351,7 +363,7 @@ def makeService(
     mountResponder(site.resource, responder)
     for description in config["api.listen"]:
         Listener(
-            reactor, description, site, onListenFailure, tlsCreator
+            reactor, description, site, onListenFailure, tlsCreator, key="api.listen"
         ).setServiceParent(api)
     outbound = OutboundQueue(
         db,

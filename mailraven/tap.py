@@ -1,13 +1,23 @@
-"""twistd glue: C{twistd -n mailraven [--config FILE]}."""
+"""twistd glue: C{twistd -n mailraven [--config FILE]}.
+
+Whatever stops the server from starting (a bad key, a port it cannot bind, a
+data dir another server holds) ends twistd with one line on stderr naming the
+cause and a non-zero exit status, so a supervisor (systemd, Docker, a test)
+sees a failed start rather than a clean stop.
+"""
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
 
 from twisted.python import usage
 
 from mailraven import config as configuration
 from mailraven.startup import StartupError
+
+EXIT_START_FAILED = 1
 
 
 class Options(usage.Options):
@@ -19,15 +29,26 @@ class Options(usage.Options):
         try:
             self.loaded = configuration.load(self["config"])
         except configuration.ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+            # one line, not twistd's whole usage text above it
+            raise SystemExit(f"mailraven: {e}") from None
+
+
+def _exitFailed() -> None:
+    # twistd returns normally once the reactor stopped (exit status 0);
+    # this runs after its own clean-up (pid file, log flush)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_START_FAILED)
 
 
 def _listenFailed(message: str) -> None:
     # An operator asked for this listener; running without it would look healthy
-    # while mail bounces. Stop with the reason.
+    # while mail bounces. Stop with the reason and a failed exit status.
     from twisted.internet import reactor
 
     sys.stderr.write(f"mailraven: {message}\n")
+    atexit.unregister(_exitFailed)
+    atexit.register(_exitFailed)
     if reactor.running:
         reactor.stop()
     else:
@@ -41,5 +62,5 @@ def makeService(options: Options):
         return build(
             options.loaded, onListenFailure=_listenFailed, configFile=options["config"]
         )
-    except StartupError as e:
+    except (StartupError, configuration.ConfigError) as e:
         raise SystemExit(f"mailraven: {e}") from None

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+from mailraven.startup import prepareDataDir
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -52,6 +54,8 @@ def writeConfig(directory: str, **sections: dict) -> tuple[str, dict[str, int]]:
     path = os.path.join(directory, "mailraven.toml")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
+    # as the server's first start would: the CLI refuses a missing data dir
+    prepareDataDir(merged["server"]["data_dir"])
     return path, ports
 
 

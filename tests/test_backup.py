@@ -25,6 +25,7 @@ from mailraven.backup import (
 )
 from mailraven.backupservice import BackupJobs
 from mailraven.metrics import Metrics
+from mailraven.startup import prepareDataDir
 from tests.helpers import RunningServer, sleep
 from tests.process import ROOT, cli, environment
 from tests.test_mobile_api import APIClient, deliver
@@ -185,6 +186,7 @@ def storeWithTwoMessages(mktemp) -> tuple[str, str]:
     os.makedirs(os.path.dirname(dataDir), exist_ok=True)
     with open(config, "w") as f:
         f.write(f'[server]\ndata_dir = "{dataDir}"\n')
+    prepareDataDir(dataDir)  # the CLI refuses a data dir no server made
     cli(
         "--config",
         config,
@@ -192,7 +194,7 @@ def storeWithTwoMessages(mktemp) -> tuple[str, str]:
         "add",
         "alice@localhost",
         "--password-stdin",
-        stdin="pw\n",
+        stdin="long enough pw\n",
     )
     conn = openDatabase(databasePath(dataDir))
     for n in range(2):

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import select
+import socket
 import stat
+import subprocess
+import sys
+import termios
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.process import cli, writeConfig
+from mailraven.config import ConfigError, load
+from tests.process import ROOT, ServerProcess, cli, environment, writeConfig
+
+PW = "long enough pw\n"
 
 
 class UserCommandTests(SynchronousTestCase):
@@ -21,12 +30,16 @@ class UserCommandTests(SynchronousTestCase):
         return cli("--config", self.config, *args, stdin=stdin, check=check)
 
     def test_addListPasswdDel(self):
-        self.run_("user", "add", "Alice@Example.TEST", "--password-stdin", stdin="pw\n")
-        self.run_("user", "add", "bob@example.test", "--password-stdin", stdin="pw\n")
+        self.run_("user", "add", "Alice@Example.TEST", "--password-stdin", stdin=PW)
+        self.run_("user", "add", "bob@example.test", "--password-stdin", stdin=PW)
         listed = self.run_("user", "list").stdout.decode().split()
         self.assertEqual(listed, ["Alice@example.test", "bob@example.test"])
         self.run_(
-            "user", "passwd", "alice@example.test", "--password-stdin", stdin="new\n"
+            "user",
+            "passwd",
+            "alice@example.test",
+            "--password-stdin",
+            stdin="another password\n",
         )
         self.run_("user", "del", "bob@example.test")
         self.assertEqual(
@@ -34,13 +47,13 @@ class UserCommandTests(SynchronousTestCase):
         )
 
     def test_errorsAreClearAndNonZero(self):
-        self.run_("user", "add", "alice@example.test", "--password-stdin", stdin="pw\n")
+        self.run_("user", "add", "alice@example.test", "--password-stdin", stdin=PW)
         again = self.run_(
             "user",
             "add",
             "alice@example.test",
             "--password-stdin",
-            stdin="pw\n",
+            stdin=PW,
             check=False,
         )
         self.assertEqual(again.returncode, 1)
@@ -50,7 +63,7 @@ class UserCommandTests(SynchronousTestCase):
             "add",
             "not-an-address",
             "--password-stdin",
-            stdin="pw\n",
+            stdin=PW,
             check=False,
         )
         self.assertIn(b"not an email address", bad.stderr)
@@ -65,17 +78,151 @@ class UserCommandTests(SynchronousTestCase):
         import sqlite3
 
         self.run_(
-            "user", "add", "alice@example.test", "--password-stdin", stdin="hunter2\n"
+            "user",
+            "add",
+            "alice@example.test",
+            "--password-stdin",
+            stdin="hunter2hunter2\n",
         )
         conn = sqlite3.connect(os.path.join(self.dir, "data", "mailraven.db"))
         (stored,) = conn.execute("SELECT password_hash FROM users").fetchone()
         self.assertTrue(stored.startswith("$argon2id$"))
-        self.assertNotIn("hunter2", stored)
+        self.assertNotIn("hunter2hunter2", stored)
 
     def test_verifyOnEmptyStore(self):
         self.run_("user", "list")
         result = self.run_("verify")
-        self.assertIn(b"0 messages checked: OK", result.stdout)
+        self.assertIn(b"0 messages checked in ", result.stdout)
+        self.assertIn(b": OK", result.stdout)
+
+    def test_configAndDataDirAfterTheSubcommand(self):
+        """`mailraven user add X --config FILE` as well as before the command."""
+        cli(
+            "user",
+            "add",
+            "a@example.test",
+            "--password-stdin",
+            "--config",
+            self.config,
+            stdin=PW,
+        )
+        listed = cli("user", "list", "--config", self.config).stdout.decode()
+        self.assertEqual(listed.split(), ["a@example.test"])
+        # --config before the command is kept, not reset by the sub-parser
+        listed = cli("--config", self.config, "user", "list").stdout.decode()
+        self.assertEqual(listed.split(), ["a@example.test"])
+        other = os.path.join(self.dir, "other")
+        cli(
+            "quickstart",
+            "me@example.org",
+            "--data-dir",
+            other,
+            "--config",
+            os.path.join(self.dir, "q.toml"),
+        )
+        listed = cli("user", "list", "--data-dir", other).stdout.decode()
+        self.assertEqual(listed.split(), ["me@example.org"])
+
+    def test_everyReplyNamesTheAbsoluteDataDir(self):
+        dataDir = os.path.join(self.dir, "data")
+        added = self.run_("user", "add", "a@example.test", "--password-stdin", stdin=PW)
+        self.assertIn(f"(data dir {dataDir})", added.stdout.decode())
+        listed = self.run_("user", "list")
+        self.assertIn(f"1 accounts (data dir {dataDir})", listed.stderr.decode())
+        self.assertEqual(listed.stdout.decode().split(), ["a@example.test"])
+        removed = self.run_("user", "del", "a@example.test")
+        self.assertIn(f"(data dir {dataDir})", removed.stdout.decode())
+
+    def test_noDataDirIsRefusedNotCreated(self):
+        """From another directory the default ./mailraven-data does not exist:
+        say so, do not make a second, empty data dir."""
+        elsewhere = os.path.join(self.dir, "elsewhere")
+        os.makedirs(elsewhere)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mailraven.cli",
+                "user",
+                "add",
+                "a@localhost",
+                "--password-stdin",
+            ],
+            input=PW.encode(),
+            capture_output=True,
+            env=environment(),
+            cwd=elsewhere,
+            timeout=60,
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertIn(
+            f"no data dir at {elsewhere}/mailraven-data".encode(), result.stderr
+        )
+        self.assertEqual(os.listdir(elsewhere), [])
+
+    def test_shortPasswordIsRefused(self):
+        short = self.run_(
+            "user",
+            "add",
+            "a@example.test",
+            "--password-stdin",
+            stdin="123456789\n",
+            check=False,
+        )
+        self.assertEqual(short.returncode, 1)
+        self.assertIn(b"at least 10 characters", short.stderr)
+        self.run_("user", "add", "a@example.test", "--password-stdin", stdin=PW)
+        passwd = self.run_(
+            "user",
+            "passwd",
+            "a@example.test",
+            "--password-stdin",
+            stdin="x\n",
+            check=False,
+        )
+        self.assertEqual(passwd.returncode, 1)
+        self.assertIn(b"at least 10 characters", passwd.stderr)
+
+    def test_endOfInputAtThePromptIsAClearError(self):
+        """Ctrl-D at the terminal's password prompt: one line, exit 1."""
+        master, slave = os.openpty()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mailraven.cli",
+                "--config",
+                self.config,
+                "user",
+                "add",
+                "a@example.test",
+            ],
+            stdin=slave,
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            env=environment(),
+            cwd=ROOT,
+            start_new_session=True,
+            # the pty becomes the controlling terminal: getpass's /dev/tty
+            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+        )
+        os.close(slave)
+        self.addCleanup(os.close, master)
+        shown = b""
+        while b"Password: " not in shown:  # the prompt: the terminal is read now
+            ready, _, _ = select.select([master], [], [], 60)
+            self.assertTrue(ready, f"no prompt, only {shown!r}")
+            shown += os.read(master, 100)
+        os.write(master, b"\x04")
+        _, err = proc.communicate(timeout=60)
+        self.assertEqual(proc.returncode, 1, err)
+        self.assertIn(b"mailraven: no password given", err)
+        self.assertNotIn(b"Traceback", err)
+
+    def test_helpHasNoMarkup(self):
+        out = cli("--help").stdout.decode()
+        self.assertIn("The mailraven command", out)
+        self.assertNotRegex(out, r"[CLI]\{")
 
 
 class QuickstartTests(SynchronousTestCase):
@@ -117,3 +264,87 @@ class QuickstartTests(SynchronousTestCase):
         again = cli("--config", configPath, "quickstart", "me@example.org", check=False)
         self.assertEqual(again.returncode, 1)
         self.assertIn(b"exists already", again.stderr)
+
+
+class ServerStartTests(SynchronousTestCase):
+    """`twistd -n mailraven` that cannot start says why in one line, exit != 0."""
+
+    def setUp(self):
+        self.dir = os.path.abspath(self.mktemp())
+        os.makedirs(self.dir)
+        self.config, self.ports = writeConfig(self.dir)
+
+    def twistd(self, config: str, **env: str) -> tuple[int, str]:
+        result = subprocess.run(
+            [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+            + ["-n", "--pidfile=", "mailraven", "--config", config],
+            capture_output=True,
+            env=environment(**env),
+            cwd=ROOT,
+            timeout=120,
+        )
+        return result.returncode, (result.stdout + result.stderr).decode()
+
+    def test_portInUseStopsWithTheKeyAndNonZeroExit(self):
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", self.ports["smtp"]))
+        taken.listen()
+        code, out = self.twistd(self.config)
+        self.assertNotEqual(code, 0, out)
+        self.assertIn(
+            f"mailraven: smtp.listen: cannot listen on tcp:{self.ports['smtp']}"
+            ":interface=127.0.0.1: address already in use",
+            out,
+        )
+        self.assertNotIn("Traceback", out)
+
+    def test_badEndpointIsRefusedAtConfigLoad(self):
+        code, out = self.twistd(self.config, MAILRAVEN_API_LISTEN="tcp:http")
+        self.assertNotEqual(code, 0, out)
+        self.assertEqual(
+            out.strip().splitlines(),
+            [
+                "mailraven: bad value for api.listen (MAILRAVEN_API_LISTEN): "
+                "'tcp:http' is not an endpoint: invalid literal for int() with "
+                "base 10: 'http'"
+            ],
+        )
+
+    def test_emptyMXListenersAreRefused(self):
+        code, out = self.twistd(self.config, MAILRAVEN_SMTP_LISTEN="")
+        self.assertNotEqual(code, 0, out)
+        self.assertIn("bad value for smtp.listen (MAILRAVEN_SMTP_LISTEN)", out)
+        self.assertIn('"none" runs without this listener', out)
+
+    def test_noneMeansNoMXListener(self):
+        self.assertEqual(
+            load(environ={"MAILRAVEN_SMTP_LISTEN": "none"})["smtp.listen"], []
+        )
+        with self.assertRaises(ConfigError):
+            load(environ={"MAILRAVEN_SMTP_LISTEN": "tcp:2525:bogus=1"})
+        with self.assertRaises(ConfigError):
+            load(environ={"MAILRAVEN_SUBMISSION_LISTEN": "tcp:70000"})
+
+    def test_secondServerOnOneDataDirIsRefused(self):
+        first = ServerProcess(self.config, os.path.join(self.dir, "first.log"))
+        self.addCleanup(first.ensureStopped)
+        first.waitForPort(self.ports["smtp"])
+        otherDir = os.path.join(self.dir, "second")
+        os.makedirs(otherDir)
+        second, secondPorts = writeConfig(
+            otherDir, server={"data_dir": os.path.join(self.dir, "data")}
+        )
+        code, out = self.twistd(second)
+        self.assertNotEqual(code, 0, out)
+        self.assertIn(
+            f"mailraven: data dir {self.dir}/data is in use by another MailRaven"
+            f" server (pid {first.proc.pid})",
+            out,
+        )
+        self.assertTrue(first.terminate())
+        # the lock went with the first server: the data dir starts again
+        again = ServerProcess(second, os.path.join(self.dir, "again.log"))
+        self.addCleanup(again.ensureStopped)
+        again.waitForPort(secondPorts["smtp"])
+        self.assertTrue(again.terminate())

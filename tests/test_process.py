@@ -73,7 +73,7 @@ class CrashTests(SynchronousTestCase):
             "add",
             "alice@example.test",
             "--password-stdin",
-            stdin="pw\n",
+            stdin="long enough pw\n",
         )
 
     def start(self) -> ServerProcess:
@@ -214,7 +214,7 @@ class StartupTests(SynchronousTestCase):
             "add",
             "alice@example.test",
             "--password-stdin",
-            stdin="pw\n",
+            stdin="long enough pw\n",
         )
         server = ServerProcess(config, os.path.join(directory, "server.log"))
         server.waitForPort(ports["smtp"])

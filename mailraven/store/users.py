@@ -24,6 +24,10 @@ from mailraven.store.db import Database
 from mailraven.store.searchindex import createSearchTable, dropSearchTable
 
 _hasher = PasswordHasher()
+
+# What the commands that let a person choose a password (user add, user
+# passwd, quickstart --password-stdin) require; docs/configuration.md says it.
+MIN_PASSWORD_LENGTH = 10
 _scram = ScramMechanism("SCRAM-SHA-256")
 
 

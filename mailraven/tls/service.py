@@ -99,5 +99,7 @@ def makeAcmeService(
     issuer.setServiceParent(acme)
     site = challengeSite(responder)
     for description in config["acme.http01_listen"]:
-        Listener(reactor, description, site, onListenFailure).setServiceParent(acme)
+        Listener(
+            reactor, description, site, onListenFailure, key="acme.http01_listen"
+        ).setServiceParent(acme)
     return acme
