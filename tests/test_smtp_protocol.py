@@ -199,6 +199,28 @@ class DialogueTests(ProtocolTestCase):
         self.send(b"MAIL FROM:<bob@example.org> SIZE=9000 BODY=8BITMIME\r\n")
         self.assertEqual(self.codes(), ["250"])
 
+    def test_sizeParameterTakesOnlyASCIIDigits(self):
+        """
+        Found by tests/fuzz/fuzz_smtp.py: C{"²".isdigit()} but C{int("²")}
+        raises, which answered 451 "Internal error"; Arabic-Indic digits were
+        taken as a size.
+        """
+        self.ehlo()
+        for size in ("\u00b2", "\u0661\u0660"):
+            self.send(f"MAIL FROM:<bob@example.org> SIZE={size}\r\n".encode())
+            self.assertEqual(self.replies(), ["501 5.5.4 Bad SIZE parameter"])
+
+    def test_ehloWithAControlCharacterIsRefusedAndNotEchoed(self):
+        """
+        Found by tests/fuzz/fuzz_smtp.py: a bare CR in the EHLO name came back
+        raw in the 250 reply (and went into Received:).
+        """
+        for name in (b"x\rFrom:\tCEO", b"x\x00y", b"x\ty", b"x\x7fy"):
+            self.send(b"EHLO " + name + b"\r\n")
+            self.assertEqual(self.replies(), ["501 5.5.4 Syntax: EHLO hostname"])
+            self.send(b"HELO " + name + b"\r\n")
+            self.assertEqual(self.replies(), ["501 5.5.4 Syntax: EHLO hostname"])
+
     def test_unknownParameterIs555(self):
         self.ehlo()
         self.send(b"MAIL FROM:<bob@example.org> XFOO=1\r\n")

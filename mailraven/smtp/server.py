@@ -323,7 +323,9 @@ class MailRavenESMTP(smtp.ESMTP):
         return []
 
     def _greet(self, argument: str) -> None:
-        if not argument or " " in argument:
+        # no space, and no control character (a bare CR would be echoed in the
+        # reply and copied into Received:)
+        if not argument or not argument.isprintable() or " " in argument:
             raise Reply(501, "5.5.4", "Syntax: EHLO hostname")
         self._abortTransaction()
         self._heloName = argument
@@ -377,7 +379,7 @@ class MailRavenESMTP(smtp.ESMTP):
         )
         for key, value in params.items():
             if key == "SIZE":
-                if value is None or not value.isdigit():
+                if value is None or not (value.isascii() and value.isdigit()):
                     raise Reply(501, "5.5.4", "Bad SIZE parameter")
                 if int(value) > self.settings.maxMessageSize:
                     raise Reply(
