@@ -50,6 +50,21 @@ class PathTests(SynchronousTestCase):
         self.assertEqual(str(parsePath("", allowNull=True)), "")
         self.assertRaises(AddressError, parsePath, "")
 
+    def test_quotedLocalPartMustBeFollowedByAt(self):
+        """
+        Found by tests/fuzz/fuzz_addresses.py: any character after the closing
+        quote was taken as the C{@}, so C{"x"'example.org} was x@example.org.
+        """
+        for bad in ('"x"\'example.org', '"x"xexample.org', '"x".y@example.org'):
+            self.assertRaises(AddressError, parsePath, bad)
+        self.assertEqual(str(parsePath('"x"@example.org')), '"x"@example.org')
+
+    def test_oneTrailingDotAtMost(self):
+        """Found by tests/fuzz/fuzz_addresses.py: C{user@domain..} was taken."""
+        self.assertEqual(str(parsePath("user@example.org.")), "user@example.org")
+        for bad in ("user@example.org..", "user@example.org...", "user@."):
+            self.assertRaises(AddressError, parsePath, bad)
+
     def test_splitAndParams(self):
         path, params = splitPathAndParams('<"a>b"@x.example> SIZE=10 BODY=8BITMIME')
         self.assertEqual(path, '"a>b"@x.example')

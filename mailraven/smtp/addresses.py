@@ -106,6 +106,8 @@ def parsePath(
 def _splitMailbox(mailbox: str) -> tuple[str, str, str]:
     if mailbox.startswith('"'):
         end = _closingQuote(mailbox)
+        if mailbox[end + 1 : end + 2] not in ("@", ""):
+            raise AddressError("bad local part syntax")
         return mailbox[: end + 1], mailbox[end + 1 : end + 2], mailbox[end + 2 :]
     return mailbox.partition("@")
 
@@ -139,7 +141,7 @@ def _checkDomain(domain: str, utf8: bool) -> str:
     if not domain or len(domain) > MAX_DOMAIN:
         raise AddressError("bad domain length")
     label = _LABEL_UTF8 if utf8 else _LABEL_ASCII
-    labels = domain.rstrip(".").split(".")
+    labels = domain.removesuffix(".").split(".")  # one trailing dot, no more
     if not all(label.match(part) for part in labels):
         raise AddressError("bad domain syntax")
     return ".".join(labels).lower()
