@@ -85,3 +85,18 @@ class MetadataTests(SynchronousTestCase):
             extractMetadata(b"Subject: =?bogus?x?zz?=\r\n\r\n").subject,
             "=?bogus?x?zz?=",
         )
+
+    def test_rawUTF8HeadersAreText(self):
+        """
+        Found by tests/fuzz/fuzz_metadata.py: 8-bit header octets became
+        U+FFFD each (RFC 6532 UTF-8 subjects lost), and next to an encoded
+        word they were shown as literal C{\\ufffd} escapes.
+        """
+        meta = extractMetadata(
+            "Subject: caf\u00e9 =?utf-8?q?na=C3=AFve?=\r\n"
+            "From: J\u00f6rg <j@example.org>\r\n\r\nx\r\n".encode()
+        )
+        self.assertEqual(meta.subject, "caf\u00e9 na\u00efve")
+        self.assertEqual(meta.headerFrom, "J\u00f6rg <j@example.org>")
+        latin1 = extractMetadata(b"Subject: caf\xe9 =?utf-8?q?x?=\r\n\r\n")
+        self.assertEqual(latin1.subject, "caf\ufffd x")

@@ -29,6 +29,7 @@ MAX_DEPTH = 10
 MAX_HEADER_BYTES = 256 * 1024  # a "header" longer than this is parsed in part
 _TAGS = re.compile(r"<[^>]*>")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[BbQq]\?[^?\s]*\?=")
 _headerParser = BytesHeaderParser(policy=compat32)
 
 
@@ -84,16 +85,27 @@ def _parsePart(raw: bytes) -> tuple[Message, bytes]:
 
 
 def _header(message: Message, name: str) -> str:
-    value = message.get(name)
+    value = _rawHeader(message, name)
     if value is None:
         return ""
-    text = str(value)
+    # 8-bit octets are UTF-8 (RFC 6532), else replaced: compat32 would turn
+    # every one of them into U+FFFD
+    text = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if "=?" in text:  # RFC 2047 encoded words; plain text is kept as it is
-        try:
-            text = str(make_header(decode_header(text)))
-        except Exception:  # undecodable encoded-words: keep the raw text
-            pass
+        if text.isascii():
+            text = _decodeWords(text)
+        else:  # decode_header would print the 8-bit text as \uXXXX escapes
+            text = _ENCODED_WORD.sub(lambda word: _decodeWords(word[0]), text)
     return _collapse(text)
+
+
+def _rawHeader(message: Message, name: str) -> str | None:
+    """The first C{name} field as parsed (8-bit octets as surrogates), or None."""
+    name = name.lower()
+    for key, value in message.raw_items():
+        if key.lower() == name:
+            return value
+    return None
 
 
 def _collapse(text: str) -> str:
