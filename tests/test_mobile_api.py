@@ -414,6 +414,25 @@ class MobileAPITests(TestCase):
         self.assertEqual((yield response.json())["error"], "bad_json")
 
     @inlineCallbacks
+    def test_hostileJSONBodiesAre400(self):
+        """
+        Found by tests/fuzz/fuzz_json.py: deep nesting raised RecursionError
+        and a lone surrogate got through to SQLite (login) and to the message
+        composer (send): 500s with tracebacks.
+        """
+        yield self.api.login()
+        for method, path, body in (
+            ("POST", "/auth/login", b"[" * 100000),
+            ("POST", "/auth/login", b'{"email": "\\ud800@x.test", "password": "x"}'),
+            ("POST", "/messages/send", b'{"to": ["a@b.example"], "body": "\\udc00"}'),
+            ("POST", "/messages/send", b'{"to": ["a@b.example"], "body": NaN}'),
+            ("PATCH", "/messages/x", b'{"starred": true, "\\udfff": 1}'),
+        ):
+            response = yield self.api.request(method, path, raw=body)
+            self.assertEqual(response.code, 400, (path, body[:40]))
+            self.assertEqual((yield response.json())["error"], "bad_json")
+
+    @inlineCallbacks
     def test_gzipWhenAskedAndLarge(self):
         yield self.deliver([(f"subject {i}", "body") for i in range(10)])
         yield self.api.login()

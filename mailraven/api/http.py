@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import orjson
@@ -66,8 +65,10 @@ def readJSON(request: Any) -> Any:
         raise APIError(413, "too_large", "The request body is too large")
     raw = request.content.read()
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+        # orjson, not json: deep nesting is an error (json raised RecursionError)
+        # and so is a lone surrogate (json let it through to SQLite and replies)
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
         raise APIError(400, "bad_json", f"The body is not valid JSON: {e}") from None
 
 
