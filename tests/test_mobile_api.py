@@ -407,6 +407,11 @@ class MobileAPITests(TestCase):
             {"to": ["a@b.example"]},
             {"to": ["a@b.example"], "body": 5},
             [],
+            # found by tests/fuzz/fuzz_json.py: line breaks in the subject
+            # made the composer raise (a 500); NUL went into the header
+            {"to": ["a@b.example"], "body": "x", "subject": "a\r\nFrom: ceo"},
+            {"to": ["a@b.example"], "body": "x", "subject": "a\u2028b"},
+            {"to": ["a@b.example"], "body": "x", "subject": "a\x00b"},
         ):
             yield self.api.json("POST", "/messages/send", bad, expect=400)
         response = yield self.api.request("POST", "/messages/send", raw=b"{nope")

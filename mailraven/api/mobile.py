@@ -9,6 +9,7 @@ pool. The reactor only routes and serialises.
 from __future__ import annotations
 
 import math
+import re
 import secrets
 from datetime import UTC, datetime
 from email import policy
@@ -42,6 +43,9 @@ from mailraven.store.users import checkPassword
 MAX_LIMIT = 1000
 LOGIN_FAILURES = (10, 15 * 60)  # failed logins per IP per 15 minutes
 FLAG_TYPES = {"read_state": bool, "starred": bool, "mailbox": str}
+# line breaks as str.splitlines() knows them, and the C0 controls but TAB:
+# what a header field may not hold (the composer raises on line breaks)
+_HEADER_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 
 
 def endpoint(auth: bool = True) -> Callable:
@@ -450,6 +454,8 @@ def _sendFields(body: Any) -> dict[str, Any]:
             value = ""
         if not isinstance(value, str):
             raise APIError(400, "bad_request", f"{name} must be a string")
+        if name == "subject" and _HEADER_UNSAFE.search(value):
+            raise APIError(400, "bad_request", "subject must be one line of text")
         fields[name] = value
     if len(fields["to"]) + len(fields["cc"]) + len(fields["bcc"]) > 100:
         raise APIError(400, "bad_request", "at most 100 recipients")
