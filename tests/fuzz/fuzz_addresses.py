@@ -14,12 +14,11 @@ back to themselves.
 from __future__ import annotations
 
 import re
-from contextlib import nullcontext
 
 if __name__ == "__main__":
     from harness import instrumented
 else:
-    instrumented = nullcontext  # noqa: F811
+    from tests.fuzz.harness import uninstrumented as instrumented
 
 with instrumented():
     from mailraven.smtp.addresses import (

@@ -13,14 +13,13 @@ the message, never raise anything else.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from io import BytesIO
 from typing import Any
 
 if __name__ == "__main__":
     from harness import instrumented
 else:
-    instrumented = nullcontext  # noqa: F811
+    from tests.fuzz.harness import uninstrumented as instrumented
 
 with instrumented("json", "email"):
     from mailraven.api.http import APIError, readJSON

@@ -12,12 +12,10 @@ to UTF-8 (no lone surrogates: SQLite and the JSON API refuse them).
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 if __name__ == "__main__":
     from harness import instrumented
 else:
-    instrumented = nullcontext  # noqa: F811
+    from tests.fuzz.harness import uninstrumented as instrumented
 
 with instrumented("email", "base64", "quopri"):
     from mailraven.store.metadata import SNIPPET_LENGTH, TEXT_SOURCE, extractMetadata
@@ -31,6 +29,8 @@ def check(data: bytes) -> None:
         value = getattr(meta, name)
         assert type(value) is str, f"{name} is {type(value).__name__}"
         value.encode("utf-8")  # SQLite and JSON take no lone surrogates
+        # text is decoded, never printed as escapes the message did not hold
+        assert "\\u" not in value or b"\\u" in data, f"{name}: {value[:200]!r}"
         # decoding never yields more characters than there were octets, and
         # the body text is read from at most TEXT_SOURCE octets per part
         assert len(value) <= len(data), f"{name}: {len(value)} > {len(data)}"

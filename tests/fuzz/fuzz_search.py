@@ -13,13 +13,12 @@ may be FTS5 syntax).
 from __future__ import annotations
 
 import sqlite3
-from contextlib import nullcontext
 from datetime import datetime
 
 if __name__ == "__main__":
     from harness import instrumented
 else:
-    instrumented = nullcontext  # noqa: F811
+    from tests.fuzz.harness import uninstrumented as instrumented
 
 with instrumented():
     from mailraven.api.search import BadQuery, SearchQuery, parseQuery

@@ -14,12 +14,11 @@ no bare CR, LF or NUL (a peer's bytes must not end up in them raw); never an
 from __future__ import annotations
 
 import re
-from contextlib import nullcontext
 
 if __name__ == "__main__":
     from harness import instrumented
 else:
-    instrumented = nullcontext  # noqa: F811
+    from tests.fuzz.harness import uninstrumented as instrumented
 
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.task import Clock

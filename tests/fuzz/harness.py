@@ -9,6 +9,7 @@ seed corpus and on generated inputs, so CI needs no coverage guidance.
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, ContextManager
 
@@ -34,10 +35,15 @@ def instrumented(*stdlib: str) -> ContextManager[object]:
     For a target run as a script: put this checkout first on the path and
     instrument what is imported inside the block for coverage: C{mailraven}
     and the named stdlib packages it leans on (all of Twisted would take
-    minutes). Imported as a module (tests/test_fuzz.py), it does nothing.
+    minutes).
     """
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     import atheris
 
     return atheris.instrument_imports(include=["mailraven", *stdlib])
+
+
+def uninstrumented(*stdlib: str) -> ContextManager[object]:
+    """L{instrumented} for a target imported by the tests: nothing to do."""
+    return nullcontext()
