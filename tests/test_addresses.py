@@ -59,6 +59,17 @@ class PathTests(SynchronousTestCase):
             self.assertRaises(AddressError, parsePath, bad)
         self.assertEqual(str(parsePath('"x"@example.org')), '"x"@example.org')
 
+    def test_noC1ControlsOrUnicodeLineBreaks(self):
+        """
+        Found by tests/fuzz/fuzz_smtp.py: under SMTPUTF8 a local part with
+        U+0085 (NEL) or U+2028 was taken and written into Return-Path:.
+        """
+        for bad in ("a\u0085b@x.example", '"a\u2028"@x.example', "a@b\u009b.example"):
+            self.assertRaises(AddressError, parsePath, bad, utf8=True)
+        self.assertEqual(
+            str(parsePath("\u00e9@x.example", utf8=True)), "\u00e9@x.example"
+        )
+
     def test_oneTrailingDotAtMost(self):
         """Found by tests/fuzz/fuzz_addresses.py: C{user@domain..} was taken."""
         self.assertEqual(str(parsePath("user@example.org.")), "user@example.org")

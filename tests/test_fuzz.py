@@ -186,7 +186,8 @@ class FuzzTargetMixin:
         script = ROOT / "tests" / "fuzz" / f"fuzz_{self.name}.py"
         result = subprocess.run(
             [sys.executable, str(script), f"-runs={ATHERIS_RUNS}", "-seed=1"]
-            + ["-max_len=2048", corpus, str(script.parent / "corpus" / self.name)],
+            + ["-max_len=2048", f"-artifact_prefix={corpus}/"]
+            + [corpus, str(script.parent / "corpus" / self.name)],
             env={**os.environ, "PYTHONHASHSEED": "0"},
             capture_output=True,
             timeout=120,

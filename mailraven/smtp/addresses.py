@@ -29,6 +29,9 @@ _LABEL_UTF8 = re.compile(
 _LITERAL = re.compile(r"\[[\x21-\x5a\x5e-\x7e]+\]\Z")
 _ROUTE = re.compile(r"@[^,:]+(,@[^,:]+)*:")
 _PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
+# C1 controls and the Unicode line breaks pass the UTF-8 classes above; in a
+# header line we write (Return-Path, Received) they would break it
+_UNSAFE_UTF8 = re.compile(r"[\x80-\x9f\u2028\u2029]")
 
 
 class AddressError(ValueError):
@@ -95,6 +98,8 @@ def parsePath(
     route = _ROUTE.match(path)
     if route:
         path = path[route.end() :]
+    if _UNSAFE_UTF8.search(path):
+        raise AddressError("control character in address")
     local, at, domain = _splitMailbox(path)
     if not at:
         if allowPostmaster and local.lower() == "postmaster" and not route:

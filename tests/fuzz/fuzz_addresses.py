@@ -4,7 +4,7 @@ Fuzz target: RFC 5321 paths and ESMTP parameters (mailraven/smtp/addresses.py).
 The input, as UTF-8, is what follows C{MAIL FROM:} or C{RCPT TO:}; its first
 byte picks the parser's flags. Invariants: only L{AddressError} is raised;
 an accepted address prints back to itself (C{parsePath(str(a)) == a}), keeps
-to the RFC 5321 length limits and holds no control character; an accepted
+to the RFC 5321 length limits and holds no control character or line break; an accepted
 domain is RFC 5321 syntax (one trailing dot tolerated) and parameters print
 back to themselves.
 
@@ -32,7 +32,7 @@ with instrumented():
         splitPathAndParams,
     )
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, breaks
 # RFC 5321 4.1.2 Domain, ASCII (RFC 6531 widens the labels to UTF-8)
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?\Z")

@@ -6,7 +6,8 @@ The input is a byte stream from the peer. Its first byte chooses the server
 cut into reads, so chunk boundaries land anywhere. Invariants: nothing
 escapes C{dataReceived}, every reply line is C{\\d{3}[ -]}, text, CRLF, with
 no bare CR, LF or NUL (a peer's bytes must not end up in them raw); never an
-"Internal error" reply and never a logged failure.
+"Internal error" reply and never a logged failure; the trace headers
+of stored mail hold no control character or line break.
 
     python tests/fuzz/fuzz_smtp.py -max_total_time=60 tests/fuzz/corpus/smtp
 """
@@ -36,6 +37,9 @@ with instrumented():
     from mailraven.testing import FakeDiskGuard, MemoryMessageStore, MemoryUserStore
 
 REPLY_LINE = re.compile(rb"\d{3}[ -][^\r\n\x00]*\Z")
+# what may not appear in a header field we write: C0 (but TAB), DEL, C1, and
+# the line breaks of str.splitlines()
+UNSAFE_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _metrics = Metrics()
 
 
@@ -95,6 +99,15 @@ def checkReplies(output: bytes) -> None:
         assert b"Internal error" not in line, f"internal error: {line!r}"
 
 
+def checkTraceHeaders(raw: bytes) -> None:
+    """Return-Path and Received, made of the peer's words, hold nothing unsafe."""
+    lines = raw.split(b"\r\n", 4)
+    trace = lines[:2] + [line for line in lines[2:4] if line.startswith(b"\tfor <")]
+    for line in trace:
+        text = line.decode("utf-8")
+        assert not UNSAFE_IN_HEADER.search(text), f"trace header {text!r}"
+
+
 def check(data: bytes) -> None:
     if not data:
         return
@@ -119,6 +132,8 @@ def check(data: bytes) -> None:
         globalLogPublisher.removeObserver(observe)
     assert not failures, failures[0]["log_failure"].getTraceback()
     checkReplies(transport.value())
+    for _envelope, raw in factory.store.messages.values():
+        checkTraceHeaders(raw)
 
 
 if __name__ == "__main__":
