@@ -7,14 +7,17 @@ cut into reads, so chunk boundaries land anywhere. Invariants: nothing
 escapes C{dataReceived}, every reply line is C{\\d{3}[ -]}, text, CRLF, with
 no bare CR, LF or NUL (a peer's bytes must not end up in them raw); never an
 "Internal error" reply and never a logged failure; the trace headers
-of stored mail hold no control character or line break.
+of stored mail hold no control character or line break; and every 1,000
+inputs, no closed session is still alive (a leak).
 
     python tests/fuzz/fuzz_smtp.py -max_total_time=60 tests/fuzz/corpus/smtp
 """
 
 from __future__ import annotations
 
+import gc
 import re
+import weakref
 
 if __name__ == "__main__":
     from harness import instrumented
@@ -41,6 +44,9 @@ REPLY_LINE = re.compile(rb"\d{3}[ -][^\r\n\x00]*\Z")
 # the line breaks of str.splitlines()
 UNSAFE_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _metrics = Metrics()
+_sessions: weakref.WeakSet = weakref.WeakSet()
+_checked = 0
+LEAK_CHECK_EVERY = 1000
 
 
 @implementer(ITLSTransport)
@@ -111,6 +117,7 @@ def checkTraceHeaders(raw: bytes) -> None:
 def check(data: bytes) -> None:
     if not data:
         return
+    _checkLeaks()
     failures: list[dict] = []
 
     def observe(event: dict) -> None:
@@ -123,6 +130,7 @@ def check(data: bytes) -> None:
     globalLogPublisher.addObserver(observe)
     try:
         proto = factory.buildProtocol(None)
+        _sessions.add(proto)
         proto.makeConnection(transport)
         for piece in chunks(data[1:], data[0] >> 1):
             proto.dataReceived(piece)
@@ -134,6 +142,16 @@ def check(data: bytes) -> None:
     checkReplies(transport.value())
     for _envelope, raw in factory.store.messages.values():
         checkTraceHeaders(raw)
+
+
+def _checkLeaks() -> None:
+    """Every L{LEAK_CHECK_EVERY} inputs: no earlier session may stay alive."""
+    global _checked
+    _checked += 1
+    if _checked % LEAK_CHECK_EVERY == 0:
+        gc.collect()
+        alive = len(_sessions)
+        assert not alive, f"{alive} sessions of the last {LEAK_CHECK_EVERY} leaked"
 
 
 if __name__ == "__main__":

@@ -25,7 +25,11 @@ def seeds(name: str) -> list[bytes]:
 def fuzz(check: Callable[[bytes], None]) -> None:
     """Run C{check} under atheris with this process's libFuzzer arguments."""
     import atheris
+    from twisted.logger import globalLogBeginner
 
+    # Until logging begins, Twisted keeps the last 64k events, and with them
+    # every session they name: memory that looks like a leak of ours.
+    globalLogBeginner.beginLoggingTo([], discardBuffer=True, redirectStandardIO=False)
     atheris.Setup(sys.argv, check)
     atheris.Fuzz()
 
