@@ -6,8 +6,9 @@ The input is a byte stream from the peer. Its first byte chooses the server
 cut into reads, so chunk boundaries land anywhere. Invariants: nothing
 escapes C{dataReceived}, every reply line is C{\\d{3}[ -]}, text, CRLF, with
 no bare CR, LF or NUL (a peer's bytes must not end up in them raw); never an
-"Internal error" reply and never a logged failure; the trace headers
-of stored mail hold no control character or line break; and every 1,000
+"Internal error" reply and never a logged failure; a message is
+stored exactly when its final dot got "250 ... Ok"; the trace headers of
+stored mail hold no control character or line break; and every 1,000
 inputs, no closed session is still alive (a leak).
 
     python tests/fuzz/fuzz_smtp.py -max_total_time=60 tests/fuzz/corpus/smtp
@@ -139,7 +140,11 @@ def check(data: bytes) -> None:
     finally:
         globalLogPublisher.removeObserver(observe)
     assert not failures, failures[0]["log_failure"].getTraceback()
-    checkReplies(transport.value())
+    output = transport.value()
+    checkReplies(output)
+    # each "250 ... Ok <id>" is a stored message and each stored one had it
+    accepted = output.count(b"\r\n250 2.0.0 Ok ") + output.startswith(b"250 2.0.0 Ok ")
+    assert accepted == len(factory.store.messages), (accepted, output[-300:])
     for _envelope, raw in factory.store.messages.values():
         checkTraceHeaders(raw)
 
