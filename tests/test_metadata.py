@@ -100,3 +100,8 @@ class MetadataTests(SynchronousTestCase):
         self.assertEqual(meta.headerFrom, "J\u00f6rg <j@example.org>")
         latin1 = extractMetadata(b"Subject: caf\xe9 =?utf-8?q?x?=\r\n\r\n")
         self.assertEqual(latin1.subject, "caf\ufffd x")
+        # 8-bit octets inside what looks like an encoded word: not one
+        inside = extractMetadata(
+            b"Subject: =?utf-8?q?a\xbe?= =?utf-8?q?caf=C3=A9?=\r\n\r\n"
+        )
+        self.assertEqual(inside.subject, "=?utf-8?q?a\ufffd?= caf\u00e9")

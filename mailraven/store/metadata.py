@@ -29,7 +29,8 @@ MAX_DEPTH = 10
 MAX_HEADER_BYTES = 256 * 1024  # a "header" longer than this is parsed in part
 _TAGS = re.compile(r"<[^>]*>")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
-_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[BbQq]\?[^?\s]*\?=")
+# RFC 2047 encoded word: printable ASCII but "?" and space
+_ENCODED_WORD = re.compile(r"=\?[!->@-~]+\?[BbQq]\?[!->@-~]*\?=")
 _headerParser = BytesHeaderParser(policy=compat32)
 
 
