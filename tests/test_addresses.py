@@ -94,6 +94,37 @@ class PathTests(SynchronousTestCase):
         self.assertEqual(str(parsePath("", allowNull=True)), "")
         self.assertRaises(AddressError, parsePath, "")
 
+    def test_quotedLocalPartMustBeFollowedByAt(self):
+        """
+        Found by tests/fuzz/fuzz_addresses.py: any character after the closing
+        quote was taken as the C{@}, so C{"x"'example.org} was x@example.org.
+        """
+        for bad in ('"x"\'example.org', '"x"xexample.org', '"x".y@example.org'):
+            self.assertRaises(AddressError, parsePath, bad)
+        self.assertEqual(str(parsePath('"x"@example.org')), '"x"@example.org')
+
+    def test_noC1ControlsOrUnicodeLineBreaks(self):
+        """
+        Found by tests/fuzz/fuzz_smtp.py: under SMTPUTF8 a local part with
+        U+0085 (NEL) or U+2028 was taken and written into Return-Path:.
+        """
+        for bad in ("a\u0085b@x.example", '"a\u2028"@x.example', "a@b\u009b.example"):
+            self.assertRaises(AddressError, parsePath, bad, utf8=True)
+        self.assertEqual(
+            str(parsePath("\u00e9@x.example", utf8=True)), "\u00e9@x.example"
+        )
+
+    def test_noTrailingDot(self):
+        """Found by tests/fuzz/fuzz_addresses.py: C{user@domain..} was taken.
+        RFC 5321's Domain ends with a label, so one trailing dot is refused too."""
+        for bad in (
+            "user@example.org.",
+            "user@example.org..",
+            "user@example.org...",
+            "user@.",
+        ):
+            self.assertRaises(AddressError, parsePath, bad)
+
     def test_splitAndParams(self):
         path, params = splitPathAndParams('<"a>b"@x.example> SIZE=10 BODY=8BITMIME')
         self.assertEqual(path, '"a>b"@x.example')

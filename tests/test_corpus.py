@@ -69,9 +69,7 @@ class CorpusStagesTests(SynchronousTestCase):
 
     def test_dkimCheckNeverRaises(self):
         """dkimpy refuses some headers (MessageFormatError): no 451 for them."""
-        outcomes = {
-            case.name: checkDKIM(TRACE + case.raw, {})[0] for case in cases()
-        }
+        outcomes = {case.name: checkDKIM(TRACE + case.raw, {})[0] for case in cases()}
         self.assertEqual(outcomes["01-header-line-without-colon"], "none")
         self.assertEqual(outcomes["02-no-header-body-only"], "none")
         self.assertEqual(

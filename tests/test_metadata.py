@@ -86,6 +86,26 @@ class MetadataTests(SynchronousTestCase):
             "=?bogus?x?zz?=",
         )
 
+    def test_rawUTF8HeadersAreText(self):
+        """
+        Found by tests/fuzz/fuzz_metadata.py: 8-bit header octets became
+        U+FFFD each (RFC 6532 UTF-8 subjects lost), and next to an encoded
+        word they were shown as literal C{\\ufffd} escapes.
+        """
+        meta = extractMetadata(
+            "Subject: caf\u00e9 =?utf-8?q?na=C3=AFve?=\r\n"
+            "From: J\u00f6rg <j@example.org>\r\n\r\nx\r\n".encode()
+        )
+        self.assertEqual(meta.subject, "caf\u00e9 na\u00efve")
+        self.assertEqual(meta.headerFrom, "J\u00f6rg <j@example.org>")
+        latin1 = extractMetadata(b"Subject: caf\xe9 =?utf-8?q?x?=\r\n\r\n")
+        self.assertEqual(latin1.subject, "caf\u00e9 x")
+        # 8-bit octets inside what looks like an encoded word: not one
+        inside = extractMetadata(
+            b"Subject: =?utf-8?q?a\xbe?= =?utf-8?q?caf=C3=A9?=\r\n\r\n"
+        )
+        self.assertEqual(inside.subject, "=?utf-8?q?a\u00be?= caf\u00e9")
+
 
 class DamagedHeaderTests(SynchronousTestCase):
     """Where the header ends, and what its 8-bit octets say (tests/corpus)."""
@@ -113,7 +133,7 @@ class DamagedHeaderTests(SynchronousTestCase):
         )
         self.assertEqual(meta.headerFrom, "J\u00f6rg <j@example.org>")
         self.assertEqual(meta.headerTo, "M\u00fcller <m@example.org>")
-        self.assertEqual(meta.subject, "\u00ff\u00fe =?utf-8?q?caf=C3=A9?=")
+        self.assertEqual(meta.subject, "\u00ff\u00fe caf\u00e9")
 
     def test_boundaryThatPrefixesAnotherIsNoDelimiter(self):
         """RFC 2046 5.1.1: "--b" is a delimiter only as a whole line; the

@@ -467,11 +467,35 @@ class MobileAPITests(TestCase):
             {"to": ["a@b.example"]},
             {"to": ["a@b.example"], "body": 5},
             [],
+            # found by tests/fuzz/fuzz_json.py: line breaks in the subject
+            # made the composer raise (a 500); NUL went into the header
+            {"to": ["a@b.example"], "body": "x", "subject": "a\r\nFrom: ceo"},
+            {"to": ["a@b.example"], "body": "x", "subject": "a\u2028b"},
+            {"to": ["a@b.example"], "body": "x", "subject": "a\x00b"},
         ):
             yield self.api.json("POST", "/messages/send", bad, expect=400)
         response = yield self.api.request("POST", "/messages/send", raw=b"{nope")
         self.assertEqual(response.code, 400)
         self.assertEqual((yield response.json())["error"], "bad_json")
+
+    @inlineCallbacks
+    def test_hostileJSONBodiesAre400(self):
+        """
+        Found by tests/fuzz/fuzz_json.py: deep nesting raised RecursionError
+        and a lone surrogate got through to SQLite (login) and to the message
+        composer (send): 500s with tracebacks.
+        """
+        yield self.api.login()
+        for method, path, body in (
+            ("POST", "/auth/login", b"[" * 100000),
+            ("POST", "/auth/login", b'{"email": "\\ud800@x.test", "password": "x"}'),
+            ("POST", "/messages/send", b'{"to": ["a@b.example"], "body": "\\udc00"}'),
+            ("POST", "/messages/send", b'{"to": ["a@b.example"], "body": NaN}'),
+            ("PATCH", "/messages/x", b'{"starred": true, "\\udfff": 1}'),
+        ):
+            response = yield self.api.request(method, path, raw=body)
+            self.assertEqual(response.code, 400, (path, body[:40]))
+            self.assertEqual((yield response.json())["error"], "bad_json")
 
     @inlineCallbacks
     def test_gzipWhenAskedAndLarge(self):

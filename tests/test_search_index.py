@@ -109,6 +109,16 @@ class PerAccountIndexTests(TestCase):
         self.assertEqual(self.found(self.alice, "zeppelin")[0], 1)
         self.assertEqual(self.found(self.bob, "zeppelin")[0], 1)
 
+    def test_aNulInTheQueryIsAWordBreak(self) -> None:
+        """
+        Found by tests/fuzz/fuzz_search.py: FTS5 ends a string at NUL, so
+        C{q=zep%00pelin} was an "unterminated string" SQLite error (a 500).
+        """
+        self.deliver("shared zeppelin", self.alice)
+        self.assertEqual(self.found(self.alice, "shared\x00zeppelin")[0], 1)
+        self.assertEqual(self.found(self.alice, '"zep\x00pelin"')[0], 0)
+        self.assertEqual(self.found(self.alice, "\x00zeppelin*")[0], 1)
+
     def _table(self, userId: int) -> str | None:
         row = self.conn.execute(
             "SELECT name FROM sqlite_master WHERE name = ?", (searchTable(userId),)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import base64
+import gc
+import weakref
 
 from scramp import ScramClient
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -206,6 +210,28 @@ class DialogueTests(ProtocolTestCase):
         self.send(b"MAIL FROM:<bob@example.org> SIZE=9000 BODY=8BITMIME\r\n")
         self.assertEqual(self.codes(), ["250"])
 
+    def test_sizeParameterTakesOnlyASCIIDigits(self):
+        """
+        Found by tests/fuzz/fuzz_smtp.py: C{"²".isdigit()} but C{int("²")}
+        raises, which answered 451 "Internal error"; Arabic-Indic digits were
+        taken as a size.
+        """
+        self.ehlo()
+        for size in ("\u00b2", "\u0661\u0660"):
+            self.send(f"MAIL FROM:<bob@example.org> SIZE={size}\r\n".encode())
+            self.assertEqual(self.replies(), ["501 5.5.4 Bad SIZE parameter"])
+
+    def test_ehloWithAControlCharacterIsRefusedAndNotEchoed(self):
+        """
+        Found by tests/fuzz/fuzz_smtp.py: a bare CR in the EHLO name came back
+        raw in the 250 reply (and went into Received:).
+        """
+        for name in (b"x\rFrom:\tCEO", b"x\x00y", b"x\ty", b"x\x7fy"):
+            self.send(b"EHLO " + name + b"\r\n")
+            self.assertEqual(self.replies(), ["501 5.5.4 Syntax: EHLO hostname"])
+            self.send(b"HELO " + name + b"\r\n")
+            self.assertEqual(self.replies(), ["501 5.5.4 Syntax: EHLO hostname"])
+
     def test_unknownParameterIs555(self):
         self.ehlo()
         self.send(b"MAIL FROM:<bob@example.org> XFOO=1\r\n")
@@ -225,6 +251,29 @@ class DialogueTests(ProtocolTestCase):
         lines = self.replies()
         self.assertTrue(lines[1].startswith("550 5.1.1 "))
         self.assertEqual(lines[2], "554 5.7.1 Relay access denied")
+
+    def test_refusedRecipientsDoNotKeepTheSessionAlive(self):
+        """
+        Found by tests/fuzz/fuzz_smtp.py (its memory grew 1 GB in 8 minutes):
+        the refusals were module-level exceptions, raised again and again, and
+        each raise kept the traceback of the one before, with every refused
+        session's frames (transport, buffers, spool) in it, for good.
+        """
+        for _ in range(3):
+            self.ehlo()
+            self.send(
+                b"MAIL FROM:<bob@example.org>\r\nRCPT TO:<nobody@example.test>\r\n"
+                b"RCPT TO:<someone@elsewhere.org>\r\nRCPT TO:<u@[192.0.2.1]>\r\n"
+            )
+            self.assertEqual(self.codes(), ["250", "550", "554", "554"])
+            session = weakref.ref(self.proto)
+            self.proto.connectionLost(Failure(ConnectionDone()))
+            self.proto = self.factory.buildProtocol(None)
+            self.transport = TLSStringTransport()
+            self.proto.makeConnection(self.transport)
+            self.replies()
+            gc.collect()
+            self.assertIsNone(session())
 
     def test_postmasterGoesToTheFirstAccount(self):
         self.ehlo()

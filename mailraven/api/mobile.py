@@ -36,7 +36,7 @@ from mailraven.policy.logins import LoginLimiter, Throttled
 from mailraven.policy.scoring import senderOf, train
 from mailraven.ratelimit import TokenBuckets
 from mailraven.smtp.addresses import AddressError, parsePath
-from mailraven.smtp.recipients import RELAY_DENIED, Rejection
+from mailraven.smtp.recipients import Rejection, relayDenied
 from mailraven.smtp.submission import localCopy
 from mailraven.spool import memorySpool
 from mailraven.store.files import readMessageFile
@@ -446,7 +446,7 @@ class MobileAPI:
         for text in addresses:
             try:
                 if self._recipients is None:
-                    raise RELAY_DENIED
+                    raise relayDenied()
                 found = yield self._recipients.resolve(parsePath(text, utf8=True))
             except Rejection as e:
                 if e.reason != "relay_denied":

@@ -32,7 +32,9 @@ class SearchQuery:
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"'
+    # FTS5 ends a string at NUL ("unterminated string"); NUL separates words
+    # for its tokenizer anyway
+    return '"' + text.replace('"', '""').replace("\x00", " ") + '"'
 
 
 def _day(value: str, field: str) -> str:

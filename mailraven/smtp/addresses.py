@@ -36,6 +36,9 @@ _HELO_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
 _DIGITS = re.compile(rf"[0-9]{{1,{MAX_NUMBER}}}\Z")
 _ROUTE = re.compile(r"@[^,:]+(,@[^,:]+)*:")
 _PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
+# C1 controls and the Unicode line breaks pass the UTF-8 classes above; in a
+# header line we write (Return-Path, Received) they would break it
+_UNSAFE_UTF8 = re.compile(r"[\x80-\x9f\u2028\u2029]")
 
 
 class AddressError(ValueError):
@@ -102,6 +105,8 @@ def parsePath(
     route = _ROUTE.match(path)
     if route:
         path = path[route.end() :]
+    if _UNSAFE_UTF8.search(path):
+        raise AddressError("control character in address")
     local, at, domain = _splitMailbox(path)
     if not at:
         if allowPostmaster and local.lower() == "postmaster" and not route:
@@ -113,6 +118,8 @@ def parsePath(
 def _splitMailbox(mailbox: str) -> tuple[str, str, str]:
     if mailbox.startswith('"'):
         end = _closingQuote(mailbox)
+        if mailbox[end + 1 : end + 2] not in ("@", ""):
+            raise AddressError("bad local part syntax")
         return mailbox[: end + 1], mailbox[end + 1 : end + 2], mailbox[end + 2 :]
     return mailbox.partition("@")
 

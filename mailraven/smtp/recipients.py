@@ -27,10 +27,17 @@ class Rejection(Exception):
     reason: str
 
 
-UNKNOWN_USER = Rejection(
-    550, "5.1.1", "Recipient address rejected: no such user", "unknown_user"
-)
-RELAY_DENIED = Rejection(554, "5.7.1", "Relay access denied", "relay_denied")
+# A new exception for every refusal: one module-level instance raised again
+# and again kept every earlier traceback, and with it the frames of each
+# refused session (transport, buffers, spool), for the life of the process.
+def unknownUser() -> Rejection:
+    return Rejection(
+        550, "5.1.1", "Recipient address rejected: no such user", "unknown_user"
+    )
+
+
+def relayDenied() -> Rejection:
+    return Rejection(554, "5.7.1", "Relay access denied", "relay_denied")
 
 
 class RecipientResolver:
@@ -68,7 +75,7 @@ class RecipientResolver:
     def resolve(self, address: Address) -> Deferred:
         """Deferred firing with a L{Recipient}, or failing with a L{Rejection}."""
         if address.isLiteral:
-            raise RELAY_DENIED
+            raise relayDenied()
         if self._clock.seconds() - self._loadedAt <= self._maxAge:
             return succeed(self._decide(address))
         d = self._fresh()
@@ -86,8 +93,8 @@ class RecipientResolver:
             if userId is not None:
                 return Recipient(text, userId)
         if local:
-            raise UNKNOWN_USER
-        raise RELAY_DENIED
+            raise unknownUser()
+        raise relayDenied()
 
     def _postmasterAccount(self) -> int | None:
         """

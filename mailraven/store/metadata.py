@@ -38,6 +38,8 @@ _LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 _FIELD = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")  # email.feedparser's
 _BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _NOT_BASE64 = bytes(set(range(256)) - set(_BASE64))
+# RFC 2047 encoded word: printable ASCII but "?" and space
+_ENCODED_WORD = re.compile(r"=\?[!->@-~]+\?[BbQq]\?[!->@-~]*\?=")
 _headerParser = BytesHeaderParser(policy=compat32)
 
 
@@ -116,10 +118,10 @@ def _header(message: Message, name: str) -> str:
         return ""
     text = headerText(value)
     if "=?" in text:  # RFC 2047 encoded words; plain text is kept as it is
-        try:
-            text = str(make_header(decode_header(text)))
-        except Exception:  # undecodable encoded-words: keep the raw text
-            pass
+        if text.isascii():
+            text = _decodeWords(text)
+        else:  # decode_header would print the 8-bit text as \uXXXX escapes
+            text = _ENCODED_WORD.sub(lambda word: _decodeWords(word[0]), text)
     return _collapse(text)
 
 
@@ -137,6 +139,15 @@ def headerText(value: str) -> str:
         return octets.decode("utf-8")
     except UnicodeDecodeError:
         return octets.decode("latin-1")
+
+
+def _rawHeader(message: Message, name: str) -> str | None:
+    """The first C{name} field as parsed (8-bit octets as surrogates), or None."""
+    name = name.lower()
+    for key, value in message.raw_items():
+        if key.lower() == name:
+            return value
+    return None
 
 
 def _collapse(text: str) -> str:
