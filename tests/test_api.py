@@ -144,6 +144,7 @@ class PluginTests(SynchronousTestCase):
         self.assertEqual(
             {s.name for s in root if s.name},
             {
+                "lock",
                 "db",
                 "files",
                 "workers",

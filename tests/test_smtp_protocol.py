@@ -228,9 +228,13 @@ class DialogueTests(ProtocolTestCase):
         """
         for name in (b"x\rFrom:\tCEO", b"x\x00y", b"x\ty", b"x\x7fy"):
             self.send(b"EHLO " + name + b"\r\n")
-            self.assertEqual(self.replies(), ["501 5.5.4 Syntax: EHLO hostname"])
+            self.assertEqual(
+                self.replies(), ["501 5.5.4 Syntax: EHLO domain or address literal"]
+            )
             self.send(b"HELO " + name + b"\r\n")
-            self.assertEqual(self.replies(), ["501 5.5.4 Syntax: EHLO hostname"])
+            self.assertEqual(
+                self.replies(), ["501 5.5.4 Syntax: EHLO domain or address literal"]
+            )
 
     def test_unknownParameterIs555(self):
         self.ehlo()

@@ -33,7 +33,7 @@ from zope.interface import implementer
 
 with instrumented():
     from mailraven.metrics import Metrics
-    from mailraven.smtp.auth import AuthThrottle
+    from mailraven.policy.logins import LoginLimiter
     from mailraven.smtp.recipients import RecipientResolver
     from mailraven.smtp.server import MailRavenSMTPFactory, SMTPSettings
     from mailraven.smtp.submission import SubmissionSMTPFactory
@@ -80,7 +80,7 @@ def _factory(submission: bool, clock: Clock) -> MailRavenSMTPFactory:
         users=users,
         sentToday=lambda userId: 0,
         outboundPerDay=100,
-        authThrottle=AuthThrottle(clock, maxFailures=3),
+        logins=LoginLimiter(clock, ipFailures=3),
     )
 
 
