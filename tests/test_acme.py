@@ -81,7 +81,7 @@ class IssuanceTests(TestCase):
         )
         # Start-up does not wait for the CA: STARTTLS works at once.
         early = yield deferToThread(starttlsCertificate, server.smtpPort, MAIL)
-        self.assertEqual(dnsNames(early), ["mx.mailraven.test"])
+        self.assertEqual(dnsNames(early), ["mx.mailraven.test", MTA_STS])
         yield issued(server, 2)
         root = os.path.join(pebble.directory, "root.pem")
         with open(root, "wb") as f:
