@@ -49,7 +49,8 @@ class PublishedPolicyTests(SynchronousTestCase):
         ]
         ids = {base.id, *(p.id for p in others)}
         self.assertEqual(len(ids), 4)
-        self.assertEqual(base.id, PublishedPolicy(*base.__dict__.values()).id)
+        same = PublishedPolicy("testing", ("mail.example.org",), 86400)
+        self.assertEqual(base.id, same.id)
         for policyId in ids:
             self.assertRegex(policyId, r"^[A-Za-z0-9]{1,32}$")
         self.assertEqual(base.record(), f"v=STSv1; id={base.id}")
