@@ -10,6 +10,7 @@ import treq
 from twisted.internet import reactor, ssl
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.logger import globalLogPublisher
 from twisted.names import client, dns
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -179,3 +180,21 @@ class ModeTests(TestCase):
         body = yield response.text()
         self.assertEqual(response.code, 200)
         self.assertRegex(body, re.compile(r"^mode: enforce\r$", re.M))
+
+
+class AnnouncedRecordTests(TestCase):
+    timeout = 60
+
+    def test_startLogsTheRecordToPublishForEachPolicyDomain(self):
+        """After a change of mtasts.mode the operator needs the new id: the
+        server says it at start (not for single-label domains)."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        server = RunningServer(self, mtasts__mode="enforce")
+        announced = [e for e in events if e.get("event") == "mtasts_policy"]
+        self.assertEqual([e["domain"] for e in announced], ["example.test"])
+        self.assertEqual(
+            announced[0]["record"], policyFromConfig(server.config).record()
+        )
+        self.assertEqual(announced[0]["mode"], "enforce")
