@@ -178,6 +178,13 @@ def _certificates(value: Any) -> list[str]:
     return [" ".join(item.lower().split()) for item in items]
 
 
+def _maxAge(value: Any) -> int:
+    value = _positiveInt(value)
+    if value > 31557600:
+        raise ValueError("expected at most 31557600 seconds (RFC 8461 3.2)")
+    return value
+
+
 def _schedule(value: Any) -> str:
     value = _str(value).strip()
     if value:
@@ -277,6 +284,14 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "mta_sts": Key(_bool, True, "honour MTA-STS policies (RFC 8461)"),
         "mta_sts_port": Key(_positiveInt, 443, "port of mta-sts.<domain> (tests)"),
         "ca_bundle": Key(_str, "", "PEM CAs for verified outbound TLS; '' = system"),
+    },
+    "mtasts": {
+        "mode": Key(
+            _choice("testing", "enforce", "none"),
+            "testing",
+            "MTA-STS policy served for our domains",
+        ),
+        "max_age": Key(_maxAge, 86400, "seconds senders may cache our policy"),
     },
     "store": {
         "threads": Key(_positiveInt, 2, "threads compressing and fsyncing messages"),

@@ -17,7 +17,9 @@ import urllib.request
 from typing import Mapping
 
 from mailraven import config as configuration
-from mailraven.quickstart import createDKIMKey, dkimSelector, dnsRecords
+from mailraven.api.stspolicy import policyFromConfig
+from mailraven.dnsrecords import dmarcAdvice, dnsRecords, policyAdvice
+from mailraven.quickstart import createDKIMKey, dkimSelector
 
 EX_CONFIG = 78  # sysexits: a configuration (here: the volume) is unusable
 CONFIG_NAME = "mailraven.toml"
@@ -90,13 +92,18 @@ def firstStart(dataDir: str, configPath: str, environ: Mapping[str, str]) -> Non
     hostname = config["server.hostname"]
     selector = dkimSelector()
     publicKey = createDKIMKey(os.path.join(dataDir, "dkim"), selector)
+    policy = policyFromConfig(config)
     print(
         "\n".join(
             [
                 f"MailRaven first start: configuration written to {configPath}",
                 "",
                 "Publish these DNS records:",
-                dnsRecords(hostname, domain, selector, publicKey),
+                dnsRecords(hostname, domain, selector, publicKey, policy),
+                "",
+                dmarcAdvice(domain),
+                "",
+                policyAdvice(config, domain, policy),
                 "",
                 "Create a mailbox: mailraven user add you@" + domain,
                 "",

@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mailraven.api.stspolicy import PublishedPolicy, policyFromConfig
 from mailraven.config import Config
+from mailraven.dnsrecords import dmarcAdvice, dnsRecords, policyAdvice
 from mailraven.privatefiles import writePrivate
 
 
@@ -36,37 +38,22 @@ def createDKIMKey(dkimDir: str, selector: str) -> str:
     return base64.b64encode(der).decode()
 
 
-def configText(hostname: str, domain: str, dataDir: str) -> str:
+def configText(
+    hostname: str, domain: str, dataDir: str, policy: PublishedPolicy
+) -> str:
+    """The settings the printed records depend on, so later starts keep them."""
     return (
         "# Written by `mailraven quickstart`; every key is in docs/configuration.md\n"
         "[server]\n"
         f'hostname = "{hostname}"\n'
         f'domains = ["{domain}"]\n'
         f'data_dir = "{dataDir}"\n'
-    )
-
-
-def dnsRecords(hostname: str, domain: str, selector: str, publicKey: str) -> str:
-    stsId = datetime.now(UTC).strftime("%Y%m%d%H%M")
-    return "\n".join(
-        [
-            f"{domain}.                    MX   10 {hostname}.",
-            f"{hostname}.                  A    <this server's IPv4>",
-            f"{hostname}.                  AAAA <this server's IPv6, if it has one>",
-            f'{domain}.                    TXT  "v=spf1 mx -all"',
-            f'{selector}._domainkey.{domain}. TXT "v=DKIM1; k=rsa; p={publicKey}"',
-            f'_dmarc.{domain}.             TXT  "v=DMARC1; p=reject; '
-            f'rua=mailto:postmaster@{domain}"',
-            f'_mta-sts.{domain}.           TXT  "v=STSv1; id={stsId}"',
-            f'_smtp._tls.{domain}.         TXT  "v=TLSRPTv1; '
-            f'rua=mailto:postmaster@{domain}"',
-            "",
-            f"MTA-STS policy, served at https://mta-sts.{domain}/.well-known/mta-sts.txt:",
-            "  version: STSv1",
-            "  mode: enforce",
-            f"  mx: {hostname}",
-            "  max_age: 604800",
-        ]
+        "\n"
+        "# The MTA-STS policy served at https://mta-sts.DOMAIN/ (docs/tls.md);\n"
+        "# enforce once TLS reports are clean, then publish the new id.\n"
+        "[mtasts]\n"
+        f'mode = "{policy.mode}"\n'
+        f"max_age = {policy.maxAge}\n"
     )
 
 
@@ -80,11 +67,12 @@ def quickstart(
     """Write config and DKIM key; return what the operator must read."""
     domain = email.rpartition("@")[2]
     hostname = hostname or f"mail.{domain}"
+    policy = policyFromConfig(config.with_(server__hostname=hostname))
     selector = dkimSelector()
     publicKey = createDKIMKey(os.path.join(config.dataDir, "dkim"), selector)
     fd = os.open(configPath, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(configText(hostname, domain, config.dataDir))
+        f.write(configText(hostname, domain, config.dataDir, policy))
     lines = [
         f"Configuration written to {configPath}",
         f"Account {email} created"
@@ -92,7 +80,11 @@ def quickstart(
         f"DKIM key: {os.path.join(config.dataDir, 'dkim', selector + '.key')}",
         "",
         "Publish these DNS records:",
-        dnsRecords(hostname, domain, selector, publicKey),
+        dnsRecords(hostname, domain, selector, publicKey, policy),
+        "",
+        dmarcAdvice(domain),
+        "",
+        policyAdvice(config, domain, policy),
         "",
         f"Then start the server: twistd -n mailraven --config {configPath}",
     ]

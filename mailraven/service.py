@@ -21,6 +21,12 @@ from mailraven.api.health import HealthResource
 from mailraven.api.mobile import AdminAPI, MobileAPI
 from mailraven.api.queries import sentToday
 from mailraven.api.site import makeSite
+from mailraven.api.stspolicy import (
+    PolicyResource,
+    announce,
+    mountPolicy,
+    policyFromConfig,
+)
 from mailraven.api.tokencache import TokenCache
 from mailraven.backupservice import BackupJobs
 from mailraven.config import Config
@@ -361,6 +367,9 @@ def makeService(
     )
     responder = root.challenges = HTTP01Responder()
     mountResponder(site.resource, responder)
+    ownPolicy = policyFromConfig(config)
+    mountPolicy(site.resource, PolicyResource(ownPolicy, config["server.domains"]))
+    announce(ownPolicy, config["server.domains"])
     for description in config["api.listen"]:
         Listener(
             reactor, description, site, onListenFailure, tlsCreator, key="api.listen"

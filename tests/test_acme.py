@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import socket
+import ssl
 import stat
 import time
 
@@ -81,7 +83,7 @@ class IssuanceTests(TestCase):
         )
         # Start-up does not wait for the CA: STARTTLS works at once.
         early = yield deferToThread(starttlsCertificate, server.smtpPort, MAIL)
-        self.assertEqual(dnsNames(early), ["mx.mailraven.test"])
+        self.assertEqual(dnsNames(early), ["mx.mailraven.test", MTA_STS])
         yield issued(server, 2)
         root = os.path.join(pebble.directory, "root.pem")
         with open(root, "wb") as f:
@@ -223,6 +225,46 @@ class RenewalTests(TestCase):
         renewed = yield deferToThread(starttlsCertificate, server.smtpPort, MAIL)
         self.assertNotEqual(renewed.serial_number, good.serial_number)
         self.assertEqual(server.root.certificates.health()["status"], "ok")
+
+
+def fetchPolicy(port: int, host: str, cafile: str) -> bytes:
+    """Blocking: GET the MTA-STS policy over HTTPS verified for C{host}."""
+    context = ssl.create_default_context(cafile=cafile)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    with context.wrap_socket(raw, server_hostname=host) as sock:
+        sock.sendall(
+            b"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: %s\r\n"
+            b"Connection: close\r\n\r\n" % host.encode()
+        )
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    return reply
+
+
+class PolicyHostTests(TestCase):
+    timeout = 120
+
+    @inlineCallbacks
+    def test_policyHostGetsItsOwnCertificateWithoutBeingConfigured(self):
+        """acme.domains empty: the hostname's certificate, and one for
+        mta-sts.<domain> from which a sender fetches the policy, verified."""
+        pebble = Pebble(self)
+        server = RunningServer(
+            self, server__hostname=MAIL, **acmeOverrides(pebble, acme__domains=[])
+        )
+        yield issued(server, 2)
+        root = os.path.join(pebble.directory, "root.pem")
+        with open(root, "wb") as f:
+            f.write(pebble.rootPEM())
+        leaf = yield deferToThread(httpsCertificate, httpsPort(server), MAIL, root)
+        self.assertEqual(dnsNames(leaf), [MAIL])
+        leaf = yield deferToThread(httpsCertificate, httpsPort(server), MTA_STS, root)
+        self.assertEqual(dnsNames(leaf), [MTA_STS])
+        reply = yield deferToThread(fetchPolicy, httpsPort(server), MTA_STS, root)
+        self.assertTrue(reply.startswith(b"HTTP/1.1 200 "), reply)
+        self.assertIn(b"\r\n\r\nversion: STSv1\r\nmode: testing\r\n", reply)
+        self.assertIn(f"mx: {MAIL}\r\n".encode(), reply)
 
 
 class TLSALPNTests(TestCase):

@@ -51,7 +51,8 @@ class HealthAndMetricsTests(TestCase):
         self.assertEqual(body["checks"]["listeners"]["status"], "ok")
         [served] = body["checks"]["tls"]["certificates"]
         self.assertEqual(
-            (served["source"], served["names"]), ("self-signed", ["mx.mailraven.test"])
+            (served["source"], served["names"]),
+            ("self-signed", ["mx.mailraven.test", "mta-sts.example.test"]),
         )
 
     @inlineCallbacks

@@ -29,6 +29,7 @@ from mailraven.tls.certificates import CertificateError, loadCertificate, matche
 from mailraven.tls.issuer import AcmeIssuer, AcmeStore, backoffDelay
 from mailraven.tls.manager import CertificateManager
 from mailraven.tls.selfsigned import ensureSelfSigned
+from mailraven.tls.service import acmeCertificates
 from tests.helpers import RunningServer, sleep
 from tests.tlsclient import dnsNames, starttlsCertificate
 
@@ -277,6 +278,30 @@ class ConfigTests(SynchronousTestCase):
         )
         self.assertEqual(
             config["acme.domains"], ["mail.example.test mta-sts.example.test", "b.test"]
+        )
+
+    def test_policyHostsAreOrderedApartFromTheHostname(self):
+        """Each mail domain's mta-sts.<domain> gets a certificate of its own
+        (a domain whose record is not published yet fails only its order),
+        unless acme.domains names it already; single-label domains get none."""
+        config = load(
+            environ={
+                "MAILRAVEN_SERVER_HOSTNAME": "mail.example.test",
+                "MAILRAVEN_SERVER_DOMAINS": "example.test,b.test,localhost",
+            }
+        )
+        self.assertEqual(
+            acmeCertificates(config),
+            [
+                ("mail.example.test",),
+                ("mta-sts.example.test",),
+                ("mta-sts.b.test",),
+            ],
+        )
+        named = config.with_(acme__domains=["mail.example.test mta-sts.example.test"])
+        self.assertEqual(
+            acmeCertificates(named),
+            [("mail.example.test", "mta-sts.example.test"), ("mta-sts.b.test",)],
         )
 
     def test_wildcardAndBadNamesAreRefused(self):

@@ -57,7 +57,7 @@ class FirstStartTests(SynchronousTestCase):
         with redirect_stdout(out):
             firstStart(data, path, self.environ)
         self.assertIn("_domainkey.example.test.", out.getvalue())
-        self.assertIn("MX   10 mail.example.test.", out.getvalue())
+        self.assertIn("MX    10 mail.example.test.", out.getvalue())
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
         [key] = os.listdir(os.path.join(data, "dkim"))
         mode = os.stat(os.path.join(data, "dkim", key)).st_mode

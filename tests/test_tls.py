@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from mailraven.tls.selfsigned import ensureSelfSigned
 from tests.helpers import RunningServer
+from tests.tlsclient import dnsNames
 
 
 def peerCertificate(port: int) -> x509.Certificate:
@@ -42,18 +43,26 @@ class SelfSignedTests(SynchronousTestCase):
         with open(cert, "rb") as f:
             self.assertEqual(f.read(), first)
 
+    def test_remadeWhenTheNamesChange(self):
+        """A domain added later gets its MTA-STS policy host into the SAN."""
+        certs = os.path.join(os.path.abspath(self.mktemp()), "certs")
+        cert, _ = ensureSelfSigned(certs, "mx.example.test")
+        ensureSelfSigned(certs, "mx.example.test", ["mta-sts.example.test"])
+        with open(cert, "rb") as f:
+            leaf = x509.load_pem_x509_certificate(f.read())
+        self.assertEqual(dnsNames(leaf), ["mx.example.test", "mta-sts.example.test"])
+
 
 class ServedCertificateTests(TestCase):
     timeout = 60
 
     @inlineCallbacks
-    def test_selfSignedNamesTheHost(self):
+    def test_selfSignedNamesTheHostAndThePolicyHosts(self):
+        """server.hostname, and mta-sts.<domain> for each mail domain with a
+        dot (the MTA-STS policy is served under that name)."""
         server = RunningServer(self)
         leaf = yield deferToThread(peerCertificate, server.smtpPort)
-        names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-        self.assertEqual(
-            names.value.get_values_for_type(x509.DNSName), ["mx.mailraven.test"]
-        )
+        self.assertEqual(dnsNames(leaf), ["mx.mailraven.test", "mta-sts.example.test"])
 
     @inlineCallbacks
     def test_operatorCertificateIsServed(self):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from OpenSSL import SSL
 from twisted.application.internet import TimerService
@@ -78,6 +78,7 @@ class CertificateManager(TimerService):
         metrics: Any = None,
         clock: Any = None,
         blocking: Callable[..., Deferred] = maybeDeferred,
+        otherNames: Sequence[str] = (),
     ) -> None:
         super().__init__(reloadInterval, self.reloadFiles)
         self._blocking = blocking
@@ -98,7 +99,7 @@ class CertificateManager(TimerService):
             self._operatorStamp = _fileStamp(certFile, keyFile)
             self._setOperator(readCertificate(certFile, keyFile, SOURCE_FILE))
         else:
-            cert, key = ensureSelfSigned(selfSignedDir, hostname)
+            cert, key = ensureSelfSigned(selfSignedDir, hostname, otherNames)
             self._selfSigned = self._prepare(
                 readCertificate(cert, key, SOURCE_SELF_SIGNED)
             )

@@ -9,6 +9,7 @@ from typing import Any, Callable
 from twisted.application.service import MultiService
 from twisted.internet.threads import deferToThreadPool
 
+from mailraven.api.stspolicy import policyHosts
 from mailraven.config import Config, ConfigError
 from mailraven.listeners import Listener
 from mailraven.threads import ThreadPoolService
@@ -38,6 +39,7 @@ def makeCertificateManager(
                 if pool is not None
                 else {}
             ),
+            otherNames=policyHosts(config["server.domains"]),
         )
     except CertificateError as e:
         raise ConfigError(f"tls.cert_file/tls.key_file: {e}") from None
@@ -46,9 +48,19 @@ def makeCertificateManager(
 
 
 def acmeCertificates(config: Config) -> list[tuple[str, ...]]:
-    """Each certificate's names; the server's hostname when none are set."""
+    """
+    Each certificate's names: C{acme.domains}, else the server's hostname;
+    then one certificate per MTA-STS policy host not named there. Those are
+    apart so that a domain whose C{mta-sts} record is not published yet fails
+    its own order only, never the hostname's certificate.
+    """
     entries = config["acme.domains"] or [config["server.hostname"]]
-    return [tuple(entry.split()) for entry in entries]
+    certificates = [tuple(entry.split()) for entry in entries]
+    named = {name for names in certificates for name in names}
+    certificates.extend(
+        (host,) for host in policyHosts(config["server.domains"]) if host not in named
+    )
+    return certificates
 
 
 def makeAcmeService(
