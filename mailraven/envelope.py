@@ -41,3 +41,6 @@ class Envelope:
     authenticatedAs: str | None = None
     # SPF/DKIM/DMARC outcome (policy.emailauth.AuthResults) for MX mail.
     auth: Any = None
+    # Our hostname for mail from an SMTP peer: Authentication-Results fields
+    # under it are forged and removed on arrival, whether or not we add ours.
+    authservId: str = ""

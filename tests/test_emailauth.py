@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import smtplib
 
+import authres
 import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -13,8 +14,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread, deferToThreadPool
 from twisted.names import dns
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from mailraven.policy.emailauth import AuthResults, resultDomain
 from tests.dnszone import Zone, serveZone
 from tests.helpers import RunningServer, sleep
 from tests.test_mobile_api import APIClient
@@ -181,6 +183,45 @@ class EmailAuthTests(TestCase):
         fields, _ = yield self.results("nx")
         self.assertEqual(fields, ("none", "none", "none"))
 
+    @inlineCallbacks
+    def test_fromDomainCannotForgeResultsInOurHeader(self):
+        """
+        From: domains that are no domain names (a literal holding C{;} and a
+        result, blanks, a quote, a control character) were copied into
+        C{header.from=} and added results under our authserv-id.
+        """
+        forged = [
+            "bob@[x;dmarc=pass]",
+            "bob@[x dkim=pass header.d=bank.example]",
+            'bob@[x"y;dkim=pass]',
+            "bob@sender.example\x0b;dkim=pass",
+        ]
+        for number, sender in enumerate(forged):
+            raw = message(sender, f"forged from {number}")
+            code, _ = yield self.send("bob@sender.example", raw)
+            self.assertEqual(code, 250)
+            header = yield self.parsedResults(f"forged from {number}")
+            self.assertEqual(header.authserv_id, "mx.mailraven.test")
+            self.assertEqual(
+                [(r.method, r.result, _properties(r)) for r in header.results],
+                [
+                    ("spf", "pass", [("smtp.mailfrom", "sender.example")]),
+                    ("dkim", "none", []),
+                    ("dmarc", "none", []),
+                ],
+                sender,
+            )
+
+    @inlineCallbacks
+    def parsedResults(self, subject: str):
+        """Our Authentication-Results of the message, parsed by authres."""
+        _, header = yield self.results(subject)
+        return authres.AuthenticationResultsHeader.parse_value(header)
+
+
+def _properties(result) -> list[tuple[str, str]]:
+    return [(f"{p.type}.{p.name}", p.value) for p in result.properties]
+
 
 class MailAuthDNSTests(TestCase):
     """How mail-auth uses DNS: cached, off the file threads, within budget."""
@@ -288,3 +329,58 @@ class MailAuthDNSTests(TestCase):
                 ("pass", "permerror", "none"),
             ],
         )
+
+
+class AuthResultsHeaderTests(SynchronousTestCase):
+    """Every domain in our header is a plain token, whatever its source."""
+
+    def parsed(self, results: AuthResults):
+        results.authservId = "mx.mailraven.test"
+        raw = results.header().decode("ascii")
+        name, _, value = raw.partition(":")
+        self.assertEqual(name, "Authentication-Results")
+        self.assertTrue(raw.endswith("\r\n"))
+        self.assertNotIn("\r\n", raw[:-2].replace("\r\n\t", ""))  # folded only
+        header = authres.AuthenticationResultsHeader.parse_value(
+            " ".join(value.split())
+        )
+        return [(r.method, r.result, _properties(r)) for r in header.results]
+
+    def test_dkimDomainsFromDNSAreCheckedToo(self):
+        """DNS labels may hold any octet: a d= that verified is no safe token."""
+        found = self.parsed(
+            AuthResults(
+                dkim="pass", dkimDomains=["Signed.Example", "x (a); dmarc=pass"]
+            )
+        )
+        self.assertEqual(
+            found,
+            [
+                ("spf", "none", []),
+                ("dkim", "pass", [("header.d", "signed.example")]),
+                ("dkim", "pass", []),
+                ("dmarc", "none", []),
+            ],
+        )
+
+    def test_heloIdentityAndLiteralAndIDN(self):
+        found = self.parsed(
+            AuthResults(
+                spf="pass",
+                spfDomain="mta.example",
+                spfScope="helo",
+                dmarc="pass",
+                fromDomain="bücher.example",
+            )
+        )
+        self.assertEqual(found[0], ("spf", "pass", [("smtp.helo", "mta.example")]))
+        self.assertEqual(
+            found[2], ("dmarc", "pass", [("header.from", "xn--bcher-kva.example")])
+        )
+        literal = self.parsed(AuthResults(spf="none", spfDomain="[192.0.2.1]"))
+        self.assertEqual(literal[0], ("spf", "none", []))
+
+    def test_resultDomain(self):
+        for bad in ("", "a..b", "-a.example", "a b", "a\r\nb", "a;b", "[1.2.3.4]"):
+            self.assertIsNone(resultDomain(bad), bad)
+        self.assertEqual(resultDomain("_dmarc.Example.ORG"), "_dmarc.example.org")

@@ -16,6 +16,7 @@ from twisted.trial.unittest import TestCase
 
 from mailraven.spool import Spool
 from tests.helpers import RunningServer, sleep
+from tests.test_mobile_api import APIClient
 from tests.test_smtp_e2e import finals, rawSession, storedMessage
 
 MESSAGE = (
@@ -136,6 +137,83 @@ class HeaderInjectionTests(TestCase):
         self.assertTrue(received.startswith("from [127.0.0.1] ([127.0.0.1])"))
         self.assertNotIn(b"\r\r", raw)
         self.assertNotIn(b"pwned", raw)
+
+
+def sendMessage(port: int, raw: bytes) -> tuple[int, bytes]:
+    """Blocking: one message from bob@example.org to alice through smtplib."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("mta.example.org")
+        client.mail("bob@example.org")
+        client.rcpt("alice@example.test")
+        return client.data(raw)
+
+
+class MessageHeaderTests(TestCase):
+    """What the peer's message holds cannot pass for a header of ours."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.server = RunningServer(self)  # mail-auth off, as in the defaults
+        yield self.server.addUser("alice@example.test")
+        self.api = APIClient(self, self.server.apiPort)
+        yield self.api.login()
+
+    @inlineCallbacks
+    def deliver(self, raw: bytes):
+        """Send C{raw}; the stored message as the API shows it."""
+        before = yield self.api.json("GET", "/messages")
+        code, reply = yield deferToThread(sendMessage, self.server.smtpPort, raw)
+        self.assertEqual(code, 250, reply)
+        after = yield self.api.json("GET", "/messages")
+        known = {m["id"] for m in before["messages"]}
+        [new] = [m["id"] for m in after["messages"] if m["id"] not in known]
+        found = yield self.api.json("GET", f"/messages/{new}")
+        return found
+
+    @inlineCallbacks
+    def test_forgedResultsAreRemovedWithMailAuthOff(self):
+        """
+        With C{mailauth.enabled = false} a field under our authserv-id stayed
+        and read as our verdict.
+        """
+        found = yield self.deliver(
+            b"Authentication-Results: MX.mailraven.test;\r\n\tdkim=pass"
+            b" header.d=bank.example\r\n"
+            b"Authentication-Results: mx.example.org; spf=pass\r\n"
+            b"From: bob@example.org\r\nSubject: forged\r\n\r\nbody\r\n"
+        )
+        results = [
+            h["value"]
+            for h in found["headers"]
+            if h["name"] == "Authentication-Results"
+        ]
+        self.assertEqual(results, ["mx.example.org; spf=pass"])
+
+    @inlineCallbacks
+    def test_leadingBlankLineDoesNotContinueOurReceived(self):
+        """
+        A first line that starts with SP or TAB became a continuation line of
+        our Received:; now the header ends before it (Postfix does the same).
+        """
+        for blank in (b" ", b"\t"):
+            found = yield self.deliver(
+                blank + b"by evil.example with SMTP id forged\r\n"
+                b"From: bob@example.org\r\nSubject: s\r\n\r\nbody\r\n"
+            )
+            headers = {h["name"]: h["value"] for h in found["headers"]}
+            self.assertEqual(
+                list(headers),
+                ["Return-Path", "X-Spam-Score", "X-Spam-Status", "Received"],
+                blank,
+            )
+            received = headers["Received"]
+            self.assertTrue(
+                received.startswith("from mta.example.org ([127.0.0.1])"), received
+            )
+            self.assertNotIn("evil", received)
+            self.assertIn(blank + b"by evil.example", found["body"].encode())
 
 
 class ParameterTests(TestCase):

@@ -52,6 +52,21 @@ def submit(port: int, login: str, password: str, sender: str, rcpts: list[str]):
         return code, refused, 250
 
 
+def submitRaw(port: int, login: str, password: str, raw: bytes) -> tuple[int, bytes]:
+    """Blocking: STARTTLS, AUTH PLAIN, C{raw} from C{login} to bob@remote.example."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
+        client.ehlo("laptop.example.org")
+        client.starttls(context=_context())
+        client.ehlo("laptop.example.org")
+        client.login(login, password)
+        client.mail(login)
+        client.rcpt("bob@remote.example")
+        try:
+            return client.data(raw)
+        except smtplib.SMTPDataError as e:
+            return e.smtp_code, e.smtp_error
+
+
 def clearText(port: int) -> tuple[dict, tuple[int, bytes], tuple[int, bytes]]:
     with smtplib.SMTP("127.0.0.1", port, timeout=20) as client:
         client.ehlo("laptop.example.org")
@@ -166,6 +181,23 @@ class SubmissionTests(TestCase):
         )
         self.assertEqual(code, 235)
         self.assertEqual(refused["sender"][0], 553)
+
+    @inlineCallbacks
+    def test_leadingBlankFirstLineLeavesNoFromHeader(self):
+        """
+        A first line that starts with a blank ends the header (it would
+        continue our Received:), so the From: after it is body: a permanent
+        refusal, never a 4xx (it was taken with the blank line in Received:).
+        """
+        code, reply = yield deferToThread(
+            submitRaw,
+            self.server.submissionPort,
+            "alice@example.test",
+            PASSWORD,
+            b" by evil.example\r\nFrom: alice@example.test\r\n"
+            b"Subject: s\r\n\r\nhello\r\n",
+        )
+        self.assertEqual((code, reply), (554, b"5.6.0 A From: header is required"))
 
     @inlineCallbacks
     def test_wrongPasswordsAreThrottled(self):

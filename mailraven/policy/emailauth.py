@@ -23,6 +23,8 @@ from typing import Any
 
 import dkim
 import spf
+from authres import DKIMAuthenticationResult, SPFAuthenticationResult
+from authres.dmarc import DMARCAuthenticationResult
 from publicsuffixlist import PublicSuffixList
 from twisted.internet.defer import DeferredList
 from twisted.names import dns, error
@@ -141,20 +143,31 @@ class AuthResults:
     dmarcPolicy: str = "none"
     fromDomain: str = ""
     authservId: str = ""  # our hostname, set by the SMTP session
+    spfScope: str = "mailfrom"  # or "helo": the null sender's SPF identity
 
     def header(self) -> bytes:
-        """One Authentication-Results header (RFC 8601)."""
-        parts = [f"spf={self.spf} smtp.mailfrom={self.spfDomain or 'unknown'}"]
-        if self.dkimDomains:
-            parts += [f"dkim={self.dkim} header.d={d}" for d in self.dkimDomains]
-        else:
-            parts.append(f"dkim={self.dkim}")
-        parts.append(f"dmarc={self.dmarc} header.from={self.fromDomain or 'unknown'}")
-        return (
-            f"Authentication-Results: {self.authservId};\r\n\t"
-            + ";\r\n\t".join(parts)
-            + "\r\n"
-        ).encode()
+        """
+        One Authentication-Results header (RFC 8601). The domains come from
+        the peer (MAIL FROM, HELO, From:, DKIM d=); only a plain domain name
+        goes in (L{resultDomain}), else the property is left out, so nothing
+        the sender wrote can add a result or end the field.
+        """
+        scope = {f"smtp_{self.spfScope}": resultDomain(self.spfDomain)}
+        results: list[Any] = [SPFAuthenticationResult(result=self.spf, **scope)]
+        for d in self.dkimDomains or [""]:
+            results.append(
+                DKIMAuthenticationResult(result=self.dkim, header_d=resultDomain(d))
+            )
+        results.append(
+            DMARCAuthenticationResult(
+                result=self.dmarc, header_from=resultDomain(self.fromDomain)
+            )
+        )
+        # authres writes the field on one line; it is folded between results
+        # here (RFC 5322 2.2.3) so each line stays short.
+        lines = [f"Authentication-Results: {self.authservId}"]
+        lines += [str(result) for result in results]
+        return (";\r\n\t".join(lines) + "\r\n").encode()
 
     def asDict(self) -> dict[str, str]:
         return {"spf": self.spf, "dkim": self.dkim, "dmarc": self.dmarc}
@@ -171,6 +184,31 @@ class AuthResults:
             weight = 5.0 if self.dmarcPolicy in ("quarantine", "reject") else 2.0
             rules.append(("DMARC_FAIL", weight))
         return rules
+
+
+# RFC 1035 2.3.1 labels (plus "_", which DNS names carry): every character a
+# token (RFC 2045) may hold, none that quotes, comments or separates
+_RESULT_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
+
+
+def resultDomain(domain: str) -> str | None:
+    """
+    C{domain} as a plain RFC 8601 C{value} token (lower case, an IDN as its
+    A-labels), or None when it is not a domain name at all: an address
+    literal, quotes, comments, blanks, C{;} or control characters.
+    """
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return None
+    domain = domain.lower()
+    if len(domain) > 253:
+        return None
+    labels = domain.split(".")
+    if not all(_RESULT_LABEL.match(label) for label in labels):
+        return None
+    return domain
 
 
 def spfDomain(mailFrom: str, helo: str) -> str:
@@ -371,6 +409,7 @@ def evaluate(
     results = AuthResults(
         spf=checkSPF(answers, ip, mailFrom, helo),
         spfDomain=spfDomain(mailFrom, helo),
+        spfScope="mailfrom" if mailFrom else "helo",
         fromDomain=facts.fromDomain,
         dkim=facts.dkim,
     )

@@ -144,7 +144,8 @@ class MailAuthCheck:
                 break
             yield answers.resolve()
         else:
-            return AuthResults(spf="temperror", spfDomain=domain)
+            scope = "mailfrom" if mailFrom else "helo"
+            return AuthResults(spf="temperror", spfDomain=domain, spfScope=scope)
         results, keys = found
         if keys is not None:  # signatures to verify: dkimpy's work, on a thread
             results = yield deferToThreadPool(

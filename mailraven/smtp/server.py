@@ -392,6 +392,7 @@ class MailRavenESMTP(smtp.ESMTP):
             helo=self._heloName or "",
             peerIP=self.peerIP,
             tls=self.startedTLS,
+            authservId=self.settings.hostname,
         )
         for key, value in params.items():
             if key == "SIZE":
@@ -587,6 +588,11 @@ class MailRavenESMTP(smtp.ESMTP):
             return
         if b"." in chunk:  # memchr; base64 has no dots, so nothing to unstuff
             chunk = chunk.replace(b"\r\n.", b"\r\n")  # 110 us per 64 KB
+        if transaction.size == 0 and chunk[:1] in (b" ", b"\t"):
+            # A first line that starts with a blank would continue our own
+            # Received: (RFC 5322 2.2.3). As Postfix's cleanup does, it ends
+            # the header: an empty line goes before it, the rest is body.
+            chunk = b"\r\n" + chunk
         transaction.size += len(chunk)
         if transaction.size > self.settings.maxMessageSize:
             self._failMessage(552, "5.3.4", "Message size exceeds fixed limit", "size")

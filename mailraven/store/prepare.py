@@ -57,8 +57,8 @@ def prepareMessage(
         verdict = scorer.judge(envelope, metadata.headers, senderLists)
         raw = afterReturnPath(raw, verdict.headers(scorer.junkScore))
         mailboxes, spamScore = verdict.mailboxes, verdict.score
+    raw = withoutForgedResults(raw, envelope.authservId)  # RFC 8601 5
     if envelope.auth is not None:
-        raw = withoutForgedResults(raw, envelope.auth.authservId)
         raw = afterReturnPath(raw, envelope.auth.header())
     messageId = newMessageId()
     stored = writeMessageFile(dataDir, messageId, raw, level, sync, syncer)
