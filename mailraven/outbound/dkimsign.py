@@ -28,6 +28,25 @@ SIGNED_HEADERS = [
 ]
 
 
+class UnsignableMessage(Exception):
+    """dkimpy cannot parse the message's header section, so it cannot be
+    signed as it is; sending it again will not change that."""
+
+
+def headerProblem(head: bytes) -> str | None:
+    """
+    Why dkimpy would refuse this header section (a line that is neither a
+    field nor a continuation), in words for the author; None if it parses.
+    Submission asks before accepting, so the queue never holds mail it
+    cannot sign.
+    """
+    try:
+        dkim.rfc822_parse(head)
+    except dkim.MessageFormatError:
+        return "a header line is neither a field (Name: value) nor a continuation"
+    return None
+
+
 class DKIMSigner:
     def __init__(self, dkimDir: str) -> None:
         self.selector: str | None = None
@@ -40,9 +59,13 @@ class DKIMSigner:
             self.selector = newest[: -len(".key")]
 
     def sign(self, message: bytes, domain: str) -> bytes:
-        """C{message} with a DKIM-Signature for C{domain} prepended (or as is)."""
+        """C{message} with a DKIM-Signature for C{domain} prepended (or as is,
+        without a key). Raises L{UnsignableMessage} for a broken header."""
         if self._key is None or self.selector is None:
             return message
+        problem = headerProblem(message)
+        if problem is not None:
+            raise UnsignableMessage(problem)
         present = {
             line.split(b":", 1)[0].strip().lower()
             for line in message.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
