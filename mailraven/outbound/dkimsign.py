@@ -28,6 +28,9 @@ SIGNED_HEADERS = [
 ]
 
 
+_NOT_A_FIELD = "a header line is neither a field (Name: value) nor a continuation"
+
+
 class UnsignableMessage(Exception):
     """dkimpy cannot parse the message's header section, so it cannot be
     signed as it is; sending it again will not change that."""
@@ -43,7 +46,7 @@ def headerProblem(head: bytes) -> str | None:
     try:
         dkim.rfc822_parse(head)
     except dkim.MessageFormatError:
-        return "a header line is neither a field (Name: value) nor a continuation"
+        return _NOT_A_FIELD
     return None
 
 
@@ -63,23 +66,23 @@ class DKIMSigner:
         without a key). Raises L{UnsignableMessage} for a broken header."""
         if self._key is None or self.selector is None:
             return message
-        problem = headerProblem(message)
-        if problem is not None:
-            raise UnsignableMessage(problem)
         present = {
             line.split(b":", 1)[0].strip().lower()
             for line in message.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
             if b":" in line and not line[:1].isspace()
         }
         headers = [h for h in SIGNED_HEADERS if h in present]
-        signature = dkim.sign(
-            message,
-            self.selector.encode(),
-            domain.encode(),
-            self._key,
-            canonicalize=(b"relaxed", b"relaxed"),
-            include_headers=headers,
-        )
+        try:
+            signature = dkim.sign(
+                message,
+                self.selector.encode(),
+                domain.encode(),
+                self._key,
+                canonicalize=(b"relaxed", b"relaxed"),
+                include_headers=headers,
+            )
+        except dkim.MessageFormatError:
+            raise UnsignableMessage(_NOT_A_FIELD) from None
         return signature + message
 
 
