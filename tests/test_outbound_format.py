@@ -8,6 +8,7 @@ from __future__ import annotations
 import email
 import re
 import time
+from datetime import UTC, datetime
 from email import policy
 
 import dkim
@@ -15,8 +16,11 @@ from flufl.bounce._detectors.dsn import DSN
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.names import dns
+from twisted.trial.unittest import SynchronousTestCase
 
 from mailraven.envelope import Envelope, Recipient
+from mailraven.outbound.dsn import RecipientReport, buildDSN
+from mailraven.outbound.state import DeliveryReply
 from mailraven.spool import memorySpool
 from tests.dnszone import SERVFAIL
 from tests.helpers import PASSWORD, sleep
@@ -333,3 +337,39 @@ class AsReceivedTests(OutboundCase):
             r for r in parse(raw).get_all("Received") if "by mx.remote.example" in r
         ]
         self.assertIn(f"id {found.group(1)}", unfolded(theirs))
+
+
+class DSNTextTests(SynchronousTestCase):
+    """Remote words that used to break the fields: long, with C{=}, 8-bit."""
+
+    def test_longRemoteReplyIsFoldedAndReadsBackWhole(self):
+        when = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+        detail = "see https://mx.example/why?id=42&x=y " + "blocked " * 20 + "café"
+        raw = buildDSN(
+            "mx.mailraven.test",
+            "alice@example.test",
+            b"Subject: a=b\r\n\r\nbody\r\n",
+            [
+                RecipientReport(
+                    "bob@remote.example",
+                    "failed",
+                    DeliveryReply(550, f"5.7.1 {detail}", "mx.remote.example"),
+                )
+            ],
+            arrivedAt=when,
+            attemptedAt=when,
+        )
+        report = parse(raw)
+        self.assertNotIn(b"=3D", raw.split(b"message/delivery-status")[1])
+        self.assertEqual(
+            rfc3464Failures(report), (frozenset(), frozenset({b"bob@remote.example"}))
+        )
+        [block] = statusBlocks(report)[1:]
+        self.assertEqual(
+            unfolded(block["Diagnostic-Code"]),
+            f"smtp; 550 5.7.1 {detail[:-1]}?",  # printable ASCII only
+        )
+        statusLines = raw.split(b"message/delivery-status\r\n")[1].split(b"\r\n--")[0]
+        self.assertLessEqual(max(map(len, statusLines.split(b"\r\n"))), 78)
+        # the text for people keeps the é (quoted-printable, decoded back)
+        self.assertIn(detail, report.get_body(("plain",)).get_content())
