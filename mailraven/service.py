@@ -45,8 +45,8 @@ from mailraven.smtp.recipients import RecipientResolver
 from mailraven.smtp.server import MailRavenSMTPFactory, SMTPSettings
 from mailraven.smtp.submission import (
     SubmissionSMTPFactory,
-    fromAddresses,
     headerBlock,
+    submittedSenders,
 )
 from mailraven.spool import MemoryBudget, Spool
 from mailraven.startup import lockDataDir, prepareDataDir
@@ -293,7 +293,7 @@ def makeService(
                     lambda _: deferToThreadPool(
                         reactor,
                         files.pool,
-                        lambda: fromAddresses(headerBlock(spool.chunks())),
+                        lambda: submittedSenders(headerBlock(spool.chunks())),
                     )
                 ),
             ),

@@ -112,7 +112,14 @@ class Postfix:
             self.port,
             "mx.remote.example",
             domains,
-            {"smtpd_recipient_restrictions": restrictions},
+            {
+                "smtpd_recipient_restrictions": restrictions,
+                # Keep the message as it arrived, so tests see what was sent:
+                # Postfix drops Return-Path: and adds a missing Date: and
+                # Message-ID: for clients on its own interfaces by default.
+                "message_drop_headers": "bcc, content-length, resent-bcc",
+                "local_header_rewrite_clients": "",
+            },
         )
         self.running = False
         testCase.addCleanup(self.stop)

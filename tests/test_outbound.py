@@ -202,7 +202,9 @@ class DeliveryTests(OutboundCase):
         self.assertIn("null MX", status["recipients"][0]["last_reply"])
 
 
-class RetryTests(OutboundCase):
+class ClockedQueueCase(OutboundCase):
+    """The queue runs only when the test calls C{runOnce()}, on a Clock."""
+
     @inlineCallbacks
     def setUp(self):
         yield self.startServer()
@@ -221,6 +223,8 @@ class RetryTests(OutboundCase):
         found = yield self.status(messageId)
         return [(r["status"], r["attempts"]) for r in found["recipients"]]
 
+
+class RetryTests(ClockedQueueCase):
     @inlineCallbacks
     def test_deadMXIsRetriedOnScheduleThenDelivered(self):
         self.queue._settings["port"] = freePort()  # nothing listens: refused

@@ -28,6 +28,28 @@ SIGNED_HEADERS = [
 ]
 
 
+_NOT_A_FIELD = "a header line is neither a field (Name: value) nor a continuation"
+
+
+class UnsignableMessage(Exception):
+    """dkimpy cannot parse the message's header section, so it cannot be
+    signed as it is; sending it again will not change that."""
+
+
+def headerProblem(head: bytes) -> str | None:
+    """
+    Why dkimpy would refuse this header section (a line that is neither a
+    field nor a continuation), in words for the author; None if it parses.
+    Submission asks before accepting, so the queue never holds mail it
+    cannot sign.
+    """
+    try:
+        dkim.rfc822_parse(head)
+    except dkim.MessageFormatError:
+        return _NOT_A_FIELD
+    return None
+
+
 class DKIMSigner:
     def __init__(self, dkimDir: str) -> None:
         self.selector: str | None = None
@@ -40,7 +62,8 @@ class DKIMSigner:
             self.selector = newest[: -len(".key")]
 
     def sign(self, message: bytes, domain: str) -> bytes:
-        """C{message} with a DKIM-Signature for C{domain} prepended (or as is)."""
+        """C{message} with a DKIM-Signature for C{domain} prepended (or as is,
+        without a key). Raises L{UnsignableMessage} for a broken header."""
         if self._key is None or self.selector is None:
             return message
         present = {
@@ -49,14 +72,17 @@ class DKIMSigner:
             if b":" in line and not line[:1].isspace()
         }
         headers = [h for h in SIGNED_HEADERS if h in present]
-        signature = dkim.sign(
-            message,
-            self.selector.encode(),
-            domain.encode(),
-            self._key,
-            canonicalize=(b"relaxed", b"relaxed"),
-            include_headers=headers,
-        )
+        try:
+            signature = dkim.sign(
+                message,
+                self.selector.encode(),
+                domain.encode(),
+                self._key,
+                canonicalize=(b"relaxed", b"relaxed"),
+                include_headers=headers,
+            )
+        except dkim.MessageFormatError:
+            raise UnsignableMessage(_NOT_A_FIELD) from None
         return signature + message
 
 

@@ -141,7 +141,7 @@ def _statusPart(
         else:
             # Our own verdict (DNS, no connection, policy): not an SMTP reply
             block.append(
-                _folded(f"Diagnostic-Code: X-MailRaven; {_ascii(reply.detail)}")
+                _folded(f"Diagnostic-Code: x-mailraven; {_ascii(reply.detail)}")
             )
         block.append(f"Last-Attempt-Date: {format_datetime(attemptedAt)}")
         if report.action == "delayed" and retryUntil is not None:

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from mailraven.envelope import Envelope, Recipient
 from mailraven.outbound import state
 from mailraven.outbound.client import ConnectionProblem, TLSProblem, send
+from mailraven.outbound.dkimsign import UnsignableMessage
 from mailraven.outbound.dsn import RecipientReport, buildDSN, humanAge
 from mailraven.outbound.mx import PermanentDNSFailure, TemporaryDNSFailure
 from mailraven.outbound.state import DeliveryReply
@@ -294,11 +295,15 @@ class OutboundQueue(Service):
         if not rcpts:
             return refused
         senderDomain = first.mailFrom.rpartition("@")[2]
-        signed = yield deferToThreadPool(
-            self._reactor,
-            self._pool,
-            lambda: self._signer.sign(withoutReturnPath(raw), senderDomain),
-        )
+        try:
+            signed = yield deferToThreadPool(
+                self._reactor,
+                self._pool,
+                lambda: self._signer.sign(withoutReturnPath(raw), senderDomain),
+            )
+        except UnsignableMessage as e:
+            reply = DeliveryReply(554, f"5.6.0 Cannot be DKIM-signed: {e}")
+            return {**refused, **{rcpt: reply for rcpt in rcpts}}
         policy = None
         if self._mtasts is not None:
             policy = yield self._mtasts.policyFor(domain)

@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import deferLater
 
 from mailraven.envelope import Recipient
+from mailraven.outbound.dkimsign import headerProblem
 from mailraven.policy.logins import Throttled
 from mailraven.smtp.addresses import AddressError, parsePath, splitPathAndParams
 from mailraven.smtp.auth import (
@@ -345,6 +346,18 @@ def _accepted(envelope: Any) -> list[str]:
     return [r.address for r in envelope.recipients[1:]] + envelope.outbound
 
 
+def submittedSenders(head: bytes) -> list[str]:
+    """
+    The From: addresses of a submitted header block. A header the queue could
+    not DKIM-sign is refused now (554 5.6.0), while the author can still fix
+    it, instead of bouncing later.
+    """
+    problem = headerProblem(head)
+    if problem is not None:
+        raise Refused(554, "5.6.0", f"Malformed header: {problem}", "bad_header")
+    return fromAddresses(head)
+
+
 def fromAddresses(message: bytes) -> list[str]:
     """The addresses in the From: header(s) of C{message}."""
     headers = BytesHeaderParser().parsebytes(message)
@@ -364,7 +377,7 @@ def headerBlock(chunks: Any) -> bytes:
 
 def spoolSenders(spool: Any) -> Deferred:
     """Without a thread pool (tests): read the spool right here."""
-    return maybeDeferred(lambda: fromAddresses(headerBlock(spool.chunks())))
+    return maybeDeferred(lambda: submittedSenders(headerBlock(spool.chunks())))
 
 
 class SubmissionSMTPFactory(MailRavenSMTPFactory):
@@ -382,7 +395,8 @@ class SubmissionSMTPFactory(MailRavenSMTPFactory):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        # spool -> Deferred list of the From: addresses (read on a thread)
+        # spool -> Deferred list of the From: addresses (read on a thread),
+        # failing with Refused for a header the queue could not sign
         self.headerSenders = headerSenders or spoolSenders
         self.users = users
         self.sentToday = sentToday
