@@ -8,7 +8,8 @@ the same run and interleaved round by round:
   durability (fsync + commit per 250) and SPF/DKIM/DMARC on, asking a
   loopback DNS server (bench/loopdns.py) for the sender's SPF and DMARC;
 - an isolated Postfix instance that queues durably and delivers to a maildir
-  (recipe in ../shared/notes/perf.md), the most trusted MTA doing the same job;
+  (tests/postfix.py: its own main.cf and spool in a temp dir), the most
+  trusted MTA doing the same job;
 - ``smtp-sink`` (no storage), the protocol ceiling, for information.
 
 Cells: 1 KB and 64 KB of smtp-source's filler (compresses ~250:1) and

@@ -113,7 +113,7 @@ def userAdd(config, args) -> int:
             conn.execute("BEGIN IMMEDIATE")
             addUser(conn, email, hashed, admin=args.admin, scram=scram)
     except UserExists:
-        raise CommandError(f"{email} already exists") from None
+        raise CommandError(f"{email} already exists {_inDataDir(config)}") from None
     domains = config["server.domains"]
     print(f"added {email} {_inDataDir(config)}")
     if email.rpartition("@")[2] not in domains:

@@ -75,7 +75,7 @@ def quickstart(
         f.write(configText(hostname, domain, config.dataDir, policy))
     lines = [
         f"Configuration written to {configPath}",
-        f"Account {email} created"
+        f"Account {email} created in data dir {config.dataDir}"
         + (f" with password: {password}" if password else ""),
         f"DKIM key: {os.path.join(config.dataDir, 'dkim', selector + '.key')}",
         "",

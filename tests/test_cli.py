@@ -57,7 +57,7 @@ class UserCommandTests(SynchronousTestCase):
             check=False,
         )
         self.assertEqual(again.returncode, 1)
-        self.assertIn(b"already exists", again.stderr)
+        self.assertIn(b"already exists (data dir /", again.stderr)
         bad = self.run_(
             "user",
             "add",
@@ -241,7 +241,11 @@ class QuickstartTests(SynchronousTestCase):
         )
         out = result.stdout.decode()
         # the account exists and its printed password is shown once
-        self.assertRegex(out, r"Account me@example.org created with password: \S+")
+        self.assertRegex(
+            out,
+            rf"Account me@example.org created in data dir {re.escape(dataDir)}"
+            r" with password: \S+",
+        )
         for record in (
             "MX    10 mail.example.org.",
             '"v=spf1 mx -all"',

@@ -23,4 +23,4 @@ class DocsTests(SynchronousTestCase):
         with open(os.path.join(ROOT, "README.md")) as f:
             head = f.read(1500)
         self.assertIn("twistd -n mailraven", head)
-        self.assertIn("python3 -m tox", head)
+        self.assertIn("bin/tox", head)

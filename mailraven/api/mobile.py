@@ -1,4 +1,4 @@
-"""The mobile JSON API (contract: shared/api.md), on klein.
+"""The mobile JSON API (docs/api.md), on klein.
 
 Every handler goes through L{endpoint}: rate limit per IP, body cap, bearer
 authentication, JSON errors (never a traceback), gzip. Store and search work

@@ -1,7 +1,7 @@
 """RFC 5321 paths, EHLO names and ESMTP parameters, parsed strictly.
 
-twisted.mail's own regexes ignore ESMTP parameters and reject UTF-8 local parts
-(notes/twisted.md); this parser handles both and keeps the relay-relevant parts
+twisted.mail's own regexes ignore ESMTP parameters and answer UTF-8 local parts
+with 501; this parser handles both and keeps the relay-relevant parts
 (source routes, quoted local parts, address literals) explicit. What it returns
 goes into trace headers (Return-Path, Received): nothing that could end a
 header line or start a new one gets through.

@@ -1,7 +1,7 @@
 """The inbound ESMTP server: twisted.mail's ESMTP, hardened.
 
-What twisted.mail gets wrong for a public MX (measured in notes/twisted.md) and
-what this subclass does instead:
+What twisted.mail (26.10) gets wrong for a public MX (docs/architecture.md)
+and what this subclass does instead:
 
 - pipelined replies came out of order while a check was pending (twisted
   #8126): we read nothing more until the pending command has answered;
@@ -11,7 +11,7 @@ what this subclass does instead:
   body as commands: the message fails at the final dot instead;
 - an unterminated line grew without bound: past a cap the session is closed;
 - DATA was handed over line by line: it is taken in bulk here (the per-line
-  path was the throughput limit, notes/perf.md), streamed into a L{Spool};
+  path was the throughput limit, docs/performance.md), streamed into a L{Spool};
 - ESMTP parameters were ignored, SIZE/PIPELINING/8BITMIME/ENHANCEDSTATUSCODES
   not offered, NOOP/VRFY/HELP missing, and a storage failure became 550.
 """

@@ -4,7 +4,7 @@ small pool of read connections.
 One writer is SQLite's own model (a single write lock); doing every write from
 one thread lets us commit the rows of all messages that became ready while the
 previous commit was running in a single transaction (group commit), which is
-where durable acceptance gets most of its throughput back (notes/perf.md).
+where durable acceptance gets most of its throughput back (docs/performance.md).
 """
 
 from __future__ import annotations

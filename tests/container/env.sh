@@ -1,5 +1,5 @@
 # Sourced by the container scripts: podman configured through environment
-# variables only (nothing under /etc changes). See ../shared notes/container.md:
+# variables only (nothing under /etc changes):
 # runc (crun fails on hybrid cgroups here), rlimits the host allows, overlay
 # storage under a work dir, docker image format (OCI drops HEALTHCHECK).
 PODMAN_WORK=${PODMAN_WORK:-/var/tmp/mailraven-podman}
