@@ -8,6 +8,7 @@ a worker dying with a message in flight, workers that cannot start.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import sqlite3
@@ -23,9 +24,9 @@ from mailraven.policy.scoring import SenderLists, SpamRejected, SpamScorer, trai
 from mailraven.spool import Spool, memorySpool
 from mailraven.store.db import openDatabase
 from mailraven.store.files import (
+    Syncer,
     newMessageId,
     readMessageFile,
-    removeMessageFile,
     syncFiles,
     writeMessageFile,
 )
@@ -357,6 +358,19 @@ class BatchChoiceTests(WorkerFixture, TestCase):
         self.assertEqual(len(set((yield delivered))), 3)
 
 
+class FailingSecondFile(Syncer):
+    """Syncs the first message file of a batch; the second fails (EIO)."""
+
+    def __init__(self) -> None:
+        self.files = 0
+
+    def file(self, fd: int) -> None:
+        self.files += 1
+        if self.files == 2:
+            raise OSError(errno.EIO, "disk gone")
+        super().file(fd)
+
+
 class BatchDurabilityTests(SQLiteFixture, TestCase):
     """A worker's batch is fdatasynced together; a failure fails the batch."""
 
@@ -383,14 +397,13 @@ class BatchDurabilityTests(SQLiteFixture, TestCase):
         self.assertEqual((report.messages, report.orphans, report.damage), (2, [], []))
 
     def test_aFileThatCannotBeSyncedFailsItsWholeBatchAndLeavesNoFile(self):
-        preparer = self.preparer()
-        prepared = [preparer._prepareOne(self.request(n)) for n in (1, 2)]
-        removeMessageFile(self.dataDir, prepared[1][1].stored.relpath)
-        answers = {}
-        self.assertEqual(preparer._durable(prepared, answers), [])
-        self.assertEqual(sorted(answers), [1, 2])
-        self.assertEqual({a[0] for a in answers.values()}, {"error"})
-        self.assertIn("FileNotFoundError", answers[1][2])
+        self.setUpStore()
+        preparer = Preparer(
+            WorkerSettings(self.dataDir, self.db.path, 6, None, FailingSecondFile())
+        )
+        answers = preparer.handle([self.request(1), self.request(2)])
+        self.assertEqual([a[0] for a in answers[1:]], ["error", "error"])
+        self.assertIn("disk gone", answers[1][2])
         report = checkIntegrity(openDatabase(self.db.path), self.dataDir)
         self.assertEqual((report.messages, report.orphans, report.damage), (0, [], []))
 
