@@ -22,15 +22,17 @@ from twisted.trial.unittest import TestCase
 from mailraven.envelope import Recipient
 from mailraven.policy.scoring import SenderLists, SpamRejected, SpamScorer, train
 from mailraven.spool import Spool, memorySpool
+from mailraven.startup import prepareDataDir
 from mailraven.store.db import openDatabase
 from mailraven.store.files import (
+    SpareFiles,
     Syncer,
     newMessageId,
     readMessageFile,
     syncFiles,
     writeMessageFile,
 )
-from mailraven.store.integrity import checkIntegrity
+from mailraven.store.integrity import LOST_AND_FOUND, checkIntegrity
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.worker import Preparer, WorkerSettings
 from mailraven.store.workers import (
@@ -41,6 +43,7 @@ from mailraven.store.workers import (
     WorkerError,
     WorkerLost,
 )
+from mailraven.testing import RecordingSyncer
 from tests.test_store import MESSAGE, MessageStoreContract, SQLiteFixture, envelope
 
 
@@ -417,6 +420,71 @@ class BatchDurabilityTests(SQLiteFixture, TestCase):
         syncFiles(root, paths)
         self.assertEqual([readMessageFile(root, p) for p in paths], [MESSAGE] * 3)
         self.assertRaises(FileNotFoundError, syncFiles, root, paths + ["missing"])
+
+
+class SpareFileTests(SQLiteFixture, TestCase):
+    """
+    A worker writes mail into spare files, empty files whose directory
+    entries were synced when they were made: the commit waits for the file's
+    data only. Spares hold no mail: removed at close and after a crash.
+    """
+
+    def handleOne(self, count: int) -> tuple[str, list[list[str]]]:
+        """One message through a worker with C{count} spares: its id and
+        the sync log, each line split in words."""
+        log = os.path.abspath(self.mktemp())
+        self.setUpStore()
+        settings = WorkerSettings(
+            self.dataDir, self.db.path, 6, None, RecordingSyncer(log)
+        )
+        preparer = Preparer(settings)
+        preparer.spares = SpareFiles(self.dataDir, settings.syncer, count)
+        preparer.spares.make()
+        answers = preparer.handle([BatchDurabilityTests.request(self, 1)])
+        self.assertEqual(answers[1][0], "ok")
+        preparer.spares.close()
+        with open(log) as f:
+            return answers[1][2], [line.split() for line in f.read().splitlines()]
+
+    def steps(self, lines: list[list[str]], messageId: str) -> list[str]:
+        name = f"{messageId}.eml.gz"
+        return [
+            words[1]
+            for words in lines
+            if words[1] == "commit"
+            or (words[1] == "file" and words[2].endswith(name))
+            or (words[1] == "directory" and name in words[3:])
+        ]
+
+    def test_aMessageGoesIntoASpareWhoseEntryWasSyncedBeforeIt(self):
+        messageId, lines = self.handleOne(4)
+        self.assertEqual(self.steps(lines, messageId), ["directory", "file", "commit"])
+        fileAt = [w[1] for w in lines].index("file")
+        self.assertEqual([w[1] for w in lines[fileAt:]], ["file", "commit"])
+
+    def test_withoutASpareTheDirectoryIsSyncedAfterTheFile(self):
+        messageId, lines = self.handleOne(0)
+        self.assertEqual(self.steps(lines, messageId), ["file", "directory", "commit"])
+
+    def test_sparesAreEmptyAndRemovedAtCloseOrAtStartAfterACrash(self):
+        self.setUpStore()
+        spares = SpareFiles(self.dataDir, count=4)
+        spares.make()
+        report = checkIntegrity(openDatabase(self.db.path), self.dataDir)
+        self.assertEqual((len(report.spares), report.orphans), (4, []))
+        paths = [os.path.join(self.dataDir, p) for p in report.spares]
+        self.assertEqual({os.path.getsize(p) for p in paths}, {0})
+        spares.close()
+        self.assertEqual([p for p in paths if os.path.exists(p)], [])
+
+        crashed = SpareFiles(self.dataDir, count=2)
+        crashed.make()  # and never closed: the worker was killed
+        orphan = writeMessageFile(self.dataDir, newMessageId(), MESSAGE, 6)
+        prepareDataDir(self.dataDir)
+        report = checkIntegrity(openDatabase(self.db.path), self.dataDir)
+        self.assertEqual((report.spares, report.orphans), ([], []))
+        lostAndFound = os.listdir(os.path.join(self.dataDir, LOST_AND_FOUND))
+        self.assertEqual(lostAndFound, [os.path.basename(orphan.relpath)])
 
 
 class _Exit:

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mailraven.policy.scoring import SenderLists, SpamRejected, loadSenderLists
-from mailraven.store.files import Syncer, removeMessageFile, syncFiles
+from mailraven.store.files import SpareFiles, Syncer, removeMessageFile, syncFiles
 from mailraven.store.prepare import PreparedMessage, prepareMessage
 from mailraven.store.rows import insertMessage
 from mailraven.store.sqlite import commitBatch, connect
@@ -111,6 +111,7 @@ class Preparer:
         self.senderLists = SenderLists(self._loadLists)
         self._generation = 0
         self._syncThread = ThreadPoolExecutor(1, thread_name_prefix="sync")
+        self.spares = SpareFiles(settings.dataDir, settings.syncer)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -162,16 +163,17 @@ class Preparer:
 
     def _durable(self, prepared: list[PreparedMessage]) -> None:
         """
-        fdatasync the batch's files together (L{syncFiles}), then fsync their
-        directories. If that raises, the batch's transaction is rolled back:
-        every message of the batch fails (451 to its client) and its file goes.
+        fdatasync the batch's files together (L{syncFiles}), then fsync the
+        directories of those not written into spares. If that raises, the
+        batch's transaction is rolled back: every message of the batch fails
+        (451 to its client) and its file goes.
         """
         syncFiles(
             self.settings.dataDir,
             [p.stored.relpath for p in prepared],
             self.settings.syncer,
         )
-        for directory in {p.stored.directory for p in prepared}:
+        for directory in {p.stored.directory for p in prepared} - {None}:
             self.settings.syncer.directory(directory)
 
     def _prepareOne(self, request: tuple) -> tuple[int, PreparedMessage | tuple]:
@@ -190,6 +192,7 @@ class Preparer:
                 _joined(path, tail),
                 sync=False,  # the batch is made durable together: _durable
                 syncer=self.settings.syncer,
+                spares=self.spares,
             )
         except SpamRejected as e:
             return rid, ("spam", rid, e.score, e.rules)
@@ -251,15 +254,23 @@ def main() -> int:
         return 0
     settings, waiting = first[0], first[1:]
     preparer = Preparer(settings)
+    try:
+        preparer.spares.make()
+    except OSError:
+        pass  # none yet: messages get new files, and take() tries again
     writeAll(results, encodeFrame(("ready", os.getpid())))
-    while True:
-        # Everything that arrived while the last batch was committing is the
-        # next batch (group commit), up to MAX_BATCH.
-        waiting += reader.frames(block=not waiting)
-        if not waiting:
-            return 0  # end of input: the server is done with us
-        batch, waiting = waiting[:MAX_BATCH], waiting[MAX_BATCH:]
-        writeAll(results, b"".join(encodeFrame(a) for a in preparer.handle(batch)))
+    try:
+        while True:
+            # Everything that arrived while the last batch was committing is
+            # the next batch (group commit), up to MAX_BATCH.
+            waiting += reader.frames(block=not waiting)
+            if not waiting:
+                return 0  # end of input: the server is done with us
+            batch, waiting = waiting[:MAX_BATCH], waiting[MAX_BATCH:]
+            answers = preparer.handle(batch)
+            writeAll(results, b"".join(encodeFrame(a) for a in answers))
+    finally:
+        preparer.spares.close()
 
 
 if __name__ == "__main__":
