@@ -361,15 +361,16 @@ class BatchChoiceTests(WorkerFixture, TestCase):
         self.assertEqual(len(set((yield delivered))), 3)
 
 
-class FailingSecondFile(Syncer):
-    """Syncs the first message file of a batch; the second fails (EIO)."""
+class FailingFile(Syncer):
+    """The C{failing}th message file's sync fails (EIO); the others sync."""
 
-    def __init__(self) -> None:
+    def __init__(self, failing: int) -> None:
+        self.failing = failing
         self.files = 0
 
     def file(self, fd: int) -> None:
         self.files += 1
-        if self.files == 2:
+        if self.files == self.failing:
             raise OSError(errno.EIO, "disk gone")
         super().file(fd)
 
@@ -402,10 +403,22 @@ class BatchDurabilityTests(SQLiteFixture, TestCase):
     def test_aFileThatCannotBeSyncedFailsItsWholeBatchAndLeavesNoFile(self):
         self.setUpStore()
         preparer = Preparer(
-            WorkerSettings(self.dataDir, self.db.path, 6, None, FailingSecondFile())
+            WorkerSettings(self.dataDir, self.db.path, 6, None, FailingFile(2))
         )
         answers = preparer.handle([self.request(1), self.request(2)])
         self.assertEqual([a[0] for a in answers[1:]], ["error", "error"])
+        self.assertIn("disk gone", answers[1][2])
+        report = checkIntegrity(openDatabase(self.db.path), self.dataDir)
+        self.assertEqual((report.messages, report.orphans, report.damage), (0, [], []))
+
+    def test_aLoneFileThatCannotBeSyncedRollsItsRowsBack(self):
+        """A lone message syncs on the sync thread while its rows go in."""
+        self.setUpStore()
+        preparer = Preparer(
+            WorkerSettings(self.dataDir, self.db.path, 6, None, FailingFile(1))
+        )
+        answers = preparer.handle([self.request(1)])
+        self.assertEqual((answers[0][0], answers[1][0]), ("commit", "error"))
         self.assertIn("disk gone", answers[1][2])
         report = checkIntegrity(openDatabase(self.db.path), self.dataDir)
         self.assertEqual((report.messages, report.orphans, report.damage), (0, [], []))
