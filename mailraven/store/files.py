@@ -260,6 +260,15 @@ def syncFiles(root: str, relpaths: list[str], syncer: Syncer = SYNCER) -> None:
             os.close(fd)
 
 
+def startWriteback(root: str, relpath: str) -> None:
+    """Ask the kernel to start writing a file back now (see L{syncFiles})."""
+    fd = os.open(os.path.join(root, relpath), os.O_RDONLY)
+    try:
+        _startWriteback(fd)
+    finally:
+        os.close(fd)
+
+
 SYNC_FILE_RANGE_WRITE = 2
 
 

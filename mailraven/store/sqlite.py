@@ -14,7 +14,6 @@ import fcntl
 import os
 import sqlite3
 import time
-from concurrent.futures import Future, wait
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -65,7 +64,7 @@ def commitBatch(
     directories: set[str],
     capture: Callable[[], Any],
     syncer: Syncer = SYNCER,
-    durable: Future | None = None,
+    beforeCommit: Callable[[], None] | None = None,
 ) -> tuple[list[Any], float, Any]:
     """
     Run every C{work(conn)} in one transaction, each in its own savepoint (one
@@ -75,9 +74,9 @@ def commitBatch(
     the transaction itself failed (every result is then that failure), the
     captured failure, else None.
 
-    C{durable}, if given, is the files being made durable on another thread
-    meanwhile: the works run while it syncs, COMMIT waits for it, and if it
-    failed the whole transaction is rolled back.
+    C{beforeCommit}, if given, runs after the works and before COMMIT (a
+    lone message's file sync, whose writeback ran during the works); if it
+    raises, the whole transaction is rolled back.
     """
     started = time.monotonic()
     results: list[Any] = []
@@ -89,15 +88,13 @@ def commitBatch(
             conn.execute("BEGIN IMMEDIATE")
             for work in works:
                 results.append(_isolated(conn, work, capture))
-            if durable is not None:
-                durable.result()  # the files and their entries before the rows
+            if beforeCommit is not None:
+                beforeCommit()  # the files and their entries before the rows
             syncer.commit(conn)
     except Exception:
         batchFailure = capture()
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        if durable is not None:
-            wait([durable])  # no sync outlives its batch's answer
         results = [batchFailure] * len(works)
     return results, time.monotonic() - started, batchFailure
 

@@ -29,11 +29,16 @@ import sqlite3
 import struct
 import sys
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from mailraven.policy.scoring import SenderLists, SpamRejected, loadSenderLists
-from mailraven.store.files import SpareFiles, Syncer, removeMessageFile, syncFiles
+from mailraven.store.files import (
+    SpareFiles,
+    Syncer,
+    removeMessageFile,
+    startWriteback,
+    syncFiles,
+)
 from mailraven.store.prepare import PreparedMessage, prepareMessage
 from mailraven.store.rows import insertMessage
 from mailraven.store.sqlite import commitBatch, connect
@@ -110,7 +115,6 @@ class Preparer:
         self._conn: sqlite3.Connection | None = None
         self.senderLists = SenderLists(self._loadLists)
         self._generation = 0
-        self._syncThread = ThreadPoolExecutor(1, thread_name_prefix="sync")
         self.spares = SpareFiles(settings.dataDir, settings.syncer)
 
     @property
@@ -128,12 +132,10 @@ class Preparer:
         that succeeded in one transaction (this worker's group commit). One
         answer per request, in order, after one ("commit", seconds, count).
 
-        A lone message's file is made durable (L{_durable}) on the sync thread
-        while this one inserts its rows: COMMIT waits for both, so it waits
-        for the longer of the two instead of their sum. A larger batch syncs
-        first, on this thread: with other mail waiting, the hand-offs between
-        two threads cost more worker CPU than the overlap saves, and the
-        write lock is not held while the files sync.
+        A lone message's rows are inserted while the kernel writes its file
+        back (L{startWriteback}); its C{fdatasync} comes after them, just
+        before COMMIT, and finds less left to do. A larger batch syncs first:
+        the write lock is not held while its files sync.
         """
         answers: dict[int, tuple] = {}
         prepared: list[tuple[int, PreparedMessage]] = []
@@ -143,6 +145,13 @@ class Preparer:
                 prepared.append((rid, outcome))
             else:
                 answers[rid] = outcome
+        beforeCommit = None
+        if len(prepared) == 1:
+            lone = [prepared[0][1]]
+            startWriteback(self.settings.dataDir, lone[0].stored.relpath)
+            beforeCommit = lambda: self._durable(lone)  # noqa: E731
+        else:
+            prepared = self._syncedFirst(prepared, answers)
         if prepared:
             results, seconds, _ = commitBatch(
                 self.conn,
@@ -151,7 +160,7 @@ class Preparer:
                 set(),  # synced by _durable, before the commit
                 _Failed.capture,
                 self.settings.syncer,
-                self._makeDurable([p for _, p in prepared]),
+                beforeCommit,
             )
             for (rid, message), result in zip(prepared, results, strict=True):
                 if isinstance(result, _Failed):
@@ -164,25 +173,25 @@ class Preparer:
             out.insert(0, ("commit", seconds, len(prepared)))
         return out
 
-    def _makeDurable(self, prepared: list[PreparedMessage]) -> Future:
-        """L{_durable}: on the sync thread for a lone message, else now."""
-        if len(prepared) == 1:
-            return self._syncThread.submit(self._durable, prepared)
-        done: Future = Future()
+    def _syncedFirst(
+        self, prepared: list[tuple[int, PreparedMessage]], answers: dict[int, tuple]
+    ) -> list[tuple[int, PreparedMessage]]:
+        """L{_durable} now; if that fails, so does every message of the batch."""
         try:
-            self._durable(prepared)
-        except OSError as e:
-            done.set_exception(e)
-        else:
-            done.set_result(None)
-        return done
+            self._durable([p for _, p in prepared])
+        except OSError:
+            text = traceback.format_exc()
+            for rid, message in prepared:
+                removeMessageFile(self.settings.dataDir, message.stored.relpath)
+                answers[rid] = ("error", rid, text)
+            return []
+        return prepared
 
     def _durable(self, prepared: list[PreparedMessage]) -> None:
         """
         fdatasync the batch's files together (L{syncFiles}), then fsync the
-        directories of those not written into spares. If that raises, the
-        batch's transaction is rolled back: every message of the batch fails
-        (451 to its client) and its file goes.
+        directories of those not written into spares. If that fails, every
+        message of the batch fails (451 to its client) and its file goes.
         """
         syncFiles(
             self.settings.dataDir,
