@@ -261,8 +261,14 @@ def syncFiles(root: str, relpaths: list[str], syncer: Syncer = SYNCER) -> None:
 
 
 def startWriteback(root: str, relpath: str) -> None:
-    """Ask the kernel to start writing a file back now (see L{syncFiles})."""
-    fd = os.open(os.path.join(root, relpath), os.O_RDONLY)
+    """
+    Ask the kernel to start writing a file back now (see L{syncFiles}). Only
+    a hint: a failure is the C{fdatasync}'s to report.
+    """
+    try:
+        fd = os.open(os.path.join(root, relpath), os.O_RDONLY)
+    except OSError:
+        return
     try:
         _startWriteback(fd)
     finally:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 import os
 import pickle
 import select
@@ -147,9 +148,9 @@ class Preparer:
                 answers[rid] = outcome
         beforeCommit = None
         if len(prepared) == 1:
-            lone = [prepared[0][1]]
-            startWriteback(self.settings.dataDir, lone[0].stored.relpath)
-            beforeCommit = lambda: self._durable(lone)  # noqa: E731
+            lone = prepared[0][1]
+            startWriteback(self.settings.dataDir, lone.stored.relpath)
+            beforeCommit = functools.partial(self._durable, [lone])
         else:
             prepared = self._syncedFirst(prepared, answers)
         if prepared:
