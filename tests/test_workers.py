@@ -375,6 +375,25 @@ class FailingFile(Syncer):
         super().file(fd)
 
 
+class LockWatch(Syncer):
+    """Notes, at each message file's sync, whether the writers' lock is held."""
+
+    def __init__(self, dbPath: str) -> None:
+        self.dbPath = dbPath
+        self.locked: list[bool] = []
+
+    def file(self, fd: int) -> None:
+        probe = os.open(self.dbPath + "-writelock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.locked.append(False)
+        except BlockingIOError:
+            self.locked.append(True)
+        finally:
+            os.close(probe)
+        super().file(fd)
+
+
 class BatchDurabilityTests(SQLiteFixture, TestCase):
     """A worker's batch is fdatasynced together; a failure fails the batch."""
 
@@ -382,7 +401,7 @@ class BatchDurabilityTests(SQLiteFixture, TestCase):
         self.setUpStore()
         return Preparer(WorkerSettings(self.dataDir, self.db.path, 6, None))
 
-    def request(self, rid):
+    def request(self, rid, alone=True):
         return (
             "prepare",
             rid,
@@ -390,6 +409,7 @@ class BatchDurabilityTests(SQLiteFixture, TestCase):
             envelope(Recipient("alice@example.test", 1)),
             None,
             MESSAGE,
+            alone,
         )
 
     def test_aBatchIsCommittedAfterItsFilesAreSynced(self):
@@ -422,6 +442,21 @@ class BatchDurabilityTests(SQLiteFixture, TestCase):
         self.assertIn("disk gone", answers[1][2])
         report = checkIntegrity(openDatabase(self.db.path), self.dataDir)
         self.assertEqual((report.messages, report.orphans, report.damage), (0, [], []))
+
+    def lockHeldAtFileSync(self, alone: bool) -> list[bool]:
+        self.setUpStore()
+        watch = LockWatch(self.db.path)
+        preparer = Preparer(WorkerSettings(self.dataDir, self.db.path, 6, None, watch))
+        answers = preparer.handle([self.request(1, alone)])
+        self.assertEqual(answers[1][0], "ok")
+        return watch.locked
+
+    def test_aMessageAloneSyncsItsFileAfterItsRowsUnderTheLock(self):
+        self.assertEqual(self.lockHeldAtFileSync(alone=True), [True])
+
+    def test_aMessageNotAloneSyncsItsFileBeforeTakingTheLock(self):
+        """Other workers' commits do not wait for this file's sync."""
+        self.assertEqual(self.lockHeldAtFileSync(alone=False), [False])
 
     def test_syncFilesSyncsEveryFileOrRaises(self):
         root = os.path.abspath(self.mktemp())

@@ -133,10 +133,12 @@ class Preparer:
         that succeeded in one transaction (this worker's group commit). One
         answer per request, in order, after one ("commit", seconds, count).
 
-        A lone message's rows are inserted while the kernel writes its file
-        back (L{startWriteback}); its C{fdatasync} comes after them, just
-        before COMMIT, and finds less left to do. A larger batch syncs first:
-        the write lock is not held while its files sync.
+        A message alone in the server (no other in any worker) has its rows
+        inserted while the kernel writes its file back (L{startWriteback});
+        its C{fdatasync} comes after them, just before COMMIT, and finds less
+        left to do. Otherwise the files sync first: with other mail in
+        flight, the write lock that other workers wait for is not held while
+        files sync.
         """
         answers: dict[int, tuple] = {}
         prepared: list[tuple[int, PreparedMessage]] = []
@@ -147,7 +149,7 @@ class Preparer:
             else:
                 answers[rid] = outcome
         beforeCommit = None
-        if len(prepared) == 1:
+        if len(prepared) == 1 and len(requests) == 1 and requests[0][-1]:
             lone = prepared[0][1]
             startWriteback(self.settings.dataDir, lone.stored.relpath)
             beforeCommit = functools.partial(self._durable, [lone])
@@ -204,7 +206,7 @@ class Preparer:
 
     def _prepareOne(self, request: tuple) -> tuple[int, PreparedMessage | tuple]:
         """The prepared message, or the answer that says why there is none."""
-        _, rid, generation, envelope, path, tail = request
+        _, rid, generation, envelope, path, tail, _ = request
         if generation != self._generation:
             self._generation = generation
             self.senderLists.changed()  # an account trained its lists
