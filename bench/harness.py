@@ -57,13 +57,6 @@ def smtpSourceRate(
     return messages / (time.monotonic() - started)
 
 
-CREATE_DATA_DIR = (
-    "import sys; from mailraven.startup import databasePath, ensureLayout;"
-    " from mailraven.store.sqlite import openDatabase;"
-    " ensureLayout(sys.argv[1]); openDatabase(databasePath(sys.argv[1])).close()"
-)
-
-
 class MailRavenProcess:
     """
     A server in C{directory} (config, log; data in C{dataDir} or
@@ -78,17 +71,16 @@ class MailRavenProcess:
         extra: str = "",
         dataDir: str | None = None,
         user: str | None = None,
-        password: str = "bench password",
+        password: str = "pw",
         nameserver: str | None = None,
     ) -> None:
         os.makedirs(directory, exist_ok=True)
         self.smtp, self.api = freePort(), freePort()
-        self.dataDir = dataDir or os.path.join(directory, "data")
         self.config = os.path.join(directory, "mailraven.toml")
         with open(self.config, "w") as f:
             f.write(
                 '[server]\nhostname = "mx.bench.test"\ndomains = ["example.test"]\n'
-                f'data_dir = "{self.dataDir}"\n'
+                f'data_dir = "{dataDir or os.path.join(directory, "data")}"\n'
                 f'[smtp]\nlisten = ["tcp:{self.smtp}:interface=127.0.0.1"]\n'
                 f'[submission]\nlisten = ["tcp:{freePort()}:interface=127.0.0.1"]\n'
                 '[log]\nlevel = "warn"\n'
@@ -106,14 +98,6 @@ class MailRavenProcess:
             )
         env = dict(os.environ, PYTHONPATH=ROOT)
         if user:
-            # `user add` refuses a data dir the server has not made yet.
-            subprocess.run(
-                [sys.executable, "-c", CREATE_DATA_DIR, self.dataDir],
-                check=True,
-                env=env,
-                cwd=ROOT,
-                capture_output=True,
-            )
             subprocess.run(
                 [
                     sys.executable,
