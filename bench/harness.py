@@ -71,16 +71,17 @@ class MailRavenProcess:
         extra: str = "",
         dataDir: str | None = None,
         user: str | None = None,
-        password: str = "pw",
+        password: str = "bench password",
         nameserver: str | None = None,
     ) -> None:
         os.makedirs(directory, exist_ok=True)
         self.smtp, self.api = freePort(), freePort()
         self.config = os.path.join(directory, "mailraven.toml")
+        data = dataDir or os.path.join(directory, "data")
         with open(self.config, "w") as f:
             f.write(
                 '[server]\nhostname = "mx.bench.test"\ndomains = ["example.test"]\n'
-                f'data_dir = "{dataDir or os.path.join(directory, "data")}"\n'
+                f'data_dir = "{data}"\n'
                 f'[smtp]\nlisten = ["tcp:{self.smtp}:interface=127.0.0.1"]\n'
                 f'[submission]\nlisten = ["tcp:{freePort()}:interface=127.0.0.1"]\n'
                 '[log]\nlevel = "warn"\n'
@@ -98,6 +99,10 @@ class MailRavenProcess:
             )
         env = dict(os.environ, PYTHONPATH=ROOT)
         if user:
+            # the CLI writes only into a data dir a server (or quickstart) made
+            from mailraven.startup import prepareDataDir
+
+            prepareDataDir(data)
             subprocess.run(
                 [
                     sys.executable,
