@@ -20,6 +20,7 @@ from mailraven.store.db import openDatabase
 from mailraven.store.integrity import (
     checkIntegrity,
     quarantineOrphans,
+    removeSpares,
     removeTemporaryFiles,
 )
 from mailraven.store.schema import SCHEMA_VERSION
@@ -164,6 +165,7 @@ def prepareDataDir(dataDir: str) -> None:
             "integrity check failed, refusing to start (run `mailraven verify`):\n  "
             + "\n  ".join(report.damage[:20])
         )
+    removeSpares(dataDir, report.spares)
     if report.orphans:
         quarantineOrphans(dataDir, report.orphans)
         log.warn(

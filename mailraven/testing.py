@@ -176,9 +176,10 @@ class RecordingSyncer(Syncer):
     """
     The real syncs, each written to C{logPath} once done as one line
     C{"<pid> file|directory|commit <path>"} (a file by the path of its
-    descriptor). Lines are appended with O_APPEND, so the store's worker
-    processes (which get a pickled copy) and its threads share one log in
-    the order the steps finished.
+    descriptor; a directory followed by the names it held when its fsync
+    began, the entries that fsync made durable). Lines are appended with
+    O_APPEND, so the store's worker processes (which get a pickled copy) and
+    its threads share one log in the order the steps finished.
     """
 
     def __init__(self, logPath: str) -> None:
@@ -189,8 +190,9 @@ class RecordingSyncer(Syncer):
         self._record("file", os.readlink(f"/proc/self/fd/{fd}"))
 
     def directory(self, path: str) -> None:
+        names = os.listdir(path)
         super().directory(path)
-        self._record("directory", path)
+        self._record("directory", " ".join([path, *names]))
 
     def commit(self, conn: sqlite3.Connection) -> None:
         super().commit(conn)

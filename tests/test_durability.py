@@ -1,8 +1,9 @@
-"""Acknowledged mail is on stable storage: the message file's data, its
-directory entry and the commit of its rows are synced, in that order, before
-the 250. Checked on both store paths (worker processes and the in-process
-fallback) through an injected L{Syncer}, and once at the kernel's side of
-the real server with strace."""
+"""Acknowledged mail is on stable storage: the message file's data and its
+directory entry are synced, then the commit of its rows, before the 250.
+A store worker writes into spare files whose entries were synced when they
+were made, before the data; the in-process fallback syncs the directory after
+the file. Checked on both store paths through an injected L{Syncer}, and once
+at the kernel's side of the real server with strace."""
 
 from __future__ import annotations
 
@@ -46,35 +47,36 @@ def deliverOne(port: int, log: str | None = None) -> str:
 def syncSteps(log: str, messageId: str) -> tuple[str, list[str]]:
     """
     The pid that stored C{messageId} and, in log order, that process's steps
-    for it: "file" (its message file), "directory" (the file's directory),
-    "commit" (the first after the directory), and the test's "250".
+    for it: "file" (its message file's data), "directory" (the first fsync
+    of its directory that began with the file's entry in it), "commit" (the
+    first after both), and the test's "250".
     """
+    name = f"{messageId}.eml.gz"
     with open(log) as f:
         lines = [line.split(" ", 2) for line in f.read().splitlines()]
     fileLines = [
-        (n, pid, path)
-        for n, (pid, step, path) in enumerate(lines)
-        if step == "file" and path.endswith(f"/{messageId}.eml.gz")
+        (pid, path)
+        for pid, step, path in lines
+        if step == "file" and path.endswith(f"/{name}")
     ]
     if not fileLines:
         return "", ["250"]  # never synced
-    start, pid, path = fileLines[0]
+    pid, path = fileLines[0]
     directory = os.path.dirname(path)
-    steps, found = [], set()
-    for n, (who, step, where) in enumerate(lines):
+    steps: list[str] = []
+    for who, step, where in lines:
         if step == "reply":
             steps.append("250")
-        elif who != pid or step in found:
+        elif who != pid or step in steps:
             continue
-        elif n == start:
+        elif step == "file" and where == path:
             steps.append("file")
-            found.add(step)
-        elif step == "directory" and os.path.realpath(where) == directory:
-            steps.append("directory")
-            found.add(step)
-        elif step == "commit" and "directory" in found:
+        elif step == "directory":
+            synced, *names = where.split(" ")
+            if os.path.realpath(synced) == directory and name in names:
+                steps.append("directory")
+        elif step == "commit" and {"file", "directory"} <= set(steps):
             steps.append("commit")
-            found.add(step)
     return pid, steps
 
 
@@ -99,7 +101,7 @@ class SyncOrderTests(TestCase):
     @inlineCallbacks
     def test_workerProcessSyncsBeforeThe250(self):
         pid, steps = yield self.deliverRecorded(workers=1)
-        self.assertEqual(steps, ["file", "directory", "commit", "250"])
+        self.assertEqual(steps, ["directory", "file", "commit", "250"])
         self.assertNotEqual(int(pid), os.getpid(), "not stored by a worker")
 
     @inlineCallbacks
@@ -114,6 +116,7 @@ class SyncOrderTests(TestCase):
 _CALL = re.compile(r"^(\d+) +(\w+)\((.*)$")
 _RESUMED = re.compile(r"^(\d+) +<\.\.\. (\w+) resumed>")
 SYNCS = ("fdatasync", "fsync")
+_PATH = re.compile(r'"([^"]*)"')
 
 
 def tracedEvents(trace: str) -> list[tuple[str, str, str]]:
@@ -144,26 +147,33 @@ def tracedEvents(trace: str) -> list[tuple[str, str, str]]:
 
 def durabilityOrder(events: list[tuple[str, str, str]], messageId: str) -> list[str]:
     """
-    What happened for C{messageId}, in order: "file" (fdatasync of its
-    message file), "directory" (fsync of that file's directory), "commit"
-    (a sync of the WAL after it), "250" (the write of the reply naming it).
-    strace -f names threads, not processes, so the steps are matched by
-    path and order only.
+    What happened for C{messageId}, in order: "created" (the open that made
+    its message file), "directory" (the first fsync of that file's directory
+    after it), "file" (the fdatasync of the file), "commit" (a sync of the
+    WAL after both), "250" (the write of the reply naming it). strace -f
+    names threads, not processes, so the steps are matched by path and
+    order only.
     """
+    name = f"/{messageId}.eml.gz"
     order: list[str] = []
     directory = None
-    for _, name, args in events:
+    for _, call, args in events:
         path = args[args.find("<") + 1 : args.find(">")] if "<" in args else ""
-        if name not in SYNCS:
+        if call == "openat":
+            created = _PATH.search(args)
+            if created and created.group(1).endswith(name) and "O_CREAT" in args:
+                order.append("created")
+                directory = os.path.dirname(os.path.realpath(created.group(1)))
+        elif call not in SYNCS:
             if f"250 2.0.0 Ok {messageId}" in args:
                 order.append("250")
-        elif path.endswith(f"/{messageId}.eml.gz") and not order:
+        elif path.endswith(name) and "created" in order and "file" not in order:
             order.append("file")
-            directory = os.path.dirname(path)
-        elif path == directory and order == ["file"]:
+        elif path == directory and "created" in order and "directory" not in order:
             order.append("directory")
-        elif path.endswith("-wal") and order == ["file", "directory"]:
-            order.append("commit")
+        elif path.endswith("-wal") and {"file", "directory"} <= set(order):
+            if "commit" not in order:
+                order.append("commit")
     return order
 
 
@@ -202,7 +212,7 @@ class TracedDeliveryTests(TestCase):
                 "-s",
                 "80",
                 "-e",
-                "trace=fdatasync,fsync,write,writev,sendto,sendmsg",
+                "trace=openat,fdatasync,fsync,write,writev,sendto,sendmsg",
                 "-e",
                 "signal=none",
                 "-o",
@@ -251,8 +261,12 @@ class TracedDeliveryTests(TestCase):
 
     def test_workerProcessSyncsReachTheKernelBeforeThe250(self):
         order, messageId = self.traceOneDelivery(workers=1)
-        self.assertEqual(order, ["file", "directory", "commit", "250"], messageId)
+        self.assertEqual(
+            order, ["created", "directory", "file", "commit", "250"], messageId
+        )
 
     def test_inProcessSyncsReachTheKernelBeforeThe250(self):
         order, messageId = self.traceOneDelivery(workers=0)
-        self.assertEqual(order, ["file", "directory", "commit", "250"], messageId)
+        self.assertEqual(
+            order, ["created", "file", "directory", "commit", "250"], messageId
+        )

@@ -8,6 +8,7 @@ a worker dying with a message in flight, workers that cannot start.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import sqlite3
@@ -21,15 +22,17 @@ from twisted.trial.unittest import TestCase
 from mailraven.envelope import Recipient
 from mailraven.policy.scoring import SenderLists, SpamRejected, SpamScorer, train
 from mailraven.spool import Spool, memorySpool
+from mailraven.startup import prepareDataDir
 from mailraven.store.db import openDatabase
 from mailraven.store.files import (
+    SpareFiles,
+    Syncer,
     newMessageId,
     readMessageFile,
-    removeMessageFile,
     syncFiles,
     writeMessageFile,
 )
-from mailraven.store.integrity import checkIntegrity
+from mailraven.store.integrity import LOST_AND_FOUND, checkIntegrity
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.worker import Preparer, WorkerSettings
 from mailraven.store.workers import (
@@ -40,6 +43,7 @@ from mailraven.store.workers import (
     WorkerError,
     WorkerLost,
 )
+from mailraven.testing import RecordingSyncer
 from tests.test_store import MESSAGE, MessageStoreContract, SQLiteFixture, envelope
 
 
@@ -357,6 +361,39 @@ class BatchChoiceTests(WorkerFixture, TestCase):
         self.assertEqual(len(set((yield delivered))), 3)
 
 
+class FailingFile(Syncer):
+    """The C{failing}th message file's sync fails (EIO); the others sync."""
+
+    def __init__(self, failing: int) -> None:
+        self.failing = failing
+        self.files = 0
+
+    def file(self, fd: int) -> None:
+        self.files += 1
+        if self.files == self.failing:
+            raise OSError(errno.EIO, "disk gone")
+        super().file(fd)
+
+
+class LockWatch(Syncer):
+    """Notes, at each message file's sync, whether the writers' lock is held."""
+
+    def __init__(self, dbPath: str) -> None:
+        self.dbPath = dbPath
+        self.locked: list[bool] = []
+
+    def file(self, fd: int) -> None:
+        probe = os.open(self.dbPath + "-writelock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.locked.append(False)
+        except BlockingIOError:
+            self.locked.append(True)
+        finally:
+            os.close(probe)
+        super().file(fd)
+
+
 class BatchDurabilityTests(SQLiteFixture, TestCase):
     """A worker's batch is fdatasynced together; a failure fails the batch."""
 
@@ -364,7 +401,7 @@ class BatchDurabilityTests(SQLiteFixture, TestCase):
         self.setUpStore()
         return Preparer(WorkerSettings(self.dataDir, self.db.path, 6, None))
 
-    def request(self, rid):
+    def request(self, rid, alone=True):
         return (
             "prepare",
             rid,
@@ -372,6 +409,7 @@ class BatchDurabilityTests(SQLiteFixture, TestCase):
             envelope(Recipient("alice@example.test", 1)),
             None,
             MESSAGE,
+            alone,
         )
 
     def test_aBatchIsCommittedAfterItsFilesAreSynced(self):
@@ -383,16 +421,42 @@ class BatchDurabilityTests(SQLiteFixture, TestCase):
         self.assertEqual((report.messages, report.orphans, report.damage), (2, [], []))
 
     def test_aFileThatCannotBeSyncedFailsItsWholeBatchAndLeavesNoFile(self):
-        preparer = self.preparer()
-        prepared = [preparer._prepareOne(self.request(n)) for n in (1, 2)]
-        removeMessageFile(self.dataDir, prepared[1][1].stored.relpath)
-        answers = {}
-        self.assertEqual(preparer._durable(prepared, answers), [])
-        self.assertEqual(sorted(answers), [1, 2])
-        self.assertEqual({a[0] for a in answers.values()}, {"error"})
-        self.assertIn("FileNotFoundError", answers[1][2])
+        self.setUpStore()
+        preparer = Preparer(
+            WorkerSettings(self.dataDir, self.db.path, 6, None, FailingFile(2))
+        )
+        answers = preparer.handle([self.request(1), self.request(2)])
+        self.assertEqual([a[0] for a in answers], ["error", "error"])  # no commit
+        self.assertIn("disk gone", answers[0][2])
         report = checkIntegrity(openDatabase(self.db.path), self.dataDir)
         self.assertEqual((report.messages, report.orphans, report.damage), (0, [], []))
+
+    def test_aLoneFileThatCannotBeSyncedRollsItsRowsBack(self):
+        """A lone message syncs on the sync thread while its rows go in."""
+        self.setUpStore()
+        preparer = Preparer(
+            WorkerSettings(self.dataDir, self.db.path, 6, None, FailingFile(1))
+        )
+        answers = preparer.handle([self.request(1)])
+        self.assertEqual((answers[0][0], answers[1][0]), ("commit", "error"))
+        self.assertIn("disk gone", answers[1][2])
+        report = checkIntegrity(openDatabase(self.db.path), self.dataDir)
+        self.assertEqual((report.messages, report.orphans, report.damage), (0, [], []))
+
+    def lockHeldAtFileSync(self, alone: bool) -> list[bool]:
+        self.setUpStore()
+        watch = LockWatch(self.db.path)
+        preparer = Preparer(WorkerSettings(self.dataDir, self.db.path, 6, None, watch))
+        answers = preparer.handle([self.request(1, alone)])
+        self.assertEqual(answers[1][0], "ok")
+        return watch.locked
+
+    def test_aMessageAloneSyncsItsFileAfterItsRowsUnderTheLock(self):
+        self.assertEqual(self.lockHeldAtFileSync(alone=True), [True])
+
+    def test_aMessageNotAloneSyncsItsFileBeforeTakingTheLock(self):
+        """Other workers' commits do not wait for this file's sync."""
+        self.assertEqual(self.lockHeldAtFileSync(alone=False), [False])
 
     def test_syncFilesSyncsEveryFileOrRaises(self):
         root = os.path.abspath(self.mktemp())
@@ -404,6 +468,71 @@ class BatchDurabilityTests(SQLiteFixture, TestCase):
         syncFiles(root, paths)
         self.assertEqual([readMessageFile(root, p) for p in paths], [MESSAGE] * 3)
         self.assertRaises(FileNotFoundError, syncFiles, root, paths + ["missing"])
+
+
+class SpareFileTests(SQLiteFixture, TestCase):
+    """
+    A worker writes mail into spare files, empty files whose directory
+    entries were synced when they were made: the commit waits for the file's
+    data only. Spares hold no mail: removed at close and after a crash.
+    """
+
+    def handleOne(self, count: int) -> tuple[str, list[list[str]]]:
+        """One message through a worker with C{count} spares: its id and
+        the sync log, each line split in words."""
+        log = os.path.abspath(self.mktemp())
+        self.setUpStore()
+        settings = WorkerSettings(
+            self.dataDir, self.db.path, 6, None, RecordingSyncer(log)
+        )
+        preparer = Preparer(settings)
+        preparer.spares = SpareFiles(self.dataDir, settings.syncer, count)
+        preparer.spares.make()
+        answers = preparer.handle([BatchDurabilityTests.request(self, 1)])
+        self.assertEqual(answers[1][0], "ok")
+        preparer.spares.close()
+        with open(log) as f:
+            return answers[1][2], [line.split() for line in f.read().splitlines()]
+
+    def steps(self, lines: list[list[str]], messageId: str) -> list[str]:
+        name = f"{messageId}.eml.gz"
+        return [
+            words[1]
+            for words in lines
+            if words[1] == "commit"
+            or (words[1] == "file" and words[2].endswith(name))
+            or (words[1] == "directory" and name in words[3:])
+        ]
+
+    def test_aMessageGoesIntoASpareWhoseEntryWasSyncedBeforeIt(self):
+        messageId, lines = self.handleOne(4)
+        self.assertEqual(self.steps(lines, messageId), ["directory", "file", "commit"])
+        fileAt = [w[1] for w in lines].index("file")
+        self.assertEqual([w[1] for w in lines[fileAt:]], ["file", "commit"])
+
+    def test_withoutASpareTheDirectoryIsSyncedAfterTheFile(self):
+        messageId, lines = self.handleOne(0)
+        self.assertEqual(self.steps(lines, messageId), ["file", "directory", "commit"])
+
+    def test_sparesAreEmptyAndRemovedAtCloseOrAtStartAfterACrash(self):
+        self.setUpStore()
+        spares = SpareFiles(self.dataDir, count=4)
+        spares.make()
+        report = checkIntegrity(openDatabase(self.db.path), self.dataDir)
+        self.assertEqual((len(report.spares), report.orphans), (4, []))
+        paths = [os.path.join(self.dataDir, p) for p in report.spares]
+        self.assertEqual({os.path.getsize(p) for p in paths}, {0})
+        spares.close()
+        self.assertEqual([p for p in paths if os.path.exists(p)], [])
+
+        crashed = SpareFiles(self.dataDir, count=2)
+        crashed.make()  # and never closed: the worker was killed
+        orphan = writeMessageFile(self.dataDir, newMessageId(), MESSAGE, 6)
+        prepareDataDir(self.dataDir)
+        report = checkIntegrity(openDatabase(self.db.path), self.dataDir)
+        self.assertEqual((report.spares, report.orphans), ([], []))
+        lostAndFound = os.listdir(os.path.join(self.dataDir, LOST_AND_FOUND))
+        self.assertEqual(lostAndFound, [os.path.basename(orphan.relpath)])
 
 
 class _Exit:

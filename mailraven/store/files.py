@@ -5,6 +5,11 @@ that refer to the file are committed.
 A crash before that commit leaves at most a file without a row (never
 acknowledged), which start-up moves to lost+found.
 
+A store worker writes most messages into spare files (L{SpareFiles}): empty
+files made ahead of need whose directory entries were fsynced when they were
+made, so a message's file needs only its data synced before its rows commit.
+A crash leaves unused spares behind, empty, which start-up removes.
+
 Message ids are time-ordered UUIDs (version 7 layout) and the two directory
 levels come from the millisecond timestamp, so the messages of one group
 commit share a directory and one directory fsync, while a directory still
@@ -21,6 +26,8 @@ import threading
 import time
 import uuid
 import zlib
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -35,7 +42,7 @@ class StoredFile:
     size: int
     storedSize: int
     sha256: str
-    directory: str
+    directory: str | None  # to fsync before the rows commit; None: durable already
 
 
 def newMessageId() -> str:
@@ -109,6 +116,68 @@ def ensureDirectory(root: str, relative: str, syncer: Syncer = SYNCER) -> str:
     return path
 
 
+SPARES = 32  # a worker's spare files (SpareFiles)
+
+
+class SpareFiles:
+    """
+    Message files made ahead of need: empty, each named for the message id it
+    will carry, their directory entries already fsynced. Writing a message
+    into one leaves only its data to sync (C{fdatasync} flushes the new size
+    with it), so a lone message waits for no directory fsync. New spares are
+    made on a thread of their own when half are used, one directory fsync
+    per batch of them; an id is handed out only after that fsync. One per
+    worker process.
+    """
+
+    def __init__(self, root: str, syncer: Syncer = SYNCER, count: int = SPARES):
+        self._root = root
+        self._syncer = syncer
+        self._count = count
+        self._ids: deque[str] = deque()  # appended by the maker thread
+        self._maker = ThreadPoolExecutor(1, thread_name_prefix="spares")
+        self._making: Future | None = None
+
+    def take(self) -> str | None:
+        """The message id of a spare file, now the caller's; None if none is left."""
+        if len(self._ids) <= self._count // 2 and (
+            self._making is None or self._making.done()
+        ):
+            self._making = self._maker.submit(self.make)
+        try:
+            return self._ids.popleft()
+        except IndexError:
+            return None
+
+    def make(self) -> None:
+        """Make spares up to the count (blocking); each directory fsynced once."""
+        ids, directories = [], set()
+        try:
+            for _ in range(self._count - len(self._ids)):
+                messageId = newMessageId()
+                relpath = relativePath(messageId)
+                directory = ensureDirectory(
+                    self._root, os.path.dirname(relpath), self._syncer
+                )
+                directories.add(directory)
+                ids.append(messageId)
+                path = os.path.join(self._root, relpath)
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            for directory in directories:
+                self._syncer.directory(directory)
+        except OSError:
+            for messageId in ids:  # not durable: never used, not left behind
+                _unlinkQuietly(os.path.join(self._root, relativePath(messageId)))
+            raise
+        self._ids.extend(ids)
+
+    def close(self) -> None:
+        """Remove the spares not taken (blocking)."""
+        self._maker.shutdown(wait=True)
+        while self._ids:
+            _unlinkQuietly(os.path.join(self._root, relativePath(self._ids.popleft())))
+
+
 def isalLevel(level: int) -> int:
     """
     The ISA-L level (1..3) for a configured gzip level (1..9): 1-3 -> 1,
@@ -127,22 +196,21 @@ def writeMessageFile(
     level: int,
     sync: bool = True,
     syncer: Syncer = SYNCER,
+    spare: bool = False,
 ) -> StoredFile:
     """
     Write C{raw} gzip-compressed as the message file of C{messageId}; with
     C{sync} false the caller must L{syncFiles} it before its row commits.
+    C{spare}: the file exists already, made by L{SpareFiles}.
     """
     relpath = relativePath(messageId)
-    directory = ensureDirectory(root, os.path.dirname(relpath), syncer)
     final = os.path.join(root, relpath)
-    # Written in place, no temp name + rename: until its row commits, a file is
-    # invisible (nothing refers to it) and start-up moves such files aside.
-    try:
-        fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileNotFoundError:  # removed behind our back: forget and recreate
-        _known.discard(directory)
-        ensureDirectory(root, os.path.dirname(relpath), syncer)
-        fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if spare:
+        directory = None
+        fd = os.open(final, os.O_WRONLY)
+    else:
+        directory = ensureDirectory(root, os.path.dirname(relpath), syncer)
+        fd = _create(root, final, directory, syncer)
     try:
         try:
             data = isal_zlib.compress(raw, isalLevel(level), 31)  # 31: gzip
@@ -159,6 +227,17 @@ def writeMessageFile(
     storedSize = len(data)
     digest = hashlib.sha256(raw).hexdigest()
     return StoredFile(relpath, len(raw), storedSize, digest, directory)
+
+
+def _create(root: str, final: str, directory: str, syncer: Syncer) -> int:
+    # Written in place, no temp name + rename: until its row commits, a file is
+    # invisible (nothing refers to it) and start-up moves such files aside.
+    try:
+        return os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileNotFoundError:  # removed behind our back: forget and recreate
+        _known.discard(directory)
+        ensureDirectory(root, os.path.relpath(directory, root), syncer)
+        return os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
 
 def syncFiles(root: str, relpaths: list[str], syncer: Syncer = SYNCER) -> None:
@@ -179,6 +258,21 @@ def syncFiles(root: str, relpaths: list[str], syncer: Syncer = SYNCER) -> None:
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def startWriteback(root: str, relpath: str) -> None:
+    """
+    Ask the kernel to start writing a file back now (see L{syncFiles}). Only
+    a hint: a failure is the C{fdatasync}'s to report.
+    """
+    try:
+        fd = os.open(os.path.join(root, relpath), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        _startWriteback(fd)
+    finally:
+        os.close(fd)
 
 
 SYNC_FILE_RANGE_WRITE = 2

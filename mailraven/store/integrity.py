@@ -20,6 +20,7 @@ LOST_AND_FOUND = "lost+found"
 class IntegrityReport:
     damage: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
+    spares: list[str] = field(default_factory=list)  # empty: no mail in them
     messages: int = 0
 
     @property
@@ -34,6 +35,8 @@ def checkIntegrity(
     Damage: SQLite corruption, a row whose file is missing (or, with
     C{readFiles}, unreadable). Orphans: message files no row refers to (a crash
     after the file was written, before its commit: never acknowledged).
+    Spares: empty files no row refers to, made ahead by a store worker
+    (L{mailraven.store.files.SpareFiles}); a running server always has some.
     """
     report = IntegrityReport()
     for (line,) in conn.execute("PRAGMA quick_check"):
@@ -48,8 +51,19 @@ def checkIntegrity(
             report.damage.append(f"message {messageId}: file {relpath} is missing")
         elif readFiles and not _readable(os.path.join(dataDir, relpath)):
             report.damage.append(f"message {messageId}: file {relpath} is unreadable")
-    report.orphans = sorted(onDisk - referenced)
+    for relpath in sorted(onDisk - referenced):
+        if _isEmpty(os.path.join(dataDir, relpath)):
+            report.spares.append(relpath)
+        else:
+            report.orphans.append(relpath)
     return report
+
+
+def _isEmpty(path: str) -> bool:
+    try:
+        return os.stat(path).st_size == 0
+    except FileNotFoundError:  # a spare taken and failed meanwhile
+        return True
 
 
 def _messageFiles(dataDir: str):
@@ -85,6 +99,15 @@ def removeTemporaryFiles(dataDir: str) -> int:
             os.unlink(os.path.join(tmp, name))
             removed += 1
     return removed
+
+
+def removeSpares(dataDir: str, spares: list[str]) -> None:
+    """Spares left by a crash hold no mail: removed, not moved aside."""
+    for relpath in spares:
+        try:
+            os.unlink(os.path.join(dataDir, relpath))
+        except FileNotFoundError:
+            pass
 
 
 def quarantineOrphans(dataDir: str, orphans: list[str]) -> None:

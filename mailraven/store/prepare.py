@@ -15,6 +15,7 @@ from mailraven.envelope import Envelope
 from mailraven.store.authresults import withoutForgedResults
 from mailraven.store.files import (
     SYNCER,
+    SpareFiles,
     StoredFile,
     Syncer,
     newMessageId,
@@ -44,12 +45,14 @@ def prepareMessage(
     raw: bytes,
     sync: bool = True,
     syncer: Syncer = SYNCER,
+    spares: SpareFiles | None = None,
 ) -> PreparedMessage:
     """
     Score C{raw} (may raise L{SpamRejected}: nothing is written then), add our
     headers (first removing Authentication-Results that claim to be ours),
     write the file (not yet durable unless C{sync}: see
-    L{mailraven.store.files.syncFiles}). Blocking: never on the reactor thread.
+    L{mailraven.store.files.syncFiles}), into one of C{spares} if one is left.
+    Blocking: never on the reactor thread.
     """
     metadata = extractMetadata(raw)
     mailboxes, spamScore = None, 0.0
@@ -60,8 +63,11 @@ def prepareMessage(
     raw = withoutForgedResults(raw, envelope.authservId)  # RFC 8601 5
     if envelope.auth is not None:
         raw = afterReturnPath(raw, envelope.auth.header())
-    messageId = newMessageId()
-    stored = writeMessageFile(dataDir, messageId, raw, level, sync, syncer)
+    spare = spares.take() if spares is not None else None
+    messageId = spare or newMessageId()
+    stored = writeMessageFile(
+        dataDir, messageId, raw, level, sync, syncer, spare is not None
+    )
     return PreparedMessage(messageId, envelope, stored, metadata, mailboxes, spamScore)
 
 

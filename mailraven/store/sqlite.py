@@ -64,6 +64,7 @@ def commitBatch(
     directories: set[str],
     capture: Callable[[], Any],
     syncer: Syncer = SYNCER,
+    beforeCommit: Callable[[], None] | None = None,
 ) -> tuple[list[Any], float, Any]:
     """
     Run every C{work(conn)} in one transaction, each in its own savepoint (one
@@ -72,6 +73,10 @@ def commitBatch(
     C{capture()} called in its except clause; the seconds it took; and, when
     the transaction itself failed (every result is then that failure), the
     captured failure, else None.
+
+    C{beforeCommit}, if given, runs after the works and before COMMIT (a
+    lone message's file sync, whose writeback ran during the works); if it
+    raises, the whole transaction is rolled back.
     """
     started = time.monotonic()
     results: list[Any] = []
@@ -83,6 +88,8 @@ def commitBatch(
             conn.execute("BEGIN IMMEDIATE")
             for work in works:
                 results.append(_isolated(conn, work, capture))
+            if beforeCommit is not None:
+                beforeCommit()  # the files and their entries before the rows
             syncer.commit(conn)
     except Exception:
         batchFailure = capture()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 import os
 import pickle
 import select
@@ -32,7 +33,13 @@ import traceback
 from typing import Any
 
 from mailraven.policy.scoring import SenderLists, SpamRejected, loadSenderLists
-from mailraven.store.files import Syncer, removeMessageFile, syncFiles
+from mailraven.store.files import (
+    SpareFiles,
+    Syncer,
+    removeMessageFile,
+    startWriteback,
+    syncFiles,
+)
 from mailraven.store.prepare import PreparedMessage, prepareMessage
 from mailraven.store.rows import insertMessage
 from mailraven.store.sqlite import commitBatch, connect
@@ -109,6 +116,7 @@ class Preparer:
         self._conn: sqlite3.Connection | None = None
         self.senderLists = SenderLists(self._loadLists)
         self._generation = 0
+        self.spares = SpareFiles(settings.dataDir, settings.syncer)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -124,6 +132,13 @@ class Preparer:
         Prepare every message of C{requests}, then commit the rows of all
         that succeeded in one transaction (this worker's group commit). One
         answer per request, in order, after one ("commit", seconds, count).
+
+        A message alone in the server (no other in any worker) has its rows
+        inserted while the kernel writes its file back (L{startWriteback});
+        its C{fdatasync} comes after them, just before COMMIT, and finds less
+        left to do. Otherwise the files sync first: with other mail in
+        flight, the write lock that other workers wait for is not held while
+        files sync.
         """
         answers: dict[int, tuple] = {}
         prepared: list[tuple[int, PreparedMessage]] = []
@@ -133,15 +148,22 @@ class Preparer:
                 prepared.append((rid, outcome))
             else:
                 answers[rid] = outcome
-        prepared = self._durable(prepared, answers)
+        beforeCommit = None
+        if len(prepared) == 1 and len(requests) == 1 and requests[0][-1]:
+            lone = prepared[0][1]
+            startWriteback(self.settings.dataDir, lone.stored.relpath)
+            beforeCommit = functools.partial(self._durable, [lone])
+        else:
+            prepared = self._syncedFirst(prepared, answers)
         if prepared:
             results, seconds, _ = commitBatch(
                 self.conn,
                 self.settings.dbPath,
                 [lambda c, p=p: insertMessage(c, p) for _, p in prepared],
-                {p.stored.directory for _, p in prepared},
+                set(),  # synced by _durable, before the commit
                 _Failed.capture,
                 self.settings.syncer,
+                beforeCommit,
             )
             for (rid, message), result in zip(prepared, results, strict=True):
                 if isinstance(result, _Failed):
@@ -154,19 +176,12 @@ class Preparer:
             out.insert(0, ("commit", seconds, len(prepared)))
         return out
 
-    def _durable(
+    def _syncedFirst(
         self, prepared: list[tuple[int, PreparedMessage]], answers: dict[int, tuple]
     ) -> list[tuple[int, PreparedMessage]]:
-        """
-        fdatasync the batch's files together (L{syncFiles}); if that fails,
-        every message of the batch fails (451 to its client) and its file goes.
-        """
+        """L{_durable} now; if that fails, so does every message of the batch."""
         try:
-            syncFiles(
-                self.settings.dataDir,
-                [p.stored.relpath for _, p in prepared],
-                self.settings.syncer,
-            )
+            self._durable([p for _, p in prepared])
         except OSError:
             text = traceback.format_exc()
             for rid, message in prepared:
@@ -175,9 +190,23 @@ class Preparer:
             return []
         return prepared
 
+    def _durable(self, prepared: list[PreparedMessage]) -> None:
+        """
+        fdatasync the batch's files together (L{syncFiles}), then fsync the
+        directories of those not written into spares. If that fails, every
+        message of the batch fails (451 to its client) and its file goes.
+        """
+        syncFiles(
+            self.settings.dataDir,
+            [p.stored.relpath for p in prepared],
+            self.settings.syncer,
+        )
+        for directory in {p.stored.directory for p in prepared} - {None}:
+            self.settings.syncer.directory(directory)
+
     def _prepareOne(self, request: tuple) -> tuple[int, PreparedMessage | tuple]:
         """The prepared message, or the answer that says why there is none."""
-        _, rid, generation, envelope, path, tail = request
+        _, rid, generation, envelope, path, tail, _ = request
         if generation != self._generation:
             self._generation = generation
             self.senderLists.changed()  # an account trained its lists
@@ -191,6 +220,7 @@ class Preparer:
                 _joined(path, tail),
                 sync=False,  # the batch is made durable together: _durable
                 syncer=self.settings.syncer,
+                spares=self.spares,
             )
         except SpamRejected as e:
             return rid, ("spam", rid, e.score, e.rules)
@@ -252,15 +282,23 @@ def main() -> int:
         return 0
     settings, waiting = first[0], first[1:]
     preparer = Preparer(settings)
+    try:
+        preparer.spares.make()
+    except OSError:
+        pass  # none yet: messages get new files, and take() tries again
     writeAll(results, encodeFrame(("ready", os.getpid())))
-    while True:
-        # Everything that arrived while the last batch was committing is the
-        # next batch (group commit), up to MAX_BATCH.
-        waiting += reader.frames(block=not waiting)
-        if not waiting:
-            return 0  # end of input: the server is done with us
-        batch, waiting = waiting[:MAX_BATCH], waiting[MAX_BATCH:]
-        writeAll(results, b"".join(encodeFrame(a) for a in preparer.handle(batch)))
+    try:
+        while True:
+            # Everything that arrived while the last batch was committing is
+            # the next batch (group commit), up to MAX_BATCH.
+            waiting += reader.frames(block=not waiting)
+            if not waiting:
+                return 0  # end of input: the server is done with us
+            batch, waiting = waiting[:MAX_BATCH], waiting[MAX_BATCH:]
+            answers = preparer.handle(batch)
+            writeAll(results, b"".join(encodeFrame(a) for a in answers))
+    finally:
+        preparer.spares.close()
 
 
 if __name__ == "__main__":

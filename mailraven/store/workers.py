@@ -196,13 +196,16 @@ class StoreWorkers(Service):
     def prepare(self, request: tuple, size: int = 0) -> Deferred:
         """
         Send C{request} (see L{mailraven.store.worker.Preparer.handle}, without
-        its id; C{size}: the message's bytes) to a ready worker; fires with
-        what it answered. Only call when L{available}.
+        its id and whether it is alone; C{size}: the message's bytes) to a
+        ready worker; fires with what it answered. Only call when
+        L{available}. A message is alone when no worker holds another: a
+        worker may then let it wait for its file and its rows side by side.
         """
+        alone = not any(w.pending for w in self._workers)
         worker = self._choose(size)
         rid = next(self._ids)
         result: Deferred = Deferred()
-        worker.send(rid, (request[0], rid, *request[1:]), result, size)
+        worker.send(rid, (request[0], rid, *request[1:], alone), result, size)
         return result
 
     def _choose(self, size: int) -> _Worker:
