@@ -98,6 +98,23 @@ def scramLogin(port: int, login: str, password: str) -> tuple[int, bool]:
         return code, True
 
 
+def scramSalt(port: int, login: str) -> str:
+    """Blocking: the salt (s=) the server offers C{login} in SCRAM-SHA-256."""
+    client = ScramClient(["SCRAM-SHA-256"], login, "any")
+    with smtplib.SMTP("127.0.0.1", port, timeout=20) as smtp:
+        smtp.ehlo("laptop.example.org")
+        smtp.starttls(context=_context())
+        smtp.ehlo("laptop.example.org")
+        first = base64.b64encode(client.get_client_first().encode()).decode()
+        code, challenge = smtp.docmd("AUTH", f"SCRAM-SHA-256 {first}")
+        assert code == 334, (code, challenge)
+        fields = dict(
+            f.split("=", 1) for f in base64.b64decode(challenge).decode().split(",")
+        )
+        smtp.docmd("*")  # cancel the exchange
+        return fields["s"]
+
+
 class SubmissionTests(TestCase):
     timeout = 60
 
@@ -362,3 +379,36 @@ class ParallelGuessTests(TestCase):
             sorted(set(codes)), [454, 535], "only refusals and wrong passwords"
         )
         self.assertEqual(codes.count(535), checks.calls)
+
+
+class ScramEnumerationTests(TestCase):
+    """The SCRAM server-first message must not tell unknown logins apart
+    from real accounts (RFC 5802 9: a server should answer an unknown user
+    with a salt that looks like a real one)."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.server = RunningServer(self, ratelimit__auth_failures=20)
+        yield self.server.addUser("alice@example.test")
+
+    @inlineCallbacks
+    def test_unknownLoginsGetTheirOwnStableSalt(self):
+        port = self.server.submissionPort
+        salts = []
+        for login in [
+            "nobody@example.test",
+            "someone@example.test",
+            "nobody@example.test",
+            "alice@example.test",
+            "alice@example.test",
+        ]:
+            salts.append((yield deferToThread(scramSalt, port, login)))
+        nobody, someone, nobodyAgain, alice, aliceAgain = salts
+        # Like a real account's, an unknown login's salt does not change...
+        self.assertEqual(alice, aliceAgain)
+        self.assertEqual(nobody, nobodyAgain)
+        # ...and is not one salt shared by every name that does not exist.
+        self.assertNotEqual(nobody, someone)
+        self.assertEqual(len(base64.b64decode(nobody)), len(base64.b64decode(alice)))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import secrets
 from typing import Any
 
@@ -55,6 +57,18 @@ def scramUsername(clientFirst: str) -> str:
 _DECOY = ScramMechanism("SCRAM-SHA-256").make_auth_info(
     secrets.token_hex(16), iteration_count=4096
 )
+_DECOY_SALT_KEY = secrets.token_bytes(32)
+
+
+def decoyVerifier(login: str) -> tuple[bytes, bytes, bytes, int]:
+    """
+    The verifier an unknown login is challenged with. Its salt is the same
+    for every attempt at one name and differs between names, as real
+    accounts' salts do, so the server-first message cannot tell which names
+    exist (one salt shared by all unknown names would); no password matches.
+    """
+    salt = hmac.new(_DECOY_SALT_KEY, login.lower().encode(), hashlib.sha256).digest()
+    return (salt, *_DECOY[1:])
 
 
 class ScramExchange:
@@ -64,9 +78,9 @@ class ScramExchange:
     an unknown login fails exactly like a wrong password.
     """
 
-    def __init__(self, credentials: Any) -> None:
+    def __init__(self, credentials: Any, login: str) -> None:
         self.known = credentials is not None
-        verifier = _DECOY if credentials is None else credentials
+        verifier = decoyVerifier(login) if credentials is None else credentials
         self._server = ScramMechanism("SCRAM-SHA-256").make_server(
             lambda username: verifier
         )

@@ -150,7 +150,7 @@ class SubmissionESMTP(MailRavenESMTP):
 
     def _scramChallenge(self, credentials: Any, login: str, clientFirst: str) -> None:
         # An unknown account gets a decoy verifier: the same exchange, then 535.
-        exchange = ScramExchange(credentials)
+        exchange = ScramExchange(credentials, login)
         try:
             serverFirst = exchange.first(clientFirst)
         except ScramException:
