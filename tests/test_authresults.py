@@ -60,10 +60,14 @@ class WithoutForgedResultsTests(SynchronousTestCase):
         self.assertEqual(withoutForgedResults(raw, OURS), TOP + foreign + REST)
 
     def test_fieldAfterABareCRIsAField(self):
-        """Parsers take a bare CR for a line end: such a field is a field."""
+        """
+        Parsers take a bare CR for a line end: such a field is a field. The
+        bare CR before it becomes CRLF, so that a reader that ends lines only
+        at CRLF does not take the next field (or the body) into X-A.
+        """
         raw = TOP + b"X-A: 1\rAuthentication-Results: mx.mailraven.test; dkim=pass\r\n"
         self.assertEqual(
-            withoutForgedResults(raw + REST, OURS), TOP + b"X-A: 1\r" + REST
+            withoutForgedResults(raw + REST, OURS), TOP + b"X-A: 1\r\n" + REST
         )
 
     def test_bareLFMessage(self):

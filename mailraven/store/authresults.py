@@ -76,10 +76,24 @@ def withoutForgedResults(raw: bytes, ours: str) -> bytes:
                     == ours
                 )
         if removing:
-            kept.append(raw[position : line.start()])
+            before = raw[position : line.start()]
+            kept.append(_endedWithCRLF(before) if text.endswith(b"\r\n") else before)
             position = line.end()
     kept.append(raw[position:])
     return b"".join(kept)
+
+
+def _endedWithCRLF(lines: bytes) -> bytes:
+    """
+    C{lines} (whole lines) with a bare CR or LF at its end made CRLF, when
+    the field removed after them ended with CRLF: to a reader that ends lines
+    only at CRLF (dkimpy, some clients) the bare end and the removed field
+    were one line, and without the CRLF the line after the field (the next
+    field, or the empty line before the body) would join that line too.
+    """
+    if lines.endswith(b"\r\n") or not lines:
+        return lines
+    return lines[:-1] + b"\r\n"
 
 
 def _unfolded(raw: bytes, start: int, end: int, first: bytes) -> bytes:
