@@ -95,6 +95,12 @@ class HostileInputTests(TestCase):
                     "bad_request",
                     body={**base, field: [address]},
                 )
+        # the queue looks up MX records only: a literal would bounce later
+        for address in ("a@[127.0.0.1]", "a@[IPv6:::1]"):
+            body = yield self.assertRefused(
+                "POST", "/messages/send", "bad_request", body={**base, "to": [address]}
+            )
+            self.assertIn("not an IP address", body["message"])
         sent = yield self.api.json("GET", "/messages", mailbox="sent")
         self.assertEqual(sent["messages"], [], "a refused message was stored")
         tabbed = yield self.api.json(

@@ -486,9 +486,17 @@ def _addresses(body: dict, name: str, required: bool = False) -> list[str]:
     if required and not value:
         raise APIError(400, "bad_request", f"{name} needs at least one address")
     try:
-        return [str(parsePath(v.strip(), utf8=True)) for v in value]
+        parsed = [parsePath(v.strip(), utf8=True) for v in value]
     except AddressError as e:
         raise APIError(400, "bad_request", f"bad address in {name}: {e}") from None
+    for address in parsed:
+        # the queue finds hosts by MX only: an address literal would be
+        # accepted and then bounce as "no such domain"
+        if address.isLiteral:
+            raise APIError(
+                400, "bad_request", f"{address}: send to a domain, not an IP address"
+            )
+    return [str(address) for address in parsed]
 
 
 def _sendFields(body: Any) -> dict[str, Any]:
