@@ -150,6 +150,13 @@ def _networks(value: Any) -> list[str]:
     return items
 
 
+def _delimiter(value: Any) -> str:
+    value = _str(value)
+    if value not in ("", "+", "-", "_", ".", "="):
+        raise ValueError('expected one of "+", "-", "_", ".", "=" or "" (off)')
+    return value
+
+
 def _aliases(value: Any) -> list[str]:
     items = _strList(value)
     for item in items:
@@ -219,6 +226,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "data_dir": Key(_str, "./mailraven-data", "db, messages, certs, keys"),
         "postmaster": Key(
             _str, "", "account for postmaster@ mail; '' = the first account"
+        ),
+        "recipient_delimiter": Key(
+            _delimiter, "+", "local+tag@ subaddressing; '' = off"
         ),
     },
     "smtp": {

@@ -17,6 +17,8 @@ class Recipient:
     userId: int
     mailbox: str | None = None
     seen: bool | None = None
+    # The subaddress of a plus-address (alice+news@ -> "news"), else "".
+    tag: str = ""
 
 
 @dataclass

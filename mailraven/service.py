@@ -261,6 +261,7 @@ def makeService(
             config["server.domains"],
             reactor,
             postmaster=config["server.postmaster"],
+            delimiter=config["server.recipient_delimiter"],
         ),
         store=root.store,
         spoolFactory=lambda: Spool(tmpDir, reactor, files.pool, budget=spoolBudget),

@@ -249,6 +249,25 @@ class IndexTablePerAccountMigrationTests(TestCase):
         self.assertEqual(rowids, {1: [1], 2: [1, 2]})  # the search_docs ids
 
 
+BEFORE_TAGS = 11  # the last schema without mailbox_entries.tag
+
+
+class EntryTagMigrationTests(TestCase):
+    def test_entriesKeepTheirDataAndHaveNoTag(self) -> None:
+        """Mail stored before subaddress tags comes forward untagged."""
+        conn = _twoAccounts(self, BEFORE_TAGS)
+        _messageRows(conn, 1, "old", {"e1": 1, "e2": 2})
+        migrate(conn)
+        rows = conn.execute(
+            "SELECT id, user_id, recipient, tag FROM mailbox_entries ORDER BY id"
+        ).fetchall()
+        self.assertEqual(
+            [tuple(r) for r in rows],
+            [("e1", 1, "u@example.test", None), ("e2", 2, "u@example.test", None)],
+        )
+        conn.execute("UPDATE mailbox_entries SET tag = 'news' WHERE id = 'e1'")
+
+
 class UpgradeAtStartTests(TestCase):
     """An operator sees why nothing listens yet while an old database is
     being upgraded, and how long it took."""

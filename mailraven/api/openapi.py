@@ -53,6 +53,7 @@ SUMMARY_FIELDS: dict[str, Any] = {
     "id": {"type": "string"},
     "sender": {"type": "string"},
     "recipient": {"type": "string"},
+    "tag": {"type": "string"},
     "subject": {"type": "string"},
     "snippet": {"type": "string", "maxLength": 200},
     "read_state": {"type": "boolean"},

@@ -19,7 +19,7 @@ TOKEN_LIFETIME = timedelta(days=7)
 _SUMMARY = """
     e.id, e.recipient, e.mailbox, e.read_state, e.starred, e.received_at,
     e.updated_at, m.mail_from, m.header_from, m.subject, m.snippet, m.size,
-    m.has_attachments, m.spam_score, m.auth_results
+    m.has_attachments, m.spam_score, m.auth_results, e.tag
 """
 
 
@@ -48,11 +48,13 @@ def summary(row: sqlite3.Row) -> dict[str, Any]:
         hasAttachments,
         spamScore,
         authResults,
-    ) = tuple(row)[:15]
+        tag,
+    ) = tuple(row)[:16]
     return {
         "id": entryId,
         "sender": headerFrom or mailFrom,
         "recipient": recipient,
+        "tag": tag or "",
         "subject": subject or "",
         "snippet": snippet or "",
         "read_state": bool(readState),

@@ -61,8 +61,10 @@ class RecipientResolver:
         clock: Any,
         maxAge: float = DIRECTORY_MAX_AGE,
         postmaster: str = "",
+        delimiter: str = "+",
     ) -> None:
         self._users = users
+        self._delimiter = delimiter
         self._postmaster = postmaster.lower()
         self._domains = frozenset(domains)
         self._clock = clock
@@ -87,6 +89,11 @@ class RecipientResolver:
         userId = self._directory.get(text.lower())
         if userId is not None:
             return Recipient(text, userId)
+        base, tag = self._subaddress(address)
+        if base:
+            userId = self._directory.get(f"{base}@{address.domain}".lower())
+            if userId is not None:
+                return Recipient(text, userId, tag=tag)
         local = address.domain in self._domains or address.domain in self._userDomains
         if address.local.lower() == "postmaster" and (local or not address.domain):
             userId = self._postmasterAccount()
@@ -95,6 +102,19 @@ class RecipientResolver:
         if local:
             raise unknownUser()
         raise relayDenied()
+
+    def _subaddress(self, address: Address) -> tuple[str, str]:
+        """
+        (local part, tag) of a plus-address (RFC 5233 subaddressing):
+        C{alice+news} -> (alice, news); ("", "") when the delimiter is off or
+        absent, or nothing precedes it.
+        """
+        if not self._delimiter:
+            return "", ""
+        base, sep, tag = address.local.partition(self._delimiter)
+        if not sep or not base:
+            return "", ""
+        return base, tag
 
     def _postmasterAccount(self) -> int | None:
         """

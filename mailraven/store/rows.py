@@ -50,7 +50,7 @@ def insertMessage(conn: Any, prepared: PreparedMessage) -> str:
     )
     conn.executemany(
         "INSERT INTO mailbox_entries (id, message_id, user_id, recipient, mailbox,"
-        " read_state, received_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " read_state, received_at, updated_at, tag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 newMessageId(),
@@ -61,6 +61,7 @@ def insertMessage(conn: Any, prepared: PreparedMessage) -> str:
                 envelope.seen if r.seen is None else r.seen,
                 receivedAt,
                 receivedAt,
+                r.tag or None,
             )
             for r in envelope.recipients
         ],

@@ -290,6 +290,11 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         (SELECT m.received_at FROM messages m WHERE m.id = search_docs.message_id);
     """,
     _indexTablePerAccount,
+    # 12: the subaddress (plus-address tag) each copy was delivered under,
+    # for the API and for filters; NULL for mail to the plain address.
+    """
+    ALTER TABLE mailbox_entries ADD COLUMN tag TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
