@@ -98,3 +98,42 @@ class OtherDelimiterTests(TestCase):
         )
         self.assertEqual(code, 250)
         self.assertEqual(list(refused), ["alice+news@example.test"])
+
+
+class RoleAddressTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.server = RunningServer(self, server__postmaster="carol@example.test")
+        yield self.server.addUser("alice@example.test")
+        self.carol = yield self.server.addUser("carol@example.test")
+
+    @inlineCallbacks
+    def test_abuseReachesTheAdminOfEveryLocalDomain(self):
+        """RFC 2142: abuse@ exists beside postmaster@ in every local domain
+        (here example.test and localhost), delivered to server.postmaster."""
+        refused, (code, _) = yield send(
+            self.server, ["abuse@example.test", "Abuse@localhost"]
+        )
+        self.assertEqual((refused, code), ({}, 250))
+        entries = yield self.server.root.store.list(self.carol, "inbox", 10, 0)
+        self.assertEqual(
+            sorted(e["recipient"] for e in entries), ["abuse@example.test"]
+        )
+        alices = yield self.server.root.store.list(1, "inbox", 10, 0)
+        self.assertEqual(alices, [])
+
+    @inlineCallbacks
+    def test_abuseOfAnotherDomainIsNoRelay(self):
+        refused, _ = yield send(self.server, ["abuse@elsewhere.org"])
+        self.assertEqual(refused["abuse@elsewhere.org"][0], 554)
+
+    @inlineCallbacks
+    def test_anAbuseAccountGetsItsOwnMail(self):
+        abuseId = yield self.server.addUser("abuse@example.test")
+        refused, (code, _) = yield send(self.server, ["abuse@example.test"])
+        self.assertEqual(code, 250)
+        [entry] = yield self.server.root.store.list(abuseId, "inbox", 10, 0)
+        carols = yield self.server.root.store.list(self.carol, "inbox", 10, 0)
+        self.assertEqual(carols, [])

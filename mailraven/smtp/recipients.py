@@ -17,6 +17,10 @@ from mailraven.interfaces import IUserStore
 from mailraven.smtp.addresses import Address
 
 DIRECTORY_MAX_AGE = 2.0  # seconds a `mailraven user add` may take to be seen
+# Every local domain has them (RFC 5321 4.5.1, RFC 2142 section 2), routed
+# to the postmaster account unless an account or alias of that name exists.
+# Only postmaster may come without a domain (parsePath allows no other).
+ROLE_ADDRESSES = frozenset({"postmaster", "abuse"})
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,7 @@ class RecipientResolver:
             if userId is not None:
                 return Recipient(text, userId, tag=tag)
         local = address.domain in self._domains or address.domain in self._userDomains
-        if address.local.lower() == "postmaster" and (local or not address.domain):
+        if address.local.lower() in ROLE_ADDRESSES and (local or not address.domain):
             userId = self._postmasterAccount()
             if userId is not None:
                 return Recipient(text, userId)
@@ -118,8 +122,9 @@ class RecipientResolver:
 
     def _postmasterAccount(self) -> int | None:
         """
-        RFC 5321 4.5.1: every local domain MUST accept mail for postmaster.
-        Without an account of that name it goes to C{server.postmaster}, or
+        RFC 5321 4.5.1: every local domain MUST accept mail for postmaster
+        (and RFC 2142 names abuse). Without an account of that name it goes
+        to C{server.postmaster}, or
         to the first account made (quickstart's) when that is unset or gone.
         """
         if self._postmaster:
