@@ -32,6 +32,14 @@ from mailraven.startup import (
     ensureLayout,
     serverHolding,
 )
+from mailraven.store.aliases import (
+    AliasIsAccount,
+    UnknownMember,
+    addAlias,
+    listAliases,
+    normaliseAlias,
+    removeAlias,
+)
 from mailraven.store.db import openDatabase
 from mailraven.store.integrity import checkIntegrity
 from mailraven.store.users import (
@@ -155,6 +163,63 @@ def userList(config, args) -> int:
         print(email)
     # stdout stays one address a line for scripts
     print(f"{len(emails)} accounts {_inDataDir(config)}", file=sys.stderr)
+    return 0
+
+
+def _aliasAddress(text: str) -> str:
+    """The alias's normalised address; its domain must be one of ours (an
+    alias of any other domain would only be a way to relay)."""
+    try:
+        address = normaliseAlias(text)
+    except BadAddress as e:
+        raise CommandError(str(e)) from None
+    return address
+
+
+def _localDomains(config, conn) -> set[str]:
+    return set(config["server.domains"]) | {
+        email.rpartition("@")[2].lower() for email in listUsers(conn)
+    }
+
+
+def aliasAdd(config, args) -> int:
+    address = _aliasAddress(args.address)
+    conn = _open(config)
+    domain = address.rpartition("@")[2]
+    if domain not in _localDomains(config, conn):
+        raise CommandError(
+            f"{domain} is not a local domain (server.domains, or a domain with"
+            " an account): an alias there would relay"
+        )
+    try:
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            addAlias(conn, address, args.members)
+    except (UnknownMember, AliasIsAccount) as e:
+        raise CommandError(f"{e} {_inDataDir(config)}") from None
+    members = listAliases(conn)[address]
+    print(f"{address} -> {', '.join(members)} {_inDataDir(config)}")
+    return 0
+
+
+def aliasRemove(config, args) -> int:
+    address = _aliasAddress(args.address)
+    conn = _open(config)
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        found = removeAlias(conn, address)
+    if not found:
+        raise CommandError(f"no such alias: {address} {_inDataDir(config)}")
+    print(f"removed {address} {_inDataDir(config)}")
+    return 0
+
+
+def aliasList(config, args) -> int:
+    aliases = listAliases(_open(config))
+    for address, members in aliases.items():
+        print(f"{address} {' '.join(members)}")
+    # stdout stays one alias a line for scripts
+    print(f"{len(aliases)} aliases {_inDataDir(config)}", file=sys.stderr)
     return 0
 
 
@@ -347,6 +412,18 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("email")
     cmd.set_defaults(func=userDel)
     command(user, "list", help="list accounts").set_defaults(func=userList)
+
+    alias = command(
+        sub, "alias", help="addresses delivered to accounts (and catch-alls)"
+    ).add_subparsers(dest="action", required=True)
+    cmd = command(alias, "add", help="add accounts to an alias (made if new)")
+    cmd.add_argument("address", help="alias@domain, or @domain for a catch-all")
+    cmd.add_argument("members", nargs="+", metavar="MEMBER", help="an account")
+    cmd.set_defaults(func=aliasAdd)
+    cmd = command(alias, "remove", help="remove an alias (or a catch-all)")
+    cmd.add_argument("address")
+    cmd.set_defaults(func=aliasRemove)
+    command(alias, "list", help="list aliases and members").set_defaults(func=aliasList)
 
     cmd = command(sub, "verify", help="check the database and every message file")
     cmd.add_argument(

@@ -85,6 +85,32 @@ class IUserStore(Interface):
         """Deferred firing with {lower-cased address: user id} of every account."""
 
 
+class IAliasStore(Interface):
+    """
+    Aliases: an address of a local domain delivered to one or more accounts,
+    and per-domain catch-alls (the address C{"@domain"}). Members are always
+    accounts of this server; addresses compare case-insensitively.
+    """
+
+    def add(address, members):
+        """
+        Add the accounts C{members} to the alias C{address} (made if new);
+        Deferred firing with the normalised address. Fails, adding nothing,
+        with L{mailraven.store.aliases.UnknownMember} when a member is not an
+        account, L{mailraven.store.aliases.AliasIsAccount} when C{address}
+        is one, or L{mailraven.store.users.BadAddress}.
+        """
+
+    def remove(address):
+        """Deferred firing with True if the alias existed."""
+
+    def list():
+        """Deferred firing with {alias: [member addresses]}, sorted."""
+
+    def directory():
+        """Deferred firing with {lower-cased alias: [member user ids]}."""
+
+
 class IPolicyCheck(Interface):
     """
     One check of a stage of the acceptance chain (today the DATA stage:

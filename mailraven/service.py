@@ -50,6 +50,7 @@ from mailraven.smtp.submission import (
 )
 from mailraven.spool import MemoryBudget, Spool
 from mailraven.startup import lockDataDir, prepareDataDir
+from mailraven.store.aliases import SQLiteAliasStore
 from mailraven.store.db import Database
 from mailraven.store.files import SYNCER, Syncer
 from mailraven.store.messages import SQLiteMessageStore
@@ -237,6 +238,7 @@ def makeService(
     )
     tokens = TokenCache(reactor)
     root.users = SQLiteUserStore(db, onRevoke=tokens.clear)
+    root.aliases = SQLiteAliasStore(db)
     tmpDir = os.path.join(dataDir, "tmp")
     root.spoolBudget = spoolBudget = MemoryBudget(config["smtp.spool_memory"])
 
@@ -262,6 +264,7 @@ def makeService(
             reactor,
             postmaster=config["server.postmaster"],
             delimiter=config["server.recipient_delimiter"],
+            aliases=root.aliases,
         ),
         store=root.store,
         spoolFactory=lambda: Spool(tmpDir, reactor, files.pool, budget=spoolBudget),

@@ -16,11 +16,18 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from mailraven.envelope import Envelope
-from mailraven.interfaces import IDiskGuard, IMessageStore, IPolicyCheck, IUserStore
+from mailraven.interfaces import (
+    IAliasStore,
+    IDiskGuard,
+    IMessageStore,
+    IPolicyCheck,
+    IUserStore,
+)
 from mailraven.spool import Spool
+from mailraven.store.aliases import AliasIsAccount, UnknownMember, normaliseAlias
 from mailraven.store.files import Syncer
 from mailraven.store.messages import MAILBOXES
-from mailraven.store.users import UserExists, normaliseAddress
+from mailraven.store.users import BadAddress, UserExists, normaliseAddress
 
 
 @implementer(IMessageStore)
@@ -153,6 +160,63 @@ class MemoryUserStore:
 
     def directory(self) -> Deferred:
         return succeed({email: found[0] for email, found in self._users.items()})
+
+
+@implementer(IAliasStore)
+class MemoryAliasStore:
+    """Aliases over a L{MemoryUserStore}: members are its accounts, and an
+    account removed there leaves every alias (as the database's cascade)."""
+
+    def __init__(self, users: MemoryUserStore) -> None:
+        self._users = users
+        self._aliases: dict[str, tuple[str, set[int]]] = {}
+
+    def _accounts(self) -> dict[int, str]:
+        return {found[0]: email for email, found in self._users._users.items()}
+
+    def add(self, address: str, members: list[str]) -> Deferred:
+        try:
+            address = normaliseAlias(address)
+        except BadAddress as e:
+            return fail(e)
+        if address.lower() in self._users._users:
+            return fail(AliasIsAccount(address))
+        userIds = []
+        for member in members:
+            found = self._users._users.get(member.strip().lower())
+            if found is None:
+                return fail(UnknownMember(member))
+            userIds.append(found[0])
+        if not userIds:
+            return fail(UnknownMember("no members"))
+        key = address.lower()
+        self._aliases.setdefault(key, (address, set()))[1].update(userIds)
+        return succeed(address)
+
+    def remove(self, address: str) -> Deferred:
+        key = normaliseAlias(address).lower()
+        return succeed(self._aliases.pop(key, None) is not None)
+
+    def _current(self) -> dict[str, tuple[str, list[int]]]:
+        accounts = self._accounts()
+        current = {}
+        for key, (address, userIds) in sorted(self._aliases.items()):
+            kept = sorted(u for u in userIds if u in accounts)
+            if kept:
+                current[key] = (address, kept)
+        return current
+
+    def list(self) -> Deferred:
+        accounts = self._accounts()
+        return succeed(
+            {
+                address: sorted(accounts[u] for u in userIds)
+                for address, userIds in self._current().values()
+            }
+        )
+
+    def directory(self) -> Deferred:
+        return succeed({key: ids for key, (_, ids) in self._current().items()})
 
 
 @implementer(IDiskGuard)

@@ -3,11 +3,18 @@ role addresses, aliases and catch-alls (docs/addresses.md)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.helpers import RunningServer, sendWithSmtplib
+from mailraven import cli
+from mailraven.backup import createBackup, restoreBackup
+from mailraven.smtp.recipients import DIRECTORY_MAX_AGE
+from tests.helpers import RunningServer, sendWithSmtplib, sleep
 from tests.test_mobile_api import APIClient
 
 MESSAGE = (
@@ -137,3 +144,130 @@ class RoleAddressTests(TestCase):
         [entry] = yield self.server.root.store.list(abuseId, "inbox", 10, 0)
         carols = yield self.server.root.store.list(self.carol, "inbox", 10, 0)
         self.assertEqual(carols, [])
+
+
+def mailraven(dataDir: str, *args: str) -> tuple[int, str]:
+    """Blocking: the C{mailraven} command in this process; (status, stderr)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        status = cli.main([*args, "--data-dir", dataDir])
+    return status, err.getvalue()
+
+
+def seenByTheServer():
+    """Long enough for the resolver to reload what the CLI changed."""
+    return sleep(DIRECTORY_MAX_AGE + 0.2)
+
+
+class AliasTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.server = RunningServer(self)
+        self.alice = yield self.server.addUser("alice@example.test")
+        self.bob = yield self.server.addUser("bob@example.test")
+
+    def alias(self, *args: str):
+        return deferToThread(mailraven, self.server.dataDir, "alias", *args)
+
+    @inlineCallbacks
+    def inbox(self, userId: int) -> list[str]:
+        entries = yield self.server.root.store.list(userId, "inbox", 10, 0)
+        return [e["recipient"] for e in entries]
+
+    @inlineCallbacks
+    def test_aliasToTwoAccountsIsStoredOncePerAccount(self):
+        """sales@ reaches alice and bob, without a restart; alice, named
+        again directly, still gets one copy."""
+        refused, _ = yield send(self.server, ["sales@example.test"])
+        self.assertEqual(refused["sales@example.test"][0], 550)
+        status, _ = yield self.alias(
+            "add", "sales@example.test", "alice@example.test", "bob@example.test"
+        )
+        self.assertEqual(status, 0)
+        yield seenByTheServer()
+        refused, (code, _) = yield send(
+            self.server, ["Sales@example.test", "alice@example.test"]
+        )
+        self.assertEqual((refused, code), ({}, 250))
+        self.assertEqual((yield self.inbox(self.alice)), ["Sales@example.test"])
+        self.assertEqual((yield self.inbox(self.bob)), ["Sales@example.test"])
+
+    @inlineCallbacks
+    def test_removedAliasIsUnknownAgain(self):
+        yield self.alias("add", "sales@example.test", "bob@example.test")
+        yield seenByTheServer()
+        refused, _ = yield send(self.server, ["sales@example.test"])
+        self.assertEqual(refused, {})
+        status, _ = yield self.alias("remove", "sales@example.test")
+        self.assertEqual(status, 0)
+        yield seenByTheServer()
+        refused, _ = yield send(self.server, ["sales@example.test"])
+        self.assertEqual(refused["sales@example.test"][0], 550)
+
+    @inlineCallbacks
+    def test_plusAddressOfAnAlias(self):
+        yield self.alias(
+            "add", "sales@example.test", "alice@example.test", "bob@example.test"
+        )
+        yield seenByTheServer()
+        refused, (code, _) = yield send(self.server, ["sales+eu@example.test"])
+        self.assertEqual((refused, code), ({}, 250))
+        api = APIClient(self, self.server.apiPort)
+        yield api.login("bob@example.test")
+        [entry] = (yield api.json("GET", "/messages"))["messages"]
+        self.assertEqual(
+            (entry["recipient"], entry["tag"]), ("sales+eu@example.test", "eu")
+        )
+
+    @inlineCallbacks
+    def test_anAliasRoutesARoleAddress(self):
+        """abuse@ goes to the first account unless an alias says otherwise."""
+        yield self.alias("add", "abuse@example.test", "bob@example.test")
+        yield seenByTheServer()
+        yield send(self.server, ["abuse@example.test", "postmaster@example.test"])
+        self.assertEqual((yield self.inbox(self.bob)), ["abuse@example.test"])
+        self.assertEqual((yield self.inbox(self.alice)), ["postmaster@example.test"])
+
+    @inlineCallbacks
+    def test_externalMemberOrForeignDomainIsRefusedClearly(self):
+        status, err = yield self.alias(
+            "add", "sales@example.test", "alice@example.test", "x@elsewhere.org"
+        )
+        self.assertEqual(status, 1)
+        self.assertIn("x@elsewhere.org is not an account here", err)
+        self.assertIn("never forward", err)
+        status, err = yield self.alias(
+            "add", "sales@elsewhere.org", "alice@example.test"
+        )
+        self.assertEqual(status, 1)
+        self.assertIn("elsewhere.org is not a local domain", err)
+        status, err = yield self.alias("add", "alice@example.test", "bob@example.test")
+        self.assertEqual(status, 1)
+        self.assertIn("alice@example.test is an account", err)
+        listed = yield self.server.root.aliases.list()
+        self.assertEqual(listed, {})
+
+    @inlineCallbacks
+    def test_aliasesAreInTheBackup(self):
+        yield self.alias(
+            "add", "sales@example.test", "alice@example.test", "bob@example.test"
+        )
+        yield self.alias("add", "@example.test", "bob@example.test")
+        backup = os.path.abspath(self.mktemp())
+        yield deferToThread(createBackup, self.server.dataDir, backup)
+        newDir = os.path.abspath(self.mktemp())
+        yield deferToThread(restoreBackup, backup, newDir)
+        yield self.server.stop()
+        restored = RunningServer(self, server__data_dir=newDir)
+        listed = yield restored.root.aliases.list()
+        self.assertEqual(
+            listed,
+            {
+                "@example.test": ["bob@example.test"],
+                "sales@example.test": ["alice@example.test", "bob@example.test"],
+            },
+        )
+        refused, (code, _) = yield send(restored, ["sales@example.test"])
+        self.assertEqual((refused, code), ({}, 250))

@@ -268,6 +268,28 @@ class EntryTagMigrationTests(TestCase):
         conn.execute("UPDATE mailbox_entries SET tag = 'news' WHERE id = 'e1'")
 
 
+BEFORE_ALIASES = 12  # the last schema without the aliases table
+
+
+class AliasesMigrationTests(TestCase):
+    def test_aliasesFollowTheirAccounts(self) -> None:
+        """From schema 12: the table is there, empty, and removing an
+        account removes its alias memberships."""
+        conn = _twoAccounts(self, BEFORE_ALIASES)
+        _messageRows(conn, 1, "old", {"e1": 1})
+        migrate(conn)
+        self.assertEqual(conn.execute("SELECT count(*) FROM aliases").fetchone()[0], 0)
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.executemany(
+            "INSERT INTO aliases (address, user_id, created_at) VALUES (?, ?, 'now')",
+            [("sales@example.test", 1), ("sales@example.test", 2)],
+        )
+        conn.execute("DELETE FROM mailbox_entries WHERE user_id = 1")
+        conn.execute("DELETE FROM users WHERE id = 1")
+        rows = conn.execute("SELECT address, user_id FROM aliases").fetchall()
+        self.assertEqual([tuple(r) for r in rows], [("sales@example.test", 2)])
+
+
 class UpgradeAtStartTests(TestCase):
     """An operator sees why nothing listens yet while an old database is
     being upgraded, and how long it took."""

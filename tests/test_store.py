@@ -18,9 +18,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from mailraven.envelope import Envelope, Recipient
-from mailraven.interfaces import IMessageStore, IUserStore
+from mailraven.interfaces import IAliasStore, IMessageStore, IUserStore
 from mailraven.spool import Spool, memorySpool
 from mailraven.startup import ensureLayout
+from mailraven.store.aliases import AliasIsAccount, SQLiteAliasStore, UnknownMember
 from mailraven.store.db import Database, openDatabase
 from mailraven.store.files import (
     isalLevel,
@@ -31,8 +32,8 @@ from mailraven.store.files import (
 )
 from mailraven.store.integrity import checkIntegrity
 from mailraven.store.messages import SQLiteMessageStore
-from mailraven.store.users import SQLiteUserStore, UserExists
-from mailraven.testing import MemoryMessageStore, MemoryUserStore
+from mailraven.store.users import BadAddress, SQLiteUserStore, UserExists
+from mailraven.testing import MemoryAliasStore, MemoryMessageStore, MemoryUserStore
 
 MESSAGE = (
     b"From: Bob <bob@example.org>\r\n"
@@ -190,6 +191,92 @@ class UserStoreContract:
         self.assertTrue((yield users.remove("alice@example.test")))
         self.assertFalse((yield users.remove("alice@example.test")))
         self.assertEqual((yield users.listUsers()), [])
+
+
+class AliasStoreContract:
+    """C{makeStores()} -> (IUserStore, IAliasStore over those accounts)."""
+
+    @inlineCallbacks
+    def setUpAccounts(self):
+        self.users, self.aliases = self.makeStores()
+        self.alice = yield self.users.add("alice@example.test", "pw")
+        self.bob = yield self.users.add("bob@example.test", "pw")
+
+    def test_providesInterface(self):
+        self.assertTrue(verifyObject(IAliasStore, self.makeStores()[1]))
+
+    @inlineCallbacks
+    def test_aliasToTwoAccounts(self):
+        yield self.setUpAccounts()
+        address = yield self.aliases.add(
+            "Sales@Example.TEST", ["alice@example.test", "BOB@example.test"]
+        )
+        self.assertEqual(address, "Sales@example.test")
+        yield self.aliases.add("sales@example.test", ["bob@example.test"])
+        self.assertEqual(
+            (yield self.aliases.directory()),
+            {"sales@example.test": [self.alice, self.bob]},
+        )
+        listed = yield self.aliases.list()
+        self.assertEqual(list(listed), ["Sales@example.test"])
+        self.assertEqual(
+            [m.lower() for m in listed["Sales@example.test"]],
+            ["alice@example.test", "bob@example.test"],
+        )
+
+    @inlineCallbacks
+    def test_catchAllIsTheDomainAlone(self):
+        yield self.setUpAccounts()
+        address = yield self.aliases.add("@Example.TEST", ["alice@example.test"])
+        self.assertEqual(address, "@example.test")
+        self.assertEqual(
+            (yield self.aliases.directory()), {"@example.test": [self.alice]}
+        )
+
+    @inlineCallbacks
+    def test_externalOrUnknownMemberAddsNothing(self):
+        yield self.setUpAccounts()
+        for members in (
+            ["alice@example.test", "someone@elsewhere.org"],
+            ["nobody@example.test"],
+            [],
+        ):
+            yield self.assertFailure(
+                self.aliases.add("sales@example.test", members), UnknownMember
+            )
+        self.assertEqual((yield self.aliases.directory()), {})
+
+    @inlineCallbacks
+    def test_accountAddressOrBadAddressIsNoAlias(self):
+        yield self.setUpAccounts()
+        yield self.assertFailure(
+            self.aliases.add("Alice@example.test", ["bob@example.test"]),
+            AliasIsAccount,
+        )
+        yield self.assertFailure(
+            self.aliases.add("not an address", ["bob@example.test"]), BadAddress
+        )
+
+    @inlineCallbacks
+    def test_removeAliasAndRemovedAccounts(self):
+        yield self.setUpAccounts()
+        yield self.aliases.add("sales@example.test", ["alice@example.test"])
+        yield self.aliases.add(
+            "team@example.test", ["alice@example.test", "bob@example.test"]
+        )
+        yield self.users.remove("alice@example.test")
+        self.assertEqual(
+            (yield self.aliases.directory()), {"team@example.test": [self.bob]}
+        )
+        self.assertTrue((yield self.aliases.remove("TEAM@example.test")))
+        self.assertFalse((yield self.aliases.remove("team@example.test")))
+        self.assertEqual((yield self.aliases.list()), {})
+
+
+class MemoryAliasStoreTests(AliasStoreContract, TestCase):
+    def makeStores(self):
+        users = MemoryUserStore()
+        return users, MemoryAliasStore(users)
 
 
 class MemoryStoreTests(MessageStoreContract, TestCase):
@@ -398,6 +485,17 @@ class MessageIdTests(SynchronousTestCase):
         self.assertEqual(len(set(ids)), 50)
         self.assertEqual(sorted(ids, key=lambda i: i[:13]), ids)
         self.assertLessEqual(len({os.path.dirname(relativePath(i)) for i in ids}), 2)
+
+
+class SQLiteAliasStoreTests(AliasStoreContract, TestCase):
+    def makeStores(self):
+        if not hasattr(self, "db"):
+            dataDir = os.path.abspath(self.mktemp())
+            ensureLayout(dataDir)
+            self.db = Database(os.path.join(dataDir, "mailraven.db"), reactor)
+            self.db.startService()
+            self.addCleanup(self.db.stopService)
+        return SQLiteUserStore(self.db), SQLiteAliasStore(self.db)
 
 
 class SQLiteUserStoreTests(SQLiteFixture, UserStoreContract, TestCase):

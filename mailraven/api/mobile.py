@@ -456,8 +456,9 @@ class MobileAPI:
                 if text.lower() not in (a.lower() for a in remote):
                     remote.append(text)
                 continue
-            if found.userId not in {r.userId for r in local}:
-                local.append(localCopy(found))
+            for recipient in found:
+                if recipient.userId not in {r.userId for r in local}:
+                    local.append(localCopy(recipient))
         return local, remote
 
     @app.route("/v1/outbound/<string:messageId>", methods=["GET"])

@@ -265,13 +265,13 @@ class OutboundQueue(Service):
         replies = {}
         for rcpt in rcpts:
             try:
-                recipient = yield self._resolver.resolve(parsePath(rcpt, utf8=True))
+                found = yield self._resolver.resolve(parsePath(rcpt, utf8=True))
             except Rejection as e:
                 replies[rcpt] = DeliveryReply(e.code, f"{e.enhanced} {e.text}")
                 continue
             envelope = Envelope(
                 mailFrom=first.mailFrom,
-                recipients=[Recipient(rcpt, recipient.userId)],
+                recipients=[Recipient(rcpt, r.userId, tag=r.tag) for r in found],
                 tls=True,
             )
             yield self._store.deliver(envelope, memorySpool(raw))

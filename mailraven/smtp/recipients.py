@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.logger import Logger
 
 from mailraven.envelope import Recipient
-from mailraven.interfaces import IUserStore
+from mailraven.interfaces import IAliasStore, IUserStore
 from mailraven.smtp.addresses import Address
 
 DIRECTORY_MAX_AGE = 2.0  # seconds a `mailraven user add` may take to be seen
@@ -50,10 +50,10 @@ class RecipientResolver:
     plus every domain that has an account, so C{mailraven user add} is enough
     to start receiving for a new domain.
 
-    The account directory is held in memory and reloaded (off the reactor, one
-    load at a time) when older than C{maxAge}: a RCPT costs no thread round
-    trip, and accounts changed by the CLI in another process are seen within
-    C{maxAge} seconds.
+    The account and alias directories are held in memory and reloaded (off
+    the reactor, one load at a time) when older than C{maxAge}: a RCPT costs
+    no thread round trip, and accounts and aliases changed by the CLI in
+    another process are seen within C{maxAge} seconds.
     """
 
     log = Logger()
@@ -66,8 +66,11 @@ class RecipientResolver:
         maxAge: float = DIRECTORY_MAX_AGE,
         postmaster: str = "",
         delimiter: str = "+",
+        aliases: IAliasStore | None = None,
     ) -> None:
         self._users = users
+        self._aliasStore = aliases
+        self._aliases: dict[str, list[int]] = {}
         self._delimiter = delimiter
         self._postmaster = postmaster.lower()
         self._domains = frozenset(domains)
@@ -79,7 +82,10 @@ class RecipientResolver:
         self._loading: list[Deferred] | None = None
 
     def resolve(self, address: Address) -> Deferred:
-        """Deferred firing with a L{Recipient}, or failing with a L{Rejection}."""
+        """
+        Deferred firing with the L{Recipient}s of C{address} (one per member
+        account for an alias, never empty), or failing with a L{Rejection}.
+        """
         if address.isLiteral:
             raise relayDenied()
         if self._clock.seconds() - self._loadedAt <= self._maxAge:
@@ -88,24 +94,37 @@ class RecipientResolver:
         d.addCallback(lambda _: self._decide(address))
         return d
 
-    def _decide(self, address: Address) -> Recipient:
+    def _decide(self, address: Address) -> list[Recipient]:
+        """docs/addresses.md gives the order: account, alias, plus-address
+        (account, then alias), role address, catch-all."""
         text = str(address)
-        userId = self._directory.get(text.lower())
-        if userId is not None:
-            return Recipient(text, userId)
+        local = address.domain in self._domains or address.domain in self._userDomains
+        found = self._members(text.lower(), local)
+        if found:
+            return [Recipient(text, userId) for userId in found]
         base, tag = self._subaddress(address)
         if base:
-            userId = self._directory.get(f"{base}@{address.domain}".lower())
-            if userId is not None:
-                return Recipient(text, userId, tag=tag)
-        local = address.domain in self._domains or address.domain in self._userDomains
+            found = self._members(f"{base}@{address.domain}".lower(), local)
+            if found:
+                return [Recipient(text, userId, tag=tag) for userId in found]
         if address.local.lower() in ROLE_ADDRESSES and (local or not address.domain):
             userId = self._postmasterAccount()
             if userId is not None:
-                return Recipient(text, userId)
+                return [Recipient(text, userId)]
         if local:
+            found = self._aliases.get(f"@{address.domain}")
+            if found:
+                return [Recipient(text, userId) for userId in found]
             raise unknownUser()
         raise relayDenied()
+
+    def _members(self, key: str, local: bool) -> list[int]:
+        """The account of C{key}, or the members of the alias C{key} when its
+        domain is ours (an alias of any other domain is never honoured)."""
+        userId = self._directory.get(key)
+        if userId is not None:
+            return [userId]
+        return self._aliases.get(key, []) if local else []
 
     def _subaddress(self, address: Address) -> tuple[str, str]:
         """
@@ -145,12 +164,17 @@ class RecipientResolver:
             return waiter
         self._loading = [waiter]
         startedAt = self._clock.seconds()
-        d = self._users.directory()
+        loads = [self._users.directory()]
+        if self._aliasStore is not None:
+            loads.append(self._aliasStore.directory())
+        d = gatherResults(loads, consumeErrors=True)
         d.addCallbacks(self._loaded, self._loadFailed, callbackArgs=(startedAt,))
         return waiter
 
-    def _loaded(self, directory: dict[str, int], startedAt: float) -> None:
+    def _loaded(self, loaded: list[dict], startedAt: float) -> None:
+        directory = loaded[0]
         self._directory = directory
+        self._aliases = loaded[1] if len(loaded) > 1 else {}
         self._userDomains = frozenset(a.rpartition("@")[2] for a in directory)
         self._loadedAt = startedAt
         waiters, self._loading = self._loading, None
@@ -158,6 +182,8 @@ class RecipientResolver:
             waiter.callback(None)
 
     def _loadFailed(self, failure: Any) -> None:
+        if failure.check(FirstError):
+            failure = failure.value.subFailure
         waiters, self._loading = self._loading, None
         for waiter in waiters:
             waiter.errback(failure)

@@ -453,23 +453,28 @@ class MailRavenESMTP(smtp.ESMTP):
         )
         return d
 
-    def _afterDNSBL(self, recipient: Recipient, transaction: Transaction) -> Deferred:
+    def _afterDNSBL(
+        self, recipients: list[Recipient], transaction: Transaction
+    ) -> Deferred:
         """A local recipient: now the DNSBL verdict (started at connect) counts."""
 
-        def scored(score: float) -> Recipient:
+        def scored(score: float) -> list[Recipient]:
             transaction.envelope.dnsblScore = score
-            return recipient
+            return recipients
 
         return self.client.dnsblGate().addCallback(scored)
 
     def _recipientAccepted(
-        self, recipient: Recipient, transaction: Transaction
+        self, recipients: list[Recipient], transaction: Transaction
     ) -> None:
         if transaction is not self._transaction:
             return  # RSET/QUIT raced the lookup; nothing to answer for.
-        if recipient.userId not in transaction.seenUsers:
-            transaction.seenUsers.add(recipient.userId)
-            transaction.envelope.recipients.append(recipient)
+        # one copy per account, however many of its addresses (or aliases
+        # it is a member of) the message names
+        for recipient in recipients:
+            if recipient.userId not in transaction.seenUsers:
+                transaction.seenUsers.add(recipient.userId)
+                transaction.envelope.recipients.append(recipient)
         self._reply(250, "2.1.5", "Recipient OK")
 
     def _recipientRejected(self, failure: Failure) -> None:

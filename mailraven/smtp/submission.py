@@ -279,15 +279,16 @@ class SubmissionESMTP(MailRavenESMTP):
         return None
 
     def _accepted(
-        self, local: Recipient | None, transaction: Any, address: str
+        self, local: list[Recipient] | None, transaction: Any, address: str
     ) -> None:
         """A local recipient gets its copy in this commit; a remote one is queued."""
         if transaction is not self._transaction:
             return
         envelope = transaction.envelope
         if local is not None:
-            if local.userId not in {r.userId for r in envelope.recipients[1:]}:
-                envelope.recipients.append(localCopy(local))
+            for recipient in local:
+                if recipient.userId not in {r.userId for r in envelope.recipients[1:]}:
+                    envelope.recipients.append(localCopy(recipient))
         elif address.lower() not in (a.lower() for a in envelope.outbound):
             envelope.outbound.append(address)
         self._reply(250, "2.1.5", "Recipient OK")
@@ -337,7 +338,13 @@ class SubmissionESMTP(MailRavenESMTP):
 
 def localCopy(recipient: Recipient) -> Recipient:
     """A local recipient's copy of mail an account sends: unread, in the inbox."""
-    return Recipient(recipient.address, recipient.userId, mailbox="inbox", seen=False)
+    return Recipient(
+        recipient.address,
+        recipient.userId,
+        mailbox="inbox",
+        seen=False,
+        tag=recipient.tag,
+    )
 
 
 def _accepted(envelope: Any) -> list[str]:

@@ -295,6 +295,17 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """
     ALTER TABLE mailbox_entries ADD COLUMN tag TEXT;
     """,
+    # 13: aliases (and catch-alls, address "@domain"): one row per member
+    # account; removing the account removes it from every alias.
+    """
+    CREATE TABLE aliases (
+        address TEXT NOT NULL COLLATE NOCASE,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (address, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX aliases_by_user ON aliases (user_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
