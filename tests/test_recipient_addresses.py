@@ -16,6 +16,7 @@ from mailraven.backup import createBackup, restoreBackup
 from mailraven.smtp.recipients import DIRECTORY_MAX_AGE
 from tests.helpers import RunningServer, sendWithSmtplib, sleep
 from tests.test_mobile_api import APIClient
+from tests.test_smtp_e2e import finals, rawSession
 
 MESSAGE = (
     b"From: Bob <bob@example.org>\r\nTo: someone@example.test\r\n"
@@ -271,3 +272,104 @@ class AliasTests(TestCase):
         )
         refused, (code, _) = yield send(restored, ["sales@example.test"])
         self.assertEqual((refused, code), ({}, 250))
+
+
+RELAY_ATTEMPTS = [
+    b"<someone@elsewhere.org>",
+    b"<sales@elsewhere.org>",
+    b"<postmaster@elsewhere.org>",
+    b"<abuse@elsewhere.org>",
+    b"<someone%elsewhere.org@example.test>",
+    b"<sales%elsewhere.org@example.test>",
+    b"<sales+x%elsewhere.org@example.test>",
+    b"<alice+x!elsewhere.org@example.test>",
+    b"<@example.test:someone@elsewhere.org>",
+    b"<@example.test,@mx.example.test:someone@elsewhere.org>",
+    b'<"someone@elsewhere.org"@example.test>',
+    b'<"sales@elsewhere.org">',
+    b"<someone@example.test@elsewhere.org>",
+    b"<someone@[192.0.2.1]>",
+    b"<sales@[IPv6:2001:db8::1]>",
+    b"<someone@elsewhere.org.>",
+    b"<sales@example.test.elsewhere.org>",
+    b"<someone!elsewhere.org@example.test>",
+    b"someone@elsewhere.org",
+]
+
+
+class CatchAllTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.server = RunningServer(self)
+        self.alice = yield self.server.addUser("alice@example.test")
+        self.bob = yield self.server.addUser("bob@example.test")
+
+    def alias(self, *args: str):
+        return deferToThread(mailraven, self.server.dataDir, "alias", *args)
+
+    @inlineCallbacks
+    def inbox(self, userId: int) -> list[str]:
+        entries = yield self.server.root.store.list(userId, "inbox", 10, 0)
+        return sorted(e["recipient"] for e in entries)
+
+    @inlineCallbacks
+    def test_catchAllOnAndOff(self):
+        """Off by default (550); on for its own domain only; off again."""
+        refused, _ = yield send(self.server, ["whoever@example.test"])
+        self.assertEqual(refused["whoever@example.test"][0], 550)
+        status, _ = yield self.alias("add", "@example.test", "bob@example.test")
+        self.assertEqual(status, 0)
+        yield seenByTheServer()
+        refused, (code, _) = yield send(
+            self.server, ["whoever@example.test", "whoever@localhost"]
+        )
+        self.assertEqual(code, 250)
+        self.assertEqual(list(refused), ["whoever@localhost"])
+        self.assertEqual(refused["whoever@localhost"][0], 550)
+        self.assertEqual((yield self.inbox(self.bob)), ["whoever@example.test"])
+        yield self.alias("remove", "@example.test")
+        yield seenByTheServer()
+        refused, _ = yield send(self.server, ["whoever@example.test"])
+        self.assertEqual(refused["whoever@example.test"][0], 550)
+
+    @inlineCallbacks
+    def test_roleAddressesAreNotTheCatchAlls(self):
+        """postmaster@ of our domain still goes to the admin (alice, the first
+        account), and postmaster@/abuse@ of another domain are refused."""
+        yield self.alias("add", "@example.test", "bob@example.test")
+        yield seenByTheServer()
+        refused, (code, _) = yield send(
+            self.server,
+            ["postmaster@example.test", "abuse@elsewhere.org", "postmaster@other.test"],
+        )
+        self.assertEqual(code, 250)
+        self.assertEqual(
+            {r: reply[0] for r, reply in refused.items()},
+            {"abuse@elsewhere.org": 554, "postmaster@other.test": 554},
+        )
+        self.assertEqual((yield self.inbox(self.alice)), ["postmaster@example.test"])
+        self.assertEqual((yield self.inbox(self.bob)), [])
+
+    @inlineCallbacks
+    def test_relayBatteryIsRefusedWithAliasesAndCatchAll(self):
+        """No alias, plus-address or catch-all accepts an address that names
+        another destination."""
+        yield self.alias("add", "sales@example.test", "alice@example.test")
+        yield self.alias("add", "@example.test", "bob@example.test")
+        yield self.alias("add", "@localhost", "bob@example.test")
+        yield seenByTheServer()
+        commands = b"".join(b"RCPT TO:" + a + b"\r\n" for a in RELAY_ATTEMPTS)
+        lines = yield deferToThread(
+            rawSession,
+            self.server.smtpPort,
+            [b"EHLO c\r\nMAIL FROM:<bob@example.org>\r\n" + commands + b"DATA\r\n"],
+            3 + len(RELAY_ATTEMPTS),
+        )
+        replies = finals(lines)
+        rcptReplies = replies[2 : 2 + len(RELAY_ATTEMPTS)]
+        self.assertEqual(len(rcptReplies), len(RELAY_ATTEMPTS))
+        for attempt, reply in zip(RELAY_ATTEMPTS, rcptReplies, strict=True):
+            self.assertIn(reply[:3], ("550", "554", "501"), (attempt, reply))
+        self.assertEqual(replies[-1][:3], "503", "DATA with no recipient accepted")

@@ -21,6 +21,10 @@ DIRECTORY_MAX_AGE = 2.0  # seconds a `mailraven user add` may take to be seen
 # to the postmaster account unless an account or alias of that name exists.
 # Only postmaster may come without a domain (parsePath allows no other).
 ROLE_ADDRESSES = frozenset({"postmaster", "abuse"})
+# Local parts that name another destination (percent hack, bang path, a
+# quoted address): only an exact account or alias may have one, never a
+# plus-address or a catch-all, so neither accepts what reads as a relay.
+_ROUTING = frozenset('%!@"\\')
 
 
 @dataclass(frozen=True)
@@ -102,8 +106,9 @@ class RecipientResolver:
         found = self._members(text.lower(), local)
         if found:
             return [Recipient(text, userId) for userId in found]
+        routed = not _ROUTING.isdisjoint(address.local)
         base, tag = self._subaddress(address)
-        if base:
+        if base and not routed:
             found = self._members(f"{base}@{address.domain}".lower(), local)
             if found:
                 return [Recipient(text, userId, tag=tag) for userId in found]
@@ -112,7 +117,7 @@ class RecipientResolver:
             if userId is not None:
                 return [Recipient(text, userId)]
         if local:
-            found = self._aliases.get(f"@{address.domain}")
+            found = [] if routed else self._aliases.get(f"@{address.domain}", [])
             if found:
                 return [Recipient(text, userId) for userId in found]
             raise unknownUser()
