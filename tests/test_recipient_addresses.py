@@ -15,6 +15,7 @@ from mailraven import cli
 from mailraven.backup import createBackup, restoreBackup
 from mailraven.smtp.recipients import DIRECTORY_MAX_AGE
 from tests.helpers import RunningServer, sendWithSmtplib, sleep
+from tests.test_local_delivery import submitRaw
 from tests.test_mobile_api import APIClient
 from tests.test_smtp_e2e import finals, rawSession
 
@@ -221,6 +222,37 @@ class AliasTests(TestCase):
         self.assertEqual(
             (entry["recipient"], entry["tag"]), ("sales+eu@example.test", "eu")
         )
+
+    @inlineCallbacks
+    def test_sentMailToAnAliasReachesEveryMember(self):
+        """Submission and the API's send store a copy per member (plus the
+        sender's own in "sent"), queue nothing."""
+        carol = yield self.server.addUser("carol@example.test")
+        yield self.alias(
+            "add", "team@example.test", "bob@example.test", "carol@example.test"
+        )
+        yield seenByTheServer()
+        code, _ = yield deferToThread(
+            submitRaw,
+            self.server.submissionPort,
+            ["team+x@example.test"],
+            b"From: alice@example.test\r\nSubject: s\r\n\r\nhi\r\n",
+        )
+        self.assertEqual(code, 250)
+        api = APIClient(self, self.server.apiPort)
+        yield api.login()
+        sent = yield api.json(
+            "POST",
+            "/messages/send",
+            {"to": ["team@example.test"], "subject": "a", "body": "b"},
+            expect=202,
+        )
+        self.assertEqual(sent["status"], "delivered")
+        for userId in (self.bob, carol):
+            self.assertEqual(
+                sorted((yield self.inbox(userId))),
+                ["team+x@example.test", "team@example.test"],
+            )
 
     @inlineCallbacks
     def test_anAliasRoutesARoleAddress(self):
