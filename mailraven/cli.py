@@ -194,7 +194,7 @@ def aliasAdd(config, args) -> int:
     try:
         with conn:
             conn.execute("BEGIN IMMEDIATE")
-            addAlias(conn, address, args.members)
+            address = addAlias(conn, address, args.members)
     except (UnknownMember, AliasIsAccount) as e:
         raise CommandError(f"{e} {_inDataDir(config)}") from None
     members = listAliases(conn)[address]

@@ -95,7 +95,8 @@ class IAliasStore(Interface):
     def add(address, members):
         """
         Add the accounts C{members} to the alias C{address} (made if new);
-        Deferred firing with the normalised address. Fails, adding nothing,
+        Deferred firing with the alias's address (normalised; as first
+        spelled when the alias existed). Fails, adding nothing,
         with L{mailraven.store.aliases.UnknownMember} when a member is not an
         account, L{mailraven.store.aliases.AliasIsAccount} when C{address}
         is one, or L{mailraven.store.users.BadAddress}.

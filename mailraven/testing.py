@@ -190,7 +190,8 @@ class MemoryAliasStore:
         if not userIds:
             return fail(UnknownMember("no members"))
         key = address.lower()
-        self._aliases.setdefault(key, (address, set()))[1].update(userIds)
+        address, members = self._aliases.setdefault(key, (address, set()))
+        members.update(userIds)
         return succeed(address)
 
     def remove(self, address: str) -> Deferred:

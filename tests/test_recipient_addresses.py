@@ -148,10 +148,15 @@ class RoleAddressTests(TestCase):
         self.assertEqual(carols, [])
 
 
-def mailraven(dataDir: str, *args: str) -> tuple[int, str]:
+def mailraven(
+    dataDir: str, *args: str, out: io.StringIO | None = None
+) -> tuple[int, str]:
     """Blocking: the C{mailraven} command in this process; (status, stderr)."""
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    with (
+        contextlib.redirect_stderr(err),
+        contextlib.redirect_stdout(out or io.StringIO()),
+    ):
         status = cli.main([*args, "--data-dir", dataDir])
     return status, err.getvalue()
 
@@ -195,6 +200,25 @@ class AliasTests(TestCase):
         self.assertEqual((refused, code), ({}, 250))
         self.assertEqual((yield self.inbox(self.alice)), ["Sales@example.test"])
         self.assertEqual((yield self.inbox(self.bob)), ["Sales@example.test"])
+
+    @inlineCallbacks
+    def test_listShowsOneAliasALine(self):
+        yield self.alias("add", "sales@example.test", "bob@example.test")
+        yield self.alias("add", "Sales@example.test", "alice@example.test")
+        yield self.alias("add", "@Example.test", "bob@example.test")
+        out = io.StringIO()
+        status, err = yield deferToThread(
+            mailraven, self.server.dataDir, "alias", "list", out=out
+        )
+        self.assertEqual(status, 0)
+        self.assertEqual(
+            out.getvalue().splitlines(),
+            [
+                "@example.test bob@example.test",
+                "sales@example.test alice@example.test bob@example.test",
+            ],
+        )
+        self.assertIn("2 aliases (data dir /", err)
 
     @inlineCallbacks
     def test_removedAliasIsUnknownAgain(self):

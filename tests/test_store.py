@@ -212,7 +212,8 @@ class AliasStoreContract:
             "Sales@Example.TEST", ["alice@example.test", "BOB@example.test"]
         )
         self.assertEqual(address, "Sales@example.test")
-        yield self.aliases.add("sales@example.test", ["bob@example.test"])
+        again = yield self.aliases.add("sales@example.test", ["bob@example.test"])
+        self.assertEqual(again, "Sales@example.test")
         self.assertEqual(
             (yield self.aliases.directory()),
             {"sales@example.test": [self.alice, self.bob]},

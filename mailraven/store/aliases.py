@@ -57,6 +57,12 @@ def addAlias(conn: sqlite3.Connection, address: str, members: Iterable[str]) -> 
         userIds.append(userId)
     if not userIds:
         raise UnknownMember("an alias needs at least one member")
+    # one spelling per alias: members added as Sales@ join sales@
+    existing = conn.execute(
+        "SELECT address FROM aliases WHERE address = ? LIMIT 1", (address,)
+    ).fetchone()
+    if existing is not None:
+        address = existing[0]
     now = utcNow()
     conn.executemany(
         "INSERT OR IGNORE INTO aliases (address, user_id, created_at) VALUES (?, ?, ?)",
