@@ -313,7 +313,12 @@ def _addCommonOptions(parser: argparse.ArgumentParser, default: Any) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mailraven", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="mailraven",
+        description=__doc__.split("\n")[0],
+        epilog="The server itself runs under twistd:"
+        " twistd -n mailraven [--config FILE]",
+    )
     _addCommonOptions(p, None)
     p.add_argument("--version", action="version", version=__version__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -331,7 +336,7 @@ def parser() -> argparse.ArgumentParser:
         ("passwd", userPasswd, "change a password"),
     ):
         cmd = command(user, name, help=helptext)
-        cmd.add_argument("email")
+        cmd.add_argument("email", help="the account's address")
         cmd.add_argument(
             "--password-stdin",
             action="store_true",
@@ -344,7 +349,7 @@ def parser() -> argparse.ArgumentParser:
             )
         cmd.set_defaults(func=func)
     cmd = command(user, "del", help="remove an account and its mailbox entries")
-    cmd.add_argument("email")
+    cmd.add_argument("email", help="the account's address")
     cmd.set_defaults(func=userDel)
     command(user, "list", help="list accounts").set_defaults(func=userList)
 
@@ -364,22 +369,33 @@ def parser() -> argparse.ArgumentParser:
     cmd = command(
         sub, "restore", help="restore a backup (verified first) into the data dir"
     )
-    cmd.add_argument("--from", dest="from_", required=True, metavar="DIR")
+    cmd.add_argument(
+        "--from",
+        dest="from_",
+        required=True,
+        metavar="DIR",
+        help="a backup written by `mailraven backup`",
+    )
     cmd.add_argument(
         "--force", action="store_true", help="restore into a data dir that is not empty"
     )
     cmd.set_defaults(func=restore)
 
     cmd = command(sub, "dnsbl-check", help="what each DNSBL zone says about IP")
-    cmd.add_argument("ip")
+    cmd.add_argument("ip", help="an IPv4 or IPv6 address")
     cmd.set_defaults(func=dnsblCheck)
 
     cmd = command(sub, "quickstart", help="config, first account, DKIM key, DNS")
-    cmd.add_argument("email")
+    cmd.add_argument("email", help="the first account; its domain is the mail domain")
     cmd.add_argument(
         "--hostname", help="this server's public name (default mail.DOMAIN)"
     )
-    cmd.add_argument("--password-stdin", action="store_true")
+    cmd.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the account's password from the first line of stdin"
+        " (default: make one and print it)",
+    )
     cmd.set_defaults(func=runQuickstart)
     return p
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import os
 import re
@@ -223,6 +224,25 @@ class UserCommandTests(SynchronousTestCase):
         out = cli("--help").stdout.decode()
         self.assertIn("The mailraven command", out)
         self.assertNotRegex(out, r"[CLI]\{")
+
+    def test_helpSaysHowToRunTheServer(self):
+        """`mailraven --help` says the server itself runs under twistd."""
+        out = cli("--help").stdout.decode()
+        self.assertIn("twistd -n mailraven", out)
+
+    def test_everyArgumentHasHelp(self):
+        """No argument shows in --help without saying what it is."""
+        from mailraven.cli import parser
+
+        def walk(p, name):
+            for action in p._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    for sub, subParser in action.choices.items():
+                        yield from walk(subParser, f"{name} {sub}")
+                elif action.help is None:
+                    yield f"{name}: {action.dest}"
+
+        self.assertEqual(list(walk(parser(), "mailraven")), [])
 
 
 class QuickstartTests(SynchronousTestCase):
