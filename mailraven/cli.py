@@ -184,6 +184,12 @@ def _report():
     return terminalReport if sys.stderr.isatty() else None
 
 
+def _endReport() -> None:
+    """End the progress line on a terminal, so the summary starts a line."""
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+
+
 def backup(config, args) -> int:
     _open(config).close()
     try:
@@ -191,8 +197,9 @@ def backup(config, args) -> int:
     except BackupError as e:
         raise CommandError(str(e)) from None
     counts = manifest["counts"]
+    _endReport()
     print(
-        f"\nbackup of {config.dataDir} written to {os.path.abspath(args.to)}:"
+        f"backup of {config.dataDir} written to {os.path.abspath(args.to)}:"
         f" {counts['users']} users,"
         f" {counts['messages']} messages, {len(manifest['files'])} files"
     )
@@ -210,7 +217,8 @@ def restore(config, args) -> int:
         manifest = restoreBackup(args.from_, target, args.force, _report())
     except BackupError as e:
         raise CommandError(str(e)) from None
-    print(f"\nrestored {manifest['counts']['messages']} messages into {target}")
+    _endReport()
+    print(f"restored {manifest['counts']['messages']} messages into {target}")
     if os.path.exists(os.path.join(args.from_, "mailraven.toml")):
         print(f"the backup's configuration is at {args.from_}/mailraven.toml")
     return 0
