@@ -375,3 +375,33 @@ class ServerStartTests(SynchronousTestCase):
         self.addCleanup(again.ensureStopped)
         again.waitForPort(secondPorts["smtp"])
         self.assertTrue(again.terminate())
+
+
+class TwistdOptionsTests(SynchronousTestCase):
+    """`twistd -n mailraven` finds its file as the CLI and the .tac do."""
+
+    def setUp(self):
+        self.path = os.path.abspath(self.mktemp())
+        with open(self.path, "w") as f:
+            f.write("[smtp]\nmax_recipients = 7\n")
+        saved = os.environ.pop("MAILRAVEN_CONFIG", None)
+        if saved is not None:
+            self.addCleanup(os.environ.__setitem__, "MAILRAVEN_CONFIG", saved)
+        self.addCleanup(os.environ.pop, "MAILRAVEN_CONFIG", None)
+
+    def test_configVariableIsReadWithoutTheOption(self):
+        from mailraven.tap import Options
+
+        os.environ["MAILRAVEN_CONFIG"] = self.path
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual(options["config"], self.path)
+        self.assertEqual(options.loaded["smtp.max_recipients"], 7)
+
+    def test_optionWinsOverTheVariable(self):
+        from mailraven.tap import Options
+
+        os.environ["MAILRAVEN_CONFIG"] = "/nonexistent/mailraven.toml"
+        options = Options()
+        options.parseOptions(["--config", self.path])
+        self.assertEqual(options.loaded["smtp.max_recipients"], 7)
