@@ -32,7 +32,10 @@ def _int(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected an integer")
     if isinstance(value, str):
-        value = int(value.strip())
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer, got {value!r}") from None
     if not isinstance(value, int):
         raise ValueError("expected an integer")
     return value
@@ -56,7 +59,10 @@ def _float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number")
     if isinstance(value, str):
-        value = float(value.strip())
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {value!r}") from None
     if not isinstance(value, (int, float)):
         raise ValueError("expected a number")
     return float(value)

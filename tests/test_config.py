@@ -66,6 +66,18 @@ class ConfigTests(SynchronousTestCase):
         )
         self.assertNotIn("did you mean", str(e))
 
+    def test_badNumberFromTheEnvironmentSaysWhatIsExpected(self):
+        """Text where a number belongs gets the expectation, not int()'s words."""
+        e = self.assertRaises(
+            ConfigError, load, None, environ={"MAILRAVEN_SMTP_MAX_RECIPIENTS": "many"}
+        )
+        self.assertIn("expected an integer, got 'many'", str(e))
+        self.assertNotIn("invalid literal", str(e))
+        e = self.assertRaises(
+            ConfigError, load, None, environ={"MAILRAVEN_DNS_TIMEOUT": "fast"}
+        )
+        self.assertIn("expected a number, got 'fast'", str(e))
+
     def test_badValueNamed(self):
         e = self.assertRaises(
             ConfigError, load, self.write("[smtp]\nmax_recipients = 0\n"), environ={}
