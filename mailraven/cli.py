@@ -158,8 +158,16 @@ def userList(config, args) -> int:
     return 0
 
 
+def _existingBackup(path: str) -> str:
+    """A mistyped path is the operator's error, not a damaged backup."""
+    if not os.path.isdir(path):
+        raise CommandError(f"no backup at {os.path.abspath(path)}: no such directory")
+    return path
+
+
 def verify(config, args) -> int:
     if args.backup:
+        _existingBackup(args.backup)
         problems = verifyBackup(args.backup)
         for line in problems:
             print(f"DAMAGED {line}")
@@ -213,6 +221,7 @@ def restore(config, args) -> int:
         raise CommandError(
             f"a MailRaven server (pid {holder}) runs on {target}: stop it first"
         )
+    _existingBackup(args.from_)
     try:
         manifest = restoreBackup(args.from_, target, args.force, _report())
     except BackupError as e:

@@ -296,6 +296,27 @@ class VerifyTests(SynchronousTestCase):
         )
         self.assertTrue(restored.stdout.startswith(b"restored "), restored.stdout)
 
+    def test_missingBackupIsAPathErrorNotDamage(self):
+        """A mistyped --from/--backup names the path; it is no damaged backup."""
+        config, _ = storeWithTwoMessages(self.mktemp)
+        missing = os.path.abspath(self.mktemp())
+        verify = cli("--config", config, "verify", "--backup", missing, check=False)
+        restore = cli(
+            "--config",
+            config,
+            "restore",
+            "--from",
+            missing,
+            "--data-dir",
+            os.path.abspath(self.mktemp()),
+            check=False,
+        )
+        for result in (verify, restore):
+            self.assertEqual(result.returncode, 1, result.stdout)
+            self.assertIn(f"no backup at {missing}".encode(), result.stderr)
+            self.assertNotIn(b"damage", result.stderr + result.stdout)
+            self.assertNotIn(b"DAMAGED", result.stdout)
+
     def test_neverOverwrites(self):
         config, backup = self.makeBackup()
         again = cli("--config", config, "backup", "--to", backup, check=False)
