@@ -223,8 +223,16 @@ def aliasList(config, args) -> int:
     return 0
 
 
+def _existingBackup(path: str) -> str:
+    """A mistyped path is the operator's error, not a damaged backup."""
+    if not os.path.isdir(path):
+        raise CommandError(f"no backup at {os.path.abspath(path)}: no such directory")
+    return path
+
+
 def verify(config, args) -> int:
     if args.backup:
+        _existingBackup(args.backup)
         problems = verifyBackup(args.backup)
         for line in problems:
             print(f"DAMAGED {line}")
@@ -249,6 +257,12 @@ def _report():
     return terminalReport if sys.stderr.isatty() else None
 
 
+def _endReport() -> None:
+    """End the progress line on a terminal, so the summary starts a line."""
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+
+
 def backup(config, args) -> int:
     _open(config).close()
     try:
@@ -256,8 +270,9 @@ def backup(config, args) -> int:
     except BackupError as e:
         raise CommandError(str(e)) from None
     counts = manifest["counts"]
+    _endReport()
     print(
-        f"\nbackup of {config.dataDir} written to {os.path.abspath(args.to)}:"
+        f"backup of {config.dataDir} written to {os.path.abspath(args.to)}:"
         f" {counts['users']} users,"
         f" {counts['messages']} messages, {len(manifest['files'])} files"
     )
@@ -271,11 +286,13 @@ def restore(config, args) -> int:
         raise CommandError(
             f"a MailRaven server (pid {holder}) runs on {target}: stop it first"
         )
+    _existingBackup(args.from_)
     try:
         manifest = restoreBackup(args.from_, target, args.force, _report())
     except BackupError as e:
         raise CommandError(str(e)) from None
-    print(f"\nrestored {manifest['counts']['messages']} messages into {target}")
+    _endReport()
+    print(f"restored {manifest['counts']['messages']} messages into {target}")
     if os.path.exists(os.path.join(args.from_, "mailraven.toml")):
         print(f"the backup's configuration is at {args.from_}/mailraven.toml")
     return 0
@@ -378,7 +395,12 @@ def _addCommonOptions(parser: argparse.ArgumentParser, default: Any) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mailraven", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="mailraven",
+        description=__doc__.split("\n")[0],
+        epilog="The server itself runs under twistd:"
+        " twistd -n mailraven [--config FILE]",
+    )
     _addCommonOptions(p, None)
     p.add_argument("--version", action="version", version=__version__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -396,7 +418,7 @@ def parser() -> argparse.ArgumentParser:
         ("passwd", userPasswd, "change a password"),
     ):
         cmd = command(user, name, help=helptext)
-        cmd.add_argument("email")
+        cmd.add_argument("email", help="the account's address")
         cmd.add_argument(
             "--password-stdin",
             action="store_true",
@@ -409,7 +431,7 @@ def parser() -> argparse.ArgumentParser:
             )
         cmd.set_defaults(func=func)
     cmd = command(user, "del", help="remove an account and its mailbox entries")
-    cmd.add_argument("email")
+    cmd.add_argument("email", help="the account's address")
     cmd.set_defaults(func=userDel)
     command(user, "list", help="list accounts").set_defaults(func=userList)
 
@@ -421,7 +443,7 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("members", nargs="+", metavar="MEMBER", help="an account")
     cmd.set_defaults(func=aliasAdd)
     cmd = command(alias, "remove", help="remove an alias (or a catch-all)")
-    cmd.add_argument("address")
+    cmd.add_argument("address", help="the alias, or @domain for its catch-all")
     cmd.set_defaults(func=aliasRemove)
     command(alias, "list", help="list aliases and members").set_defaults(func=aliasList)
 
@@ -441,22 +463,33 @@ def parser() -> argparse.ArgumentParser:
     cmd = command(
         sub, "restore", help="restore a backup (verified first) into the data dir"
     )
-    cmd.add_argument("--from", dest="from_", required=True, metavar="DIR")
+    cmd.add_argument(
+        "--from",
+        dest="from_",
+        required=True,
+        metavar="DIR",
+        help="a backup written by `mailraven backup`",
+    )
     cmd.add_argument(
         "--force", action="store_true", help="restore into a data dir that is not empty"
     )
     cmd.set_defaults(func=restore)
 
     cmd = command(sub, "dnsbl-check", help="what each DNSBL zone says about IP")
-    cmd.add_argument("ip")
+    cmd.add_argument("ip", help="an IPv4 or IPv6 address")
     cmd.set_defaults(func=dnsblCheck)
 
     cmd = command(sub, "quickstart", help="config, first account, DKIM key, DNS")
-    cmd.add_argument("email")
+    cmd.add_argument("email", help="the first account; its domain is the mail domain")
     cmd.add_argument(
         "--hostname", help="this server's public name (default mail.DOMAIN)"
     )
-    cmd.add_argument("--password-stdin", action="store_true")
+    cmd.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the account's password from the first line of stdin"
+        " (default: make one and print it)",
+    )
     cmd.set_defaults(func=runQuickstart)
     return p
 

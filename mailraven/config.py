@@ -6,6 +6,7 @@ key or a bad value stops start-up with a L{ConfigError} naming the key.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import socket
@@ -31,7 +32,10 @@ def _int(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected an integer")
     if isinstance(value, str):
-        value = int(value.strip())
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ValueError(f"expected an integer, got {value!r}") from None
     if not isinstance(value, int):
         raise ValueError("expected an integer")
     return value
@@ -55,7 +59,10 @@ def _float(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a number")
     if isinstance(value, str):
-        value = float(value.strip())
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {value!r}") from None
     if not isinstance(value, (int, float)):
         raise ValueError("expected a number")
     return float(value)
@@ -395,11 +402,20 @@ def _parseKey(name: str, value: Any, origin: str) -> Any:
     section, _, key = name.partition(".")
     spec = SCHEMA.get(section, {}).get(key)
     if spec is None:
-        raise ConfigError(f"unknown configuration key {name!r} ({origin})")
+        raise ConfigError(
+            f"unknown configuration key {name!r} ({origin}){_nearest(name)}"
+        )
     try:
         return spec.parse(value)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"bad value for {name} ({origin}): {e}") from None
+
+
+def _nearest(name: str) -> str:
+    """A hint naming the known key a misspelt one most resembles, if any does."""
+    known = [f"{section}.{key}" for section, keys in SCHEMA.items() for key in keys]
+    match = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+    return f"; did you mean {match[0]}?" if match else ""
 
 
 def _fromFile(path: str) -> dict[str, Any]:

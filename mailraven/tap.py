@@ -22,10 +22,18 @@ EXIT_START_FAILED = 1
 
 class Options(usage.Options):
     optParameters = [
-        ["config", "c", None, "TOML configuration file (default: embedded defaults)"],
+        [
+            "config",
+            "c",
+            None,
+            "TOML configuration file (default: $MAILRAVEN_CONFIG, else none)",
+        ],
     ]
 
     def postOptions(self) -> None:
+        # the same file the `mailraven` commands and ops/ scripts read
+        if self["config"] is None:
+            self["config"] = os.environ.get(configuration.CONFIG_FILE_VARIABLE) or None
         try:
             self.loaded = configuration.load(self["config"])
         except configuration.ConfigError as e:

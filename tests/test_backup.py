@@ -279,6 +279,44 @@ class VerifyTests(SynchronousTestCase):
         self.assertEqual(restore.returncode, 1)
         self.assertIn(b"damaged", restore.stderr)
 
+    def test_cronLogGetsNoBlankLine(self):
+        """Off a terminal (cron, scripts) the summary is the first line of stdout."""
+        config, _ = storeWithTwoMessages(self.mktemp)
+        target = os.path.abspath(self.mktemp())
+        result = cli("--config", config, "backup", "--to", target)
+        self.assertTrue(result.stdout.startswith(b"backup of "), result.stdout)
+        restored = cli(
+            "--config",
+            config,
+            "restore",
+            "--from",
+            target,
+            "--data-dir",
+            os.path.abspath(self.mktemp()),
+        )
+        self.assertTrue(restored.stdout.startswith(b"restored "), restored.stdout)
+
+    def test_missingBackupIsAPathErrorNotDamage(self):
+        """A mistyped --from/--backup names the path; it is no damaged backup."""
+        config, _ = storeWithTwoMessages(self.mktemp)
+        missing = os.path.abspath(self.mktemp())
+        verify = cli("--config", config, "verify", "--backup", missing, check=False)
+        restore = cli(
+            "--config",
+            config,
+            "restore",
+            "--from",
+            missing,
+            "--data-dir",
+            os.path.abspath(self.mktemp()),
+            check=False,
+        )
+        for result in (verify, restore):
+            self.assertEqual(result.returncode, 1, result.stdout)
+            self.assertIn(f"no backup at {missing}".encode(), result.stderr)
+            self.assertNotIn(b"damage", result.stderr + result.stdout)
+            self.assertNotIn(b"DAMAGED", result.stdout)
+
     def test_neverOverwrites(self):
         config, backup = self.makeBackup()
         again = cli("--config", config, "backup", "--to", backup, check=False)

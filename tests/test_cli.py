@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import os
 import re
@@ -224,6 +225,25 @@ class UserCommandTests(SynchronousTestCase):
         self.assertIn("The mailraven command", out)
         self.assertNotRegex(out, r"[CLI]\{")
 
+    def test_helpSaysHowToRunTheServer(self):
+        """`mailraven --help` says the server itself runs under twistd."""
+        out = cli("--help").stdout.decode()
+        self.assertIn("twistd -n mailraven", out)
+
+    def test_everyArgumentHasHelp(self):
+        """No argument shows in --help without saying what it is."""
+        from mailraven.cli import parser
+
+        def walk(p, name):
+            for action in p._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    for sub, subParser in action.choices.items():
+                        yield from walk(subParser, f"{name} {sub}")
+                elif action.help is None:
+                    yield f"{name}: {action.dest}"
+
+        self.assertEqual(list(walk(parser(), "mailraven")), [])
+
 
 class QuickstartTests(SynchronousTestCase):
     def test_writesConfigKeyAndPrintsRecords(self):
@@ -355,3 +375,33 @@ class ServerStartTests(SynchronousTestCase):
         self.addCleanup(again.ensureStopped)
         again.waitForPort(secondPorts["smtp"])
         self.assertTrue(again.terminate())
+
+
+class TwistdOptionsTests(SynchronousTestCase):
+    """`twistd -n mailraven` finds its file as the CLI and the .tac do."""
+
+    def setUp(self):
+        self.path = os.path.abspath(self.mktemp())
+        with open(self.path, "w") as f:
+            f.write("[smtp]\nmax_recipients = 7\n")
+        saved = os.environ.pop("MAILRAVEN_CONFIG", None)
+        if saved is not None:
+            self.addCleanup(os.environ.__setitem__, "MAILRAVEN_CONFIG", saved)
+        self.addCleanup(os.environ.pop, "MAILRAVEN_CONFIG", None)
+
+    def test_configVariableIsReadWithoutTheOption(self):
+        from mailraven.tap import Options
+
+        os.environ["MAILRAVEN_CONFIG"] = self.path
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual(options["config"], self.path)
+        self.assertEqual(options.loaded["smtp.max_recipients"], 7)
+
+    def test_optionWinsOverTheVariable(self):
+        from mailraven.tap import Options
+
+        os.environ["MAILRAVEN_CONFIG"] = "/nonexistent/mailraven.toml"
+        options = Options()
+        options.parseOptions(["--config", self.path])
+        self.assertEqual(options.loaded["smtp.max_recipients"], 7)

@@ -52,6 +52,32 @@ class ConfigTests(SynchronousTestCase):
         )
         self.assertIn("nosuch.x", str(e))
 
+    def test_unknownKeySuggestsTheNearestKey(self):
+        """A misspelt key names the key the operator probably meant."""
+        path = self.write("[smtp]\nmax_recipient = 5\n")
+        e = self.assertRaises(ConfigError, load, path, environ={})
+        self.assertIn("did you mean smtp.max_recipients?", str(e))
+        e = self.assertRaises(
+            ConfigError, load, None, environ={"MAILRAVEN_SEVER_HOSTNAME": "x"}
+        )
+        self.assertIn("did you mean server.hostname?", str(e))
+        e = self.assertRaises(
+            ConfigError, load, self.write("[zzz]\nq = 1\n"), environ={}
+        )
+        self.assertNotIn("did you mean", str(e))
+
+    def test_badNumberFromTheEnvironmentSaysWhatIsExpected(self):
+        """Text where a number belongs gets the expectation, not int()'s words."""
+        e = self.assertRaises(
+            ConfigError, load, None, environ={"MAILRAVEN_SMTP_MAX_RECIPIENTS": "many"}
+        )
+        self.assertIn("expected an integer, got 'many'", str(e))
+        self.assertNotIn("invalid literal", str(e))
+        e = self.assertRaises(
+            ConfigError, load, None, environ={"MAILRAVEN_DNS_TIMEOUT": "fast"}
+        )
+        self.assertIn("expected a number, got 'fast'", str(e))
+
     def test_badValueNamed(self):
         e = self.assertRaises(
             ConfigError, load, self.write("[smtp]\nmax_recipients = 0\n"), environ={}

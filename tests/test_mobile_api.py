@@ -218,11 +218,16 @@ class MobileAPITests(TestCase):
             self.assertEqual((patched["read_state"], patched["starred"]), (True, True))
         unread = yield self.api.json("GET", "/messages", unread_only="true")
         self.assertEqual(unread["messages"], [])
-        yield self.api.json(
+        wrongType = yield self.api.json(
             "PATCH", f"/messages/{summary['id']}", {"read_state": "yes"}, expect=400
         )
-        yield self.api.json(
+        self.assertEqual(wrongType["message"], "read_state must be true or false")
+        unknown = yield self.api.json(
             "PATCH", f"/messages/{summary['id']}", {"colour": "red"}, expect=400
+        )
+        self.assertEqual(
+            unknown["message"],
+            "unknown field 'colour' (read_state, starred, mailbox)",
         )
         deleted = yield self.api.json("DELETE", f"/messages/{summary['id']}")
         self.assertEqual(deleted["mailbox"], "trash")

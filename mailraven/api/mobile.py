@@ -348,8 +348,12 @@ class MobileAPI:
         if not isinstance(body, dict) or not body:
             raise APIError(400, "bad_request", "expected an object of flags")
         for name, value in body.items():
-            if name not in FLAG_TYPES or not isinstance(value, FLAG_TYPES[name]):
-                raise APIError(400, "bad_request", f"bad flag {name!r}")
+            if name not in FLAG_TYPES:
+                fields = ", ".join(FLAG_TYPES)
+                raise APIError(400, "bad_request", f"unknown field {name!r} ({fields})")
+            if not isinstance(value, FLAG_TYPES[name]):
+                expected = "true or false" if FLAG_TYPES[name] is bool else "a string"
+                raise APIError(400, "bad_request", f"{name} must be {expected}")
         if body.get("mailbox", "inbox") not in MAILBOXES:
             raise APIError(400, "bad_request", f"mailbox must be one of {MAILBOXES}")
         before = yield self._entry(user, entryId)
