@@ -100,10 +100,28 @@ class ServerProcess:
                 raise AssertionError(f"server exited with {self.proc.returncode}")
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
             except OSError:
                 time.sleep(0.1)
+                continue
+            self._waitForSignalHandler(deadline)
+            return
         raise AssertionError(f"server did not listen on {port}")
+
+    def _waitForSignalHandler(self, deadline: float) -> None:
+        """
+        twistd binds its listeners before the reactor runs and installs its
+        SIGTERM handler only then: a SIGTERM in between ends the process
+        unclean. Ready means SIGTERM is caught (SigCgt of /proc/PID/status).
+        """
+        while time.monotonic() < deadline:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                caught = next(
+                    int(line.split()[1], 16) for line in f if line.startswith("SigCgt:")
+                )
+            if caught & 1 << (signal.SIGTERM - 1):
+                return
+            time.sleep(0.05)
+        raise AssertionError("server never installed its SIGTERM handler")
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
