@@ -54,6 +54,7 @@ from mailraven.store.aliases import SQLiteAliasStore
 from mailraven.store.db import Database
 from mailraven.store.files import SYNCER, Syncer
 from mailraven.store.messages import SQLiteMessageStore
+from mailraven.store.quotas import SQLiteQuotaStore
 from mailraven.store.users import SQLiteUserStore
 from mailraven.store.worker import WorkerSettings
 from mailraven.store.workers import StoreWorkers
@@ -239,6 +240,7 @@ def makeService(
     tokens = TokenCache(reactor)
     root.users = SQLiteUserStore(db, onRevoke=tokens.clear)
     root.aliases = SQLiteAliasStore(db)
+    root.quotas = SQLiteQuotaStore(db)
     tmpDir = os.path.join(dataDir, "tmp")
     root.spoolBudget = spoolBudget = MemoryBudget(config["smtp.spool_memory"])
 
@@ -265,6 +267,8 @@ def makeService(
             postmaster=config["server.postmaster"],
             delimiter=config["server.recipient_delimiter"],
             aliases=root.aliases,
+            quotas=root.quotas,
+            defaultQuota=config["quota.default"],
         ),
         store=root.store,
         spoolFactory=lambda: Spool(tmpDir, reactor, files.pool, budget=spoolBudget),
