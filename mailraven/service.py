@@ -367,6 +367,8 @@ def makeService(
             users=root.users,
             logins=policy.logins,
             recipients=smtpArgs["resolver"],
+            quotas=root.quotas,
+            defaultQuota=config["quota.default"],
         ).resource(),
         AdminAPI(
             *apiArgs, backups=backups, tokens=tokens, recipients=smtpArgs["resolver"]

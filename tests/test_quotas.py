@@ -23,7 +23,7 @@ from mailraven.store.users import SQLiteUserStore
 from mailraven.testing import MemoryAliasStore, MemoryQuotaStore, MemoryUserStore
 from tests.helpers import RunningServer
 from tests.test_mobile_api import APIClient
-from tests.test_recipient_addresses import mailraven, seenByTheServer, send
+from tests.test_recipient_addresses import MESSAGE, mailraven, seenByTheServer, send
 from tests.test_store import SQLiteFixture
 
 
@@ -208,9 +208,15 @@ class OverQuotaEndToEndTests(TestCase):
         self.assertTrue(text.startswith(b"4.2.2"), text)
         api = APIClient(self, self.server.apiPort)
         yield api.login()
+        account = yield api.json("GET", "/account")
+        self.assertEqual(account["email"], "alice@example.test")
+        self.assertEqual(account["quota"]["limit"], 1)
+        self.assertGreater(account["quota"]["used"], len(MESSAGE))
         page = yield api.json("GET", "/messages")
         [entry] = page["messages"]
         yield api.json("DELETE", f"/messages/{entry['id']}")
+        account = yield api.json("GET", "/account")
+        self.assertEqual(account["quota"], {"used": 0, "limit": 1})
         yield seenByTheServer()
         refused, (code, _) = yield send(self.server, ["alice@example.test"])
         self.assertEqual((refused, code), ({}, 250))

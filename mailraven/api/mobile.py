@@ -42,6 +42,7 @@ from mailraven.spool import memorySpool
 from mailraven.store.files import readMessageFile
 from mailraven.store.messages import MAILBOXES
 from mailraven.store.metadata import attachmentName, headerText
+from mailraven.store.quotas import SQLiteQuotaStore, effectiveLimit
 from mailraven.store.users import SQLiteUserStore
 
 MAX_LIMIT = 1000
@@ -148,14 +149,19 @@ class MobileAPI:
         users: Any = None,
         logins: Any = None,
         recipients: Any = None,
+        quotas: Any = None,
+        defaultQuota: int = 0,
     ) -> None:
-        """C{users} checks passwords (an IUserStore), C{logins} limits the
+        """C{quotas} (an IQuotaStore) and C{defaultQuota} report storage use.
+        C{users} checks passwords (an IUserStore), C{logins} limits the
         guessing (the ILoginLimiter every login path shares), C{recipients}
         (a RecipientResolver) says which recipients are ours: their mail is
         stored, not queued."""
         self._users = SQLiteUserStore(db) if users is None else users
         self._logins = LoginLimiter(reactor) if logins is None else logins
         self._recipients = recipients
+        self._quotas = SQLiteQuotaStore(db) if quotas is None else quotas
+        self._defaultQuota = defaultQuota
         self._tokens = TokenCache(reactor) if tokens is None else tokens
         self._outboundPerDay = outboundPerDay
         self._db = db
@@ -471,6 +477,16 @@ class MobileAPI:
         if found is None:
             raise APIError(404, "not_found", "No such queued message")
         return found
+
+    @app.route("/v1/account", methods=["GET"])
+    @endpoint()
+    @inlineCallbacks
+    def account(self, request: Any, user: tuple[int, str]):
+        """The account's address and storage use (docs/quotas.md)."""
+        found = yield self._quotas.quota(user[1])
+        used, own = found if found is not None else (0, None)
+        limit = effectiveLimit(own, self._defaultQuota)
+        return {"email": user[1], "quota": {"used": used, "limit": limit}}
 
     @app.route("/v1/openapi.json", methods=["GET"])
     @endpoint(auth=False)

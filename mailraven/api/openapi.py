@@ -409,6 +409,41 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/account": {
+                "get": {
+                    "summary": "The account's address and storage use",
+                    "security": _AUTH,
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["email", "quota"],
+                                "properties": {
+                                    "email": {"type": "string"},
+                                    "quota": {
+                                        "type": "object",
+                                        "required": ["used", "limit"],
+                                        "properties": {
+                                            "used": {
+                                                "type": "integer",
+                                                "minimum": 0,
+                                            },
+                                            "limit": {
+                                                "type": "integer",
+                                                "nullable": True,
+                                                "minimum": 1,
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                            "Bytes used (trash excluded) and the limit;"
+                            " null: unlimited",
+                        ),
+                        **_errors(401, 429),
+                    },
+                },
+            },
             "/v1/outbound/{messageId}": {
                 "parameters": [
                     {
