@@ -129,6 +129,13 @@ class IQuotaStore(Interface):
     def directory():
         """Deferred firing with {user id: (bytes used, own limit or None)}."""
 
+    def claimWarnings(default):
+        """
+        Deferred firing with [(user id, address, used, limit)] of the accounts
+        at or past 90 % of their limit (C{default}: quota.default) that were
+        not warned since they last were below it; each is returned once.
+        """
+
 
 class IPolicyCheck(Interface):
     """

@@ -41,6 +41,7 @@ from mailraven.outbound.mx import MXResolver
 from mailraven.outbound.queue import OutboundQueue, queueSettings
 from mailraven.policy.scoring import SpamScorer
 from mailraven.policy.service import PolicyService
+from mailraven.quotawarning import QuotaWarningService
 from mailraven.smtp.recipients import RecipientResolver
 from mailraven.smtp.server import MailRavenSMTPFactory, SMTPSettings
 from mailraven.smtp.submission import (
@@ -332,6 +333,14 @@ def makeService(
     backups.setName("backup")
     backups.setServiceParent(root)
     root.backups = backups
+    root.quotaWarnings = QuotaWarningService(
+        root.quotas,
+        root.store,
+        config["quota.default"],
+        config["server.hostname"],
+        reactor,
+    )
+    root.quotaWarnings.setServiceParent(root)
     health = HealthResource(
         reactor,
         files.pool,

@@ -303,6 +303,7 @@ class MemoryQuotaStore:
         self._users = users
         self.used: dict[int, int] = {}
         self._limits: dict[int, int] = {}
+        self.warned: set[int] = set()
 
     def _id(self, email: str) -> int | None:
         found = self._users._users.get(email.lower())
@@ -333,3 +334,16 @@ class MemoryQuotaStore:
                 for userId, _ in self._users._users.values()
             }
         )
+
+    def claimWarnings(self, default: int) -> Deferred:
+        claimed = []
+        for email, (userId, _) in sorted(self._users._users.items()):
+            limit = self._limits.get(userId, default)
+            used = self.used.get(userId, 0)
+            full = limit > 0 and used * 10 >= limit * 9
+            if not full:
+                self.warned.discard(userId)
+            elif userId not in self.warned:
+                self.warned.add(userId)
+                claimed.append((userId, email, used, limit))
+        return succeed(claimed)

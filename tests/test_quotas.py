@@ -54,6 +54,12 @@ class QuotaStoreContract:
         self.assertEqual((yield self.quotas.quota("dana@example.test")), (0, None))
 
     @inlineCallbacks
+    def test_noWarningUnderNinetyPercent(self):
+        yield self.quotas.setLimit("dana@example.test", 1000)
+        self.assertEqual((yield self.quotas.claimWarnings(0)), [])
+        self.assertEqual((yield self.quotas.claimWarnings(1000)), [])
+
+    @inlineCallbacks
     def test_unknownAccountAndNegativeLimit(self):
         self.assertFalse((yield self.quotas.setLimit("nobody@example.test", 1)))
         yield self.assertFailure(
@@ -267,3 +273,53 @@ class QuotaCommandTests(TestCase):
         restored = RunningServer(self, server__data_dir=newDir)
         found = yield restored.root.quotas.quota("alice@example.test")
         self.assertEqual(found, (0, 1024**2))
+
+
+class QuotaWarningTests(TestCase):
+    """The 90 % warning: delivered once, again only after dropping below."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.server = RunningServer(self)
+        self.alice = yield self.server.addUser("alice@example.test")
+        self.quotas = self.server.root.quotas
+
+    def inbox(self):
+        return self.server.root.store.list(self.alice, "inbox", 50, 0)
+
+    @inlineCallbacks
+    def warnings(self):
+        entries = yield self.inbox()
+        return [e for e in entries if e["subject"] == "Your mailbox is almost full"]
+
+    @inlineCallbacks
+    def test_warnedOnceAtNinetyPercentAndRearmedBelow(self):
+        refused, (code, _) = yield send(self.server, ["alice@example.test"])
+        self.assertEqual(code, 250)
+        [mail] = yield self.inbox()
+        used, _ = yield self.quotas.quota("alice@example.test")
+        yield self.quotas.setLimit("alice@example.test", used * 100 // 95)
+        yield self.server.root.quotaWarnings.check()
+        yield self.server.root.quotaWarnings.check()
+        [warning] = yield self.warnings()
+        full = yield self.server.root.store.get(warning["id"], self.alice)
+        self.assertIn(b"From: postmaster@example.test", full["raw"])
+        # below 90 % (mail moved to trash) re-arms it; back above warns again
+        for entry in (mail, warning):
+            yield self.server.root.store.delete(entry["id"], self.alice)
+        yield self.server.root.quotaWarnings.check()
+        yield self.server.root.store.updateFlags(
+            mail["id"], self.alice, {"mailbox": "inbox"}
+        )
+        yield self.server.root.quotaWarnings.check()
+        self.assertEqual(len((yield self.warnings())), 1)
+        yield self.server.root.quotaWarnings.check()
+        self.assertEqual(len((yield self.warnings())), 1)
+
+    @inlineCallbacks
+    def test_noWarningWithoutALimit(self):
+        yield send(self.server, ["alice@example.test"])
+        yield self.server.root.quotaWarnings.check()
+        self.assertEqual((yield self.warnings()), [])

@@ -45,6 +45,34 @@ def quotaDirectory(conn: sqlite3.Connection) -> dict[int, tuple[int, int | None]
     }
 
 
+# An account's limit as SQL: its own, else quota.default (bound as :default).
+_LIMIT = "coalesce(quota_limit, :default)"
+
+
+def claimWarnings(
+    conn: sqlite3.Connection, default: int
+) -> list[tuple[int, str, int, int]]:
+    """
+    Re-arm the warning of accounts back under 90 % of their limit, then mark
+    and return (id, address, used, limit) of those at or past 90 % not yet
+    warned: each is returned once until it drops below 90 % again.
+    """
+    conn.execute(
+        f"UPDATE users SET quota_warned = 0 WHERE quota_warned = 1"
+        f" AND ({_LIMIT} = 0 OR quota_used * 10 < {_LIMIT} * 9)",
+        {"default": default},
+    )
+    return [
+        tuple(row)
+        for row in conn.execute(
+            f"UPDATE users SET quota_warned = 1 WHERE quota_warned = 0"
+            f" AND {_LIMIT} > 0 AND quota_used * 10 >= {_LIMIT} * 9"
+            f" RETURNING id, email, quota_used, {_LIMIT}",
+            {"default": default},
+        ).fetchall()
+    ]
+
+
 def effectiveLimit(own: int | None, default: int) -> int | None:
     """The limit that applies, None when there is none (0 means none)."""
     limit = default if own is None else own
@@ -71,3 +99,6 @@ class SQLiteQuotaStore:
 
     def directory(self) -> Deferred:
         return self._db.read(quotaDirectory)
+
+    def claimWarnings(self, default: int) -> Deferred:
+        return self._db.write(lambda conn: claimWarnings(conn, default))
