@@ -380,7 +380,12 @@ def makeService(
             defaultQuota=config["quota.default"],
         ).resource(),
         AdminAPI(
-            *apiArgs, backups=backups, tokens=tokens, recipients=smtpArgs["resolver"]
+            *apiArgs,
+            backups=backups,
+            tokens=tokens,
+            recipients=smtpArgs["resolver"],
+            quotas=root.quotas,
+            defaultQuota=config["quota.default"],
         ).resource(),
         config["api.max_body"],
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import sqlite3
 
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
 from twisted.internet.task import Clock
@@ -323,3 +324,43 @@ class QuotaWarningTests(TestCase):
         yield send(self.server, ["alice@example.test"])
         yield self.server.root.quotaWarnings.check()
         self.assertEqual((yield self.warnings()), [])
+
+
+class AdminQuotaTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_adminSetsAndReadsQuotas(self):
+        server = RunningServer(self, quota__default=5000)
+        yield server.addUser("alice@example.test")
+        yield server.root.users.add("root@example.test", "admin password")
+        conn = sqlite3.connect(os.path.join(server.dataDir, "mailraven.db"))
+        self.addCleanup(conn.close)
+        conn.execute("UPDATE users SET is_admin = 1 WHERE email = 'root@example.test'")
+        conn.commit()
+        api = APIClient(self, server.apiPort)
+        yield api.login()
+        admin = f"http://127.0.0.1:{server.apiPort}/admin"
+        api.base = admin
+        yield api.json("GET", "/quota/alice@example.test", expect=403)
+        api.base = f"http://127.0.0.1:{server.apiPort}/api/v1"
+        yield api.login("root@example.test", "admin password")
+        api.base = admin
+        found = yield api.json("GET", "/quota/alice@example.test")
+        self.assertEqual(
+            found,
+            {
+                "email": "alice@example.test",
+                "quota": {"used": 0, "limit": 5000},
+                "own_limit": None,
+            },
+        )
+        found = yield api.json("PUT", "/quota/alice@example.test", {"limit": 0})
+        self.assertEqual((found["quota"]["limit"], found["own_limit"]), (None, 0))
+        self.assertEqual((yield server.root.quotas.quota("alice@example.test")), (0, 0))
+        found = yield api.json("PUT", "/quota/alice@example.test", {"limit": None})
+        self.assertEqual(found["quota"]["limit"], 5000)
+        yield api.json("PUT", "/quota/alice@example.test", {"limit": -1}, expect=400)
+        yield api.json("PUT", "/quota/alice@example.test", {"limit": "1G"}, expect=400)
+        yield api.json("PUT", "/quota/nobody@example.test", {"limit": 1}, expect=404)
+        yield api.json("GET", "/quota/nobody@example.test", expect=404)

@@ -43,7 +43,7 @@ from mailraven.store.files import readMessageFile
 from mailraven.store.messages import MAILBOXES
 from mailraven.store.metadata import attachmentName, headerText
 from mailraven.store.quotas import SQLiteQuotaStore, effectiveLimit
-from mailraven.store.users import SQLiteUserStore
+from mailraven.store.users import BadAddress, SQLiteUserStore, normaliseAddress
 
 MAX_LIMIT = 1000
 FLAG_TYPES = {"read_state": bool, "starred": bool, "mailbox": str}
@@ -628,6 +628,59 @@ class AdminAPI(MobileAPI):
             event="backup_requested",
         )
         return 202, {"job_id": job["job_id"], "status": job["status"]}
+
+    @app.route("/quota/<string:email>", methods=["GET"])
+    @endpoint()
+    def getQuota(self, request: Any, user: tuple[int, str, bool], email: str):
+        self._requireAdmin(user)
+        return self._quotaOf(email)
+
+    @app.route("/quota/<string:email>", methods=["PUT"])
+    @endpoint()
+    @inlineCallbacks
+    def setQuota(self, request: Any, user: tuple[int, str, bool], email: str):
+        """Body C{{"limit": bytes}} (0: unlimited) or C{{"limit": null}}
+        (quota.default again); seen by SMTP within 2 s, like the CLI."""
+        self._requireAdmin(user)
+        body = readJSON(request)
+        limit = body.get("limit", ...) if isinstance(body, dict) else ...
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
+        ):
+            raise APIError(
+                400, "bad_request", 'expected {"limit": bytes (0 or more) or null}'
+            )
+        found = yield self._quotas.setLimit(self._accountAddress(email), limit)
+        if not found:
+            raise APIError(404, "not_found", "No such account")
+        self.log.info(
+            "quota of {account} set to {limit} by {email}",
+            account=email,
+            limit=limit,
+            email=user[1],
+            event="quota_set",
+        )
+        result = yield self._quotaOf(email)
+        return result
+
+    @staticmethod
+    def _accountAddress(email: str) -> str:
+        try:
+            return normaliseAddress(email)
+        except BadAddress:
+            raise APIError(400, "bad_request", "not an email address") from None
+
+    @inlineCallbacks
+    def _quotaOf(self, email: str):
+        found = yield self._quotas.quota(self._accountAddress(email))
+        if found is None:
+            raise APIError(404, "not_found", "No such account")
+        used, own = found
+        return {
+            "email": email,
+            "quota": {"used": used, "limit": effectiveLimit(own, self._defaultQuota)},
+            "own_limit": own,
+        }
 
     @app.route("/backup/<string:jobId>", methods=["GET"])
     @endpoint()
