@@ -228,6 +228,24 @@ class OverQuotaEndToEndTests(TestCase):
         refused, (code, _) = yield send(self.server, ["alice@example.test"])
         self.assertEqual((refused, code), ({}, 250))
 
+    @inlineCallbacks
+    def test_sendingThroughTheAPIToAFullAccountIs503(self):
+        """A local copy for a full account is refused as temporary, not as an
+        unknown recipient; nothing is stored."""
+        yield self.server.addUser("bob@example.test")
+        yield send(self.server, ["alice@example.test"])
+        yield seenByTheServer()
+        api = APIClient(self, self.server.apiPort)
+        yield api.login("bob@example.test")
+        found = yield api.json(
+            "POST",
+            "/messages/send",
+            {"to": ["alice@example.test"], "subject": "s", "body": "b"},
+            expect=503,
+        )
+        self.assertEqual(found["error"], "mailbox_full")
+        self.assertEqual(len((yield self.server.root.store.list(1, "inbox", 9, 0))), 1)
+
 
 class QuotaCommandTests(TestCase):
     timeout = 60

@@ -455,6 +455,10 @@ class MobileAPI:
                     raise relayDenied()
                 found = yield self._recipients.resolve(parsePath(text, utf8=True))
             except Rejection as e:
+                if e.reason == "over_quota":
+                    raise APIError(
+                        503, "mailbox_full", f"{text}: {e.text}; try again later"
+                    ) from None
                 if e.reason != "relay_denied":
                     raise APIError(
                         400, "unknown_recipient", f"{text}: {e.text}"

@@ -27,6 +27,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "No such message (or another user's)",
         413: "Body too large",
         429: "Rate limited (Retry-After)",
+        503: "A local recipient's mailbox is full (docs/quotas.md)",
     }
     return {str(code): _json(_ERROR, texts[code]) for code in codes}
 
@@ -405,7 +406,7 @@ def document() -> dict[str, Any]:
                             },
                             "Queued",
                         ),
-                        **_errors(400, 401, 413, 429),
+                        **_errors(400, 401, 413, 429, 503),
                     },
                 }
             },
