@@ -340,6 +340,7 @@ def makeService(
         config["server.hostname"],
         reactor,
     )
+    root.quotaWarnings.setName("quotawarnings")
     root.quotaWarnings.setServiceParent(root)
     health = HealthResource(
         reactor,
