@@ -42,6 +42,7 @@ from mailraven.store.aliases import (
 )
 from mailraven.store.db import openDatabase
 from mailraven.store.integrity import checkIntegrity
+from mailraven.store.quotas import effectiveLimit, quotaOf, setQuotaLimit
 from mailraven.store.users import (
     MIN_PASSWORD_LENGTH,
     BadAddress,
@@ -163,6 +164,43 @@ def userList(config, args) -> int:
         print(email)
     # stdout stays one address a line for scripts
     print(f"{len(emails)} accounts {_inDataDir(config)}", file=sys.stderr)
+    return 0
+
+
+_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parseSize(text: str) -> int:
+    """Bytes from C{12345}, C{500M} or C{1G} (binary units); 0 = unlimited."""
+    number, unit = text.strip().upper(), ""
+    if number[-1:] in "KMGT" and number[-1:]:
+        number, unit = number[:-1], number[-1]
+    if not number.isdigit():
+        raise CommandError(f"not a size: {text!r} (bytes, or a number with K, M, G, T)")
+    return int(number) * _UNITS[unit]
+
+
+def userQuota(config, args) -> int:
+    """Show an account's usage and limit, or set its own limit (or drop it)."""
+    email = _address(args.email)
+    conn = _open(config)
+    if args.default or args.limit is not None:
+        limit = None if args.default else parseSize(args.limit)
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            found = setQuotaLimit(conn, email, limit)
+        if not found:
+            raise CommandError(f"no such user: {email} {_inDataDir(config)}")
+    found = quotaOf(conn, email)
+    if found is None:
+        raise CommandError(f"no such user: {email} {_inDataDir(config)}")
+    used, own = found
+    limit = effectiveLimit(own, config["quota.default"])
+    source = "quota.default" if own is None else "own"
+    print(
+        f"{email}: {used} bytes used of"
+        f" {'unlimited' if limit is None else f'{limit} bytes'} ({source})"
+    )
     return 0
 
 
@@ -434,6 +472,12 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("email", help="the account's address")
     cmd.set_defaults(func=userDel)
     command(user, "list", help="list accounts").set_defaults(func=userList)
+    cmd = command(user, "quota", help="show usage, or set the account's limit")
+    cmd.add_argument("email")
+    which = cmd.add_mutually_exclusive_group()
+    which.add_argument("limit", nargs="?", help="bytes, or 500M / 1G; 0 = unlimited")
+    which.add_argument("--default", action="store_true", help="use quota.default again")
+    cmd.set_defaults(func=userQuota)
 
     alias = command(
         sub, "alias", help="addresses delivered to accounts (and catch-alls)"

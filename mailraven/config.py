@@ -48,6 +48,13 @@ def _positiveInt(value: Any) -> int:
     return value
 
 
+def _nonNegativeInt(value: Any) -> int:
+    value = _int(value)
+    if value < 0:
+        raise ValueError("expected an integer, 0 or more")
+    return value
+
+
 def _percent(value: Any) -> float:
     value = _float(value)
     if not 0 < value <= 100:
@@ -250,6 +257,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
             _positiveInt, 33554432, "bytes DATA keeps in memory, all sessions"
         ),
         "shutdown_grace": Key(_positiveInt, 30, "seconds in-flight DATA may finish"),
+    },
+    "quota": {
+        "default": Key(
+            _nonNegativeInt, 0, "bytes each account may store; 0 = unlimited"
+        ),
     },
     "submission": {
         "listen": Key(_listeners, ["tcp:2587"], "submission listeners"),

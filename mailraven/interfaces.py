@@ -112,6 +112,31 @@ class IAliasStore(Interface):
         """Deferred firing with {lower-cased alias: [member user ids]}."""
 
 
+class IQuotaStore(Interface):
+    """
+    Per-account storage quotas: bytes stored for the account (one count per
+    copy; trash excluded) against its own limit or the configured default.
+    """
+
+    def quota(email):
+        """Deferred firing with (bytes used, own limit or None), or None when
+        there is no such account."""
+
+    def setLimit(email, limit):
+        """Set the account's own limit in bytes (0: unlimited; None: back to
+        quota.default); Deferred firing with True if the account exists."""
+
+    def directory():
+        """Deferred firing with {user id: (bytes used, own limit or None)}."""
+
+    def claimWarnings(default):
+        """
+        Deferred firing with [(user id, address, used, limit)] of the accounts
+        at or past 90 % of their limit (C{default}: quota.default) that were
+        not warned since they last were below it; each is returned once.
+        """
+
+
 class IPolicyCheck(Interface):
     """
     One check of a stage of the acceptance chain (today the DATA stage:

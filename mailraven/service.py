@@ -41,6 +41,7 @@ from mailraven.outbound.mx import MXResolver
 from mailraven.outbound.queue import OutboundQueue, queueSettings
 from mailraven.policy.scoring import SpamScorer
 from mailraven.policy.service import PolicyService
+from mailraven.quotawarning import QuotaWarningService
 from mailraven.smtp.recipients import RecipientResolver
 from mailraven.smtp.server import MailRavenSMTPFactory, SMTPSettings
 from mailraven.smtp.submission import (
@@ -54,6 +55,7 @@ from mailraven.store.aliases import SQLiteAliasStore
 from mailraven.store.db import Database
 from mailraven.store.files import SYNCER, Syncer
 from mailraven.store.messages import SQLiteMessageStore
+from mailraven.store.quotas import SQLiteQuotaStore
 from mailraven.store.users import SQLiteUserStore
 from mailraven.store.worker import WorkerSettings
 from mailraven.store.workers import StoreWorkers
@@ -239,6 +241,7 @@ def makeService(
     tokens = TokenCache(reactor)
     root.users = SQLiteUserStore(db, onRevoke=tokens.clear)
     root.aliases = SQLiteAliasStore(db)
+    root.quotas = SQLiteQuotaStore(db)
     tmpDir = os.path.join(dataDir, "tmp")
     root.spoolBudget = spoolBudget = MemoryBudget(config["smtp.spool_memory"])
 
@@ -265,6 +268,8 @@ def makeService(
             postmaster=config["server.postmaster"],
             delimiter=config["server.recipient_delimiter"],
             aliases=root.aliases,
+            quotas=root.quotas,
+            defaultQuota=config["quota.default"],
         ),
         store=root.store,
         spoolFactory=lambda: Spool(tmpDir, reactor, files.pool, budget=spoolBudget),
@@ -328,6 +333,15 @@ def makeService(
     backups.setName("backup")
     backups.setServiceParent(root)
     root.backups = backups
+    root.quotaWarnings = QuotaWarningService(
+        root.quotas,
+        root.store,
+        config["quota.default"],
+        config["server.hostname"],
+        reactor,
+    )
+    root.quotaWarnings.setName("quotawarnings")
+    root.quotaWarnings.setServiceParent(root)
     health = HealthResource(
         reactor,
         files.pool,
@@ -363,9 +377,16 @@ def makeService(
             users=root.users,
             logins=policy.logins,
             recipients=smtpArgs["resolver"],
+            quotas=root.quotas,
+            defaultQuota=config["quota.default"],
         ).resource(),
         AdminAPI(
-            *apiArgs, backups=backups, tokens=tokens, recipients=smtpArgs["resolver"]
+            *apiArgs,
+            backups=backups,
+            tokens=tokens,
+            recipients=smtpArgs["resolver"],
+            quotas=root.quotas,
+            defaultQuota=config["quota.default"],
         ).resource(),
         config["api.max_body"],
     )

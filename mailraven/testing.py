@@ -21,6 +21,7 @@ from mailraven.interfaces import (
     IDiskGuard,
     IMessageStore,
     IPolicyCheck,
+    IQuotaStore,
     IUserStore,
 )
 from mailraven.spool import Spool
@@ -291,3 +292,58 @@ class FakePolicyCheck:
     def check(self, subject: Any) -> Deferred:
         self.seen.append(subject)
         return succeed(self.verdict)
+
+
+@implementer(IQuotaStore)
+class MemoryQuotaStore:
+    """Quotas over a L{MemoryUserStore}; C{used} ({user id: bytes}) stands
+    for what the database's triggers count."""
+
+    def __init__(self, users: MemoryUserStore) -> None:
+        self._users = users
+        self.used: dict[int, int] = {}
+        self._limits: dict[int, int] = {}
+        self.warned: set[int] = set()
+
+    def _id(self, email: str) -> int | None:
+        found = self._users._users.get(email.lower())
+        return None if found is None else found[0]
+
+    def quota(self, email: str) -> Deferred:
+        userId = self._id(email)
+        if userId is None:
+            return succeed(None)
+        return succeed((self.used.get(userId, 0), self._limits.get(userId)))
+
+    def setLimit(self, email: str, limit: int | None) -> Deferred:
+        if limit is not None and limit < 0:
+            return fail(ValueError("a quota is a number of bytes, 0 or more"))
+        userId = self._id(email)
+        if userId is None:
+            return succeed(False)
+        if limit is None:
+            self._limits.pop(userId, None)
+        else:
+            self._limits[userId] = limit
+        return succeed(True)
+
+    def directory(self) -> Deferred:
+        return succeed(
+            {
+                userId: (self.used.get(userId, 0), self._limits.get(userId))
+                for userId, _ in self._users._users.values()
+            }
+        )
+
+    def claimWarnings(self, default: int) -> Deferred:
+        claimed = []
+        for email, (userId, _) in sorted(self._users._users.items()):
+            limit = self._limits.get(userId, default)
+            used = self.used.get(userId, 0)
+            full = limit > 0 and used * 10 >= limit * 9
+            if not full:
+                self.warned.discard(userId)
+            elif userId not in self.warned:
+                self.warned.add(userId)
+                claimed.append((userId, email, used, limit))
+        return succeed(claimed)

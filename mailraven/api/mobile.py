@@ -42,7 +42,8 @@ from mailraven.spool import memorySpool
 from mailraven.store.files import readMessageFile
 from mailraven.store.messages import MAILBOXES
 from mailraven.store.metadata import attachmentName, headerText
-from mailraven.store.users import SQLiteUserStore
+from mailraven.store.quotas import SQLiteQuotaStore, effectiveLimit
+from mailraven.store.users import BadAddress, SQLiteUserStore, normaliseAddress
 
 MAX_LIMIT = 1000
 FLAG_TYPES = {"read_state": bool, "starred": bool, "mailbox": str}
@@ -148,14 +149,19 @@ class MobileAPI:
         users: Any = None,
         logins: Any = None,
         recipients: Any = None,
+        quotas: Any = None,
+        defaultQuota: int = 0,
     ) -> None:
-        """C{users} checks passwords (an IUserStore), C{logins} limits the
+        """C{quotas} (an IQuotaStore) and C{defaultQuota} report storage use.
+        C{users} checks passwords (an IUserStore), C{logins} limits the
         guessing (the ILoginLimiter every login path shares), C{recipients}
         (a RecipientResolver) says which recipients are ours: their mail is
         stored, not queued."""
         self._users = SQLiteUserStore(db) if users is None else users
         self._logins = LoginLimiter(reactor) if logins is None else logins
         self._recipients = recipients
+        self._quotas = SQLiteQuotaStore(db) if quotas is None else quotas
+        self._defaultQuota = defaultQuota
         self._tokens = TokenCache(reactor) if tokens is None else tokens
         self._outboundPerDay = outboundPerDay
         self._db = db
@@ -453,6 +459,10 @@ class MobileAPI:
                     raise relayDenied()
                 found = yield self._recipients.resolve(parsePath(text, utf8=True))
             except Rejection as e:
+                if e.reason == "over_quota":
+                    raise APIError(
+                        503, "mailbox_full", f"{text}: {e.text}; try again later"
+                    ) from None
                 if e.reason != "relay_denied":
                     raise APIError(
                         400, "unknown_recipient", f"{text}: {e.text}"
@@ -475,6 +485,16 @@ class MobileAPI:
         if found is None:
             raise APIError(404, "not_found", "No such queued message")
         return found
+
+    @app.route("/v1/account", methods=["GET"])
+    @endpoint()
+    @inlineCallbacks
+    def account(self, request: Any, user: tuple[int, str]):
+        """The account's address and storage use (docs/quotas.md)."""
+        found = yield self._quotas.quota(user[1])
+        used, own = found if found is not None else (0, None)
+        limit = effectiveLimit(own, self._defaultQuota)
+        return {"email": user[1], "quota": {"used": used, "limit": limit}}
 
     @app.route("/v1/openapi.json", methods=["GET"])
     @endpoint(auth=False)
@@ -616,6 +636,59 @@ class AdminAPI(MobileAPI):
             event="backup_requested",
         )
         return 202, {"job_id": job["job_id"], "status": job["status"]}
+
+    @app.route("/quota/<string:email>", methods=["GET"])
+    @endpoint()
+    def getQuota(self, request: Any, user: tuple[int, str, bool], email: str):
+        self._requireAdmin(user)
+        return self._quotaOf(email)
+
+    @app.route("/quota/<string:email>", methods=["PUT"])
+    @endpoint()
+    @inlineCallbacks
+    def setQuota(self, request: Any, user: tuple[int, str, bool], email: str):
+        """Body C{{"limit": bytes}} (0: unlimited) or C{{"limit": null}}
+        (quota.default again); seen by SMTP within 2 s, like the CLI."""
+        self._requireAdmin(user)
+        body = readJSON(request)
+        limit = body.get("limit", ...) if isinstance(body, dict) else ...
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
+        ):
+            raise APIError(
+                400, "bad_request", 'expected {"limit": bytes (0 or more) or null}'
+            )
+        found = yield self._quotas.setLimit(self._accountAddress(email), limit)
+        if not found:
+            raise APIError(404, "not_found", "No such account")
+        self.log.info(
+            "quota of {account} set to {limit} by {email}",
+            account=email,
+            limit=limit,
+            email=user[1],
+            event="quota_set",
+        )
+        result = yield self._quotaOf(email)
+        return result
+
+    @staticmethod
+    def _accountAddress(email: str) -> str:
+        try:
+            return normaliseAddress(email)
+        except BadAddress:
+            raise APIError(400, "bad_request", "not an email address") from None
+
+    @inlineCallbacks
+    def _quotaOf(self, email: str):
+        found = yield self._quotas.quota(self._accountAddress(email))
+        if found is None:
+            raise APIError(404, "not_found", "No such account")
+        used, own = found
+        return {
+            "email": email,
+            "quota": {"used": used, "limit": effectiveLimit(own, self._defaultQuota)},
+            "own_limit": own,
+        }
 
     @app.route("/backup/<string:jobId>", methods=["GET"])
     @endpoint()

@@ -27,6 +27,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "No such message (or another user's)",
         413: "Body too large",
         429: "Rate limited (Retry-After)",
+        503: "A local recipient's mailbox is full (docs/quotas.md)",
     }
     return {str(code): _json(_ERROR, texts[code]) for code in codes}
 
@@ -405,9 +406,44 @@ def document() -> dict[str, Any]:
                             },
                             "Queued",
                         ),
-                        **_errors(400, 401, 413, 429),
+                        **_errors(400, 401, 413, 429, 503),
                     },
                 }
+            },
+            "/v1/account": {
+                "get": {
+                    "summary": "The account's address and storage use",
+                    "security": _AUTH,
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["email", "quota"],
+                                "properties": {
+                                    "email": {"type": "string"},
+                                    "quota": {
+                                        "type": "object",
+                                        "required": ["used", "limit"],
+                                        "properties": {
+                                            "used": {
+                                                "type": "integer",
+                                                "minimum": 0,
+                                            },
+                                            "limit": {
+                                                "type": "integer",
+                                                "nullable": True,
+                                                "minimum": 1,
+                                            },
+                                        },
+                                    },
+                                },
+                            },
+                            "Bytes used (trash excluded) and the limit;"
+                            " null: unlimited",
+                        ),
+                        **_errors(401, 429),
+                    },
+                },
             },
             "/v1/outbound/{messageId}": {
                 "parameters": [

@@ -13,8 +13,9 @@ from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.logger import Logger
 
 from mailraven.envelope import Recipient
-from mailraven.interfaces import IAliasStore, IUserStore
+from mailraven.interfaces import IAliasStore, IQuotaStore, IUserStore
 from mailraven.smtp.addresses import Address
+from mailraven.store.quotas import overQuota
 
 DIRECTORY_MAX_AGE = 2.0  # seconds a `mailraven user add` may take to be seen
 # Every local domain has them (RFC 5321 4.5.1, RFC 2142 section 2), routed
@@ -48,6 +49,11 @@ def relayDenied() -> Rejection:
     return Rejection(554, "5.7.1", "Relay access denied", "relay_denied")
 
 
+def overQuotaRejection() -> Rejection:
+    """Temporary (RFC 3463 4.2.2): the sender retries while the user cleans up."""
+    return Rejection(452, "4.2.2", "Mailbox full", "over_quota")
+
+
 class RecipientResolver:
     """
     Maps an RCPT address to a local user. Local domains are the configured ones
@@ -71,7 +77,12 @@ class RecipientResolver:
         postmaster: str = "",
         delimiter: str = "+",
         aliases: IAliasStore | None = None,
+        quotas: IQuotaStore | None = None,
+        defaultQuota: int = 0,
     ) -> None:
+        self._quotaStore = quotas
+        self._defaultQuota = defaultQuota
+        self._quotas: dict[int, tuple[int, int | None]] = {}
         self._users = users
         self._aliasStore = aliases
         self._aliases: dict[str, list[int]] = {}
@@ -93,10 +104,25 @@ class RecipientResolver:
         if address.isLiteral:
             raise relayDenied()
         if self._clock.seconds() - self._loadedAt <= self._maxAge:
-            return succeed(self._decide(address))
+            return succeed(self._withinQuota(self._decide(address)))
         d = self._fresh()
-        d.addCallback(lambda _: self._decide(address))
+        d.addCallback(lambda _: self._withinQuota(self._decide(address)))
         return d
+
+    def _withinQuota(self, recipients: list[Recipient]) -> list[Recipient]:
+        """
+        The recipients whose account is not past its quota (usage as of the
+        last reload); 452 4.2.2 when none is. An alias still reaches the
+        members with room.
+        """
+        room = [
+            r
+            for r in recipients
+            if not overQuota(*self._quotas.get(r.userId, (0, None)), self._defaultQuota)
+        ]
+        if not room:
+            raise overQuotaRejection()
+        return room
 
     def _decide(self, address: Address) -> list[Recipient]:
         """docs/addresses.md gives the order: account, alias, plus-address
@@ -170,8 +196,13 @@ class RecipientResolver:
         self._loading = [waiter]
         startedAt = self._clock.seconds()
         loads = [self._users.directory()]
-        if self._aliasStore is not None:
-            loads.append(self._aliasStore.directory())
+        loads.append(
+            self._aliasStore.directory()
+            if self._aliasStore is not None
+            else succeed({})
+        )
+        if self._quotaStore is not None:
+            loads.append(self._quotaStore.directory())
         d = gatherResults(loads, consumeErrors=True)
         d.addCallbacks(self._loaded, self._loadFailed, callbackArgs=(startedAt,))
         return waiter
@@ -179,7 +210,8 @@ class RecipientResolver:
     def _loaded(self, loaded: list[dict], startedAt: float) -> None:
         directory = loaded[0]
         self._directory = directory
-        self._aliases = loaded[1] if len(loaded) > 1 else {}
+        self._aliases = loaded[1]
+        self._quotas = loaded[2] if len(loaded) > 2 else {}
         self._userDomains = frozenset(a.rpartition("@")[2] for a in directory)
         self._loadedAt = startedAt
         waiters, self._loading = self._loading, None

@@ -306,6 +306,38 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     ) WITHOUT ROWID;
     CREATE INDEX aliases_by_user ON aliases (user_id);
     """,
+    # 14: quotas (docs/quotas.md): each account's stored bytes, kept by
+    # triggers in the transaction that adds, moves or removes an entry (one
+    # copy per account counts; mail in trash does not), its limit (NULL:
+    # quota.default, 0: none) and whether the 90 % warning was sent.
+    """
+    ALTER TABLE users ADD COLUMN quota_limit INTEGER;
+    ALTER TABLE users ADD COLUMN quota_used INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN quota_warned INTEGER NOT NULL DEFAULT 0;
+    UPDATE users SET quota_used = (
+        SELECT coalesce(sum(m.size), 0) FROM mailbox_entries e
+        JOIN messages m ON m.id = e.message_id
+        WHERE e.user_id = users.id AND e.mailbox != 'trash');
+    CREATE TRIGGER quota_counted_in AFTER INSERT ON mailbox_entries
+    WHEN NEW.mailbox != 'trash' BEGIN
+        UPDATE users SET quota_used = quota_used
+            + (SELECT size FROM messages WHERE id = NEW.message_id)
+        WHERE id = NEW.user_id;
+    END;
+    CREATE TRIGGER quota_counted_out AFTER DELETE ON mailbox_entries
+    WHEN OLD.mailbox != 'trash' BEGIN
+        UPDATE users SET quota_used = max(0, quota_used
+            - coalesce((SELECT size FROM messages WHERE id = OLD.message_id), 0))
+        WHERE id = OLD.user_id;
+    END;
+    CREATE TRIGGER quota_counted_moved AFTER UPDATE OF mailbox ON mailbox_entries
+    WHEN (OLD.mailbox = 'trash') != (NEW.mailbox = 'trash') BEGIN
+        UPDATE users SET quota_used = max(0, quota_used
+            + CASE WHEN NEW.mailbox = 'trash' THEN -1 ELSE 1 END
+            * (SELECT size FROM messages WHERE id = NEW.message_id))
+        WHERE id = NEW.user_id;
+    END;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
