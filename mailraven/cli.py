@@ -473,7 +473,7 @@ def parser() -> argparse.ArgumentParser:
     cmd.set_defaults(func=userDel)
     command(user, "list", help="list accounts").set_defaults(func=userList)
     cmd = command(user, "quota", help="show usage, or set the account's limit")
-    cmd.add_argument("email")
+    cmd.add_argument("email", help="the account's address")
     which = cmd.add_mutually_exclusive_group()
     which.add_argument("limit", nargs="?", help="bytes, or 500M / 1G; 0 = unlimited")
     which.add_argument("--default", action="store_true", help="use quota.default again")

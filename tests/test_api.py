@@ -157,6 +157,7 @@ class PluginTests(SynchronousTestCase):
                 "submission",
                 "api",
                 "queue",
+                "quotawarnings",
             },
         )
         self.assertIsNotNone(namespace["application"].getComponent(ILogObserver))

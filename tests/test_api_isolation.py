@@ -30,6 +30,7 @@ READ_PATHS = {
     ("patch", "/v1/messages/{entryId}"),
     ("delete", "/v1/messages/{entryId}"),
     ("get", "/v1/outbound/{messageId}"),
+    ("get", "/v1/account"),
 }
 NOT_MAIL = {
     ("post", "/v1/auth/login"),
@@ -84,6 +85,15 @@ class TwoAccountIsolationTests(TestCase):
             if method != "parameters"
         }
         self.assertEqual(served, READ_PATHS | NOT_MAIL)
+
+    @inlineCallbacks
+    def test_accountCountsOnlyTheCallersMail(self):
+        """Usage is alice's own: bob's three copies are not in it."""
+        mine = yield self.alice.json("GET", "/account")
+        self.assertNothingOfBobs(mine)
+        self.assertEqual(mine["email"], "alice@example.test")
+        bobs = yield self.bob.json("GET", "/account")
+        self.assertGreater(bobs["quota"]["used"], mine["quota"]["used"])
 
     @inlineCallbacks
     def test_listEveryMailbox(self):

@@ -443,20 +443,28 @@ class BatchDurabilityTests(SQLiteFixture, TestCase):
         report = checkIntegrity(openDatabase(self.db.path), self.dataDir)
         self.assertEqual((report.messages, report.orphans, report.damage), (0, [], []))
 
-    def lockHeldAtFileSync(self, alone: bool) -> list[bool]:
+    @inlineCallbacks
+    def lockHeldAtFileSync(self, alone: bool):
         self.setUpStore()
+        # the fixture's writes run on the database's writer thread, one after
+        # the other: once this one is done, none of them holds the lock
+        yield self.db.write(lambda c: None)
         watch = LockWatch(self.db.path)
         preparer = Preparer(WorkerSettings(self.dataDir, self.db.path, 6, None, watch))
         answers = preparer.handle([self.request(1, alone)])
         self.assertEqual(answers[1][0], "ok")
         return watch.locked
 
+    @inlineCallbacks
     def test_aMessageAloneSyncsItsFileAfterItsRowsUnderTheLock(self):
-        self.assertEqual(self.lockHeldAtFileSync(alone=True), [True])
+        locked = yield self.lockHeldAtFileSync(alone=True)
+        self.assertEqual(locked, [True])
 
+    @inlineCallbacks
     def test_aMessageNotAloneSyncsItsFileBeforeTakingTheLock(self):
         """Other workers' commits do not wait for this file's sync."""
-        self.assertEqual(self.lockHeldAtFileSync(alone=False), [False])
+        locked = yield self.lockHeldAtFileSync(alone=False)
+        self.assertEqual(locked, [False])
 
     def test_syncFilesSyncsEveryFileOrRaises(self):
         root = os.path.abspath(self.mktemp())
