@@ -306,6 +306,10 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     ) WITHOUT ROWID;
     CREATE INDEX aliases_by_user ON aliases (user_id);
     """,
+    # 14: placeholder for the quotas migration (replaced at merge)
+    """
+    -- 14: placeholder
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
