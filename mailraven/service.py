@@ -52,6 +52,7 @@ from mailraven.spool import MemoryBudget, Spool
 from mailraven.startup import lockDataDir, prepareDataDir
 from mailraven.store.aliases import SQLiteAliasStore
 from mailraven.store.db import Database
+from mailraven.store.domains import SQLiteDomainStore
 from mailraven.store.files import SYNCER, Syncer
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.users import SQLiteUserStore
@@ -239,6 +240,7 @@ def makeService(
     tokens = TokenCache(reactor)
     root.users = SQLiteUserStore(db, onRevoke=tokens.clear)
     root.aliases = SQLiteAliasStore(db)
+    root.domains = SQLiteDomainStore(db)
     tmpDir = os.path.join(dataDir, "tmp")
     root.spoolBudget = spoolBudget = MemoryBudget(config["smtp.spool_memory"])
 
@@ -265,6 +267,7 @@ def makeService(
             postmaster=config["server.postmaster"],
             delimiter=config["server.recipient_delimiter"],
             aliases=root.aliases,
+            domainStore=root.domains,
         ),
         store=root.store,
         spoolFactory=lambda: Spool(tmpDir, reactor, files.pool, budget=spoolBudget),

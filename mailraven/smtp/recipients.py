@@ -13,10 +13,10 @@ from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.logger import Logger
 
 from mailraven.envelope import Recipient
-from mailraven.interfaces import IAliasStore, IUserStore
+from mailraven.interfaces import IAliasStore, IDomainStore, IUserStore
 from mailraven.smtp.addresses import Address
 
-DIRECTORY_MAX_AGE = 2.0  # seconds a `mailraven user add` may take to be seen
+DIRECTORY_MAX_AGE = 1.0  # seconds a CLI change (account, alias, domain) takes
 # Every local domain has them (RFC 5321 4.5.1, RFC 2142 section 2), routed
 # to the postmaster account unless an account or alias of that name exists.
 # Only postmaster may come without a domain (parsePath allows no other).
@@ -54,10 +54,11 @@ class RecipientResolver:
     plus every domain that has an account, so C{mailraven user add} is enough
     to start receiving for a new domain.
 
-    The account and alias directories are held in memory and reloaded (off
-    the reactor, one load at a time) when older than C{maxAge}: a RCPT costs
-    no thread round trip, and accounts and aliases changed by the CLI in
-    another process are seen within C{maxAge} seconds.
+    The account, alias and domain directories are held in memory and
+    reloaded (off the reactor, one load at a time) when older than
+    C{maxAge}: a RCPT costs no thread round trip, and accounts, aliases and
+    domains changed by the CLI in another process are seen within C{maxAge}
+    seconds.
     """
 
     log = Logger()
@@ -71,10 +72,13 @@ class RecipientResolver:
         postmaster: str = "",
         delimiter: str = "+",
         aliases: IAliasStore | None = None,
+        domainStore: IDomainStore | None = None,
     ) -> None:
         self._users = users
         self._aliasStore = aliases
         self._aliases: dict[str, list[int]] = {}
+        self._domainStore = domainStore
+        self._addedDomains: frozenset[str] = frozenset()
         self._delimiter = delimiter
         self._postmaster = postmaster.lower()
         self._domains = frozenset(domains)
@@ -102,7 +106,11 @@ class RecipientResolver:
         """docs/addresses.md gives the order: account, alias, plus-address
         (account, then alias), role address, catch-all."""
         text = str(address)
-        local = address.domain in self._domains or address.domain in self._userDomains
+        local = (
+            address.domain in self._domains
+            or address.domain in self._userDomains
+            or address.domain in self._addedDomains
+        )
         found = self._members(text.lower(), local)
         if found:
             return [Recipient(text, userId) for userId in found]
@@ -169,9 +177,11 @@ class RecipientResolver:
             return waiter
         self._loading = [waiter]
         startedAt = self._clock.seconds()
-        loads = [self._users.directory()]
-        if self._aliasStore is not None:
-            loads.append(self._aliasStore.directory())
+        loads = [
+            self._users.directory(),
+            self._aliasStore.directory() if self._aliasStore else succeed({}),
+            self._domainStore.names() if self._domainStore else succeed(frozenset()),
+        ]
         d = gatherResults(loads, consumeErrors=True)
         d.addCallbacks(self._loaded, self._loadFailed, callbackArgs=(startedAt,))
         return waiter
@@ -179,7 +189,8 @@ class RecipientResolver:
     def _loaded(self, loaded: list[dict], startedAt: float) -> None:
         directory = loaded[0]
         self._directory = directory
-        self._aliases = loaded[1] if len(loaded) > 1 else {}
+        self._aliases = loaded[1]
+        self._addedDomains = loaded[2]
         self._userDomains = frozenset(a.rpartition("@")[2] for a in directory)
         self._loadedAt = startedAt
         waiters, self._loading = self._loading, None
