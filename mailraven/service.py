@@ -368,7 +368,12 @@ def makeService(
             recipients=smtpArgs["resolver"],
         ).resource(),
         AdminAPI(
-            *apiArgs, backups=backups, tokens=tokens, recipients=smtpArgs["resolver"]
+            *apiArgs,
+            backups=backups,
+            tokens=tokens,
+            recipients=smtpArgs["resolver"],
+            domains=root.domains,
+            config=config,
         ).resource(),
         config["api.max_body"],
     )

@@ -8,6 +8,7 @@ import email
 import io
 import os
 import re
+import sqlite3
 import time
 
 import dkim
@@ -17,6 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from mailraven.backup import createBackup, restoreBackup
 from tests.helpers import PASSWORD, RunningServer, sleep
+from tests.test_mobile_api import APIClient
 from tests.test_outbound import OutboundCase
 from tests.test_recipient_addresses import (
     RELAY_ATTEMPTS,
@@ -212,3 +214,63 @@ class AddedDomainSigningTests(OutboundCase):
             if "d=shop.example" in signature:
                 self.assertIn(f"s={selector}", signature)
         self.assertEqual(signers, {"shop.example", "example.test"})
+
+
+class AdminDomainTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.server = RunningServer(self)
+        yield self.server.addUser("alice@example.test")
+        yield self.server.root.users.add("root@example.test", "admin pw")
+        conn = sqlite3.connect(os.path.join(self.server.dataDir, "mailraven.db"))
+        conn.execute("UPDATE users SET is_admin = 1 WHERE email = 'root@example.test'")
+        conn.commit()
+        conn.close()
+        self.api = APIClient(self, self.server.apiPort)
+
+    @inlineCallbacks
+    def loginAs(self, email: str, password: str):
+        self.api.base = f"http://127.0.0.1:{self.server.apiPort}/api/v1"
+        yield self.api.login(email, password)
+        self.api.base = f"http://127.0.0.1:{self.server.apiPort}/admin"
+
+    @inlineCallbacks
+    def test_adminOnly(self):
+        yield self.loginAs("alice@example.test", PASSWORD)
+        yield self.api.json("GET", "/domains", expect=403)
+        yield self.api.json("POST", "/domains", {"name": "shop.example"}, expect=403)
+        yield self.api.json("DELETE", "/domains/example.test", expect=403)
+        self.assertEqual((yield self.server.root.domains.list()), [])
+
+    @inlineCallbacks
+    def test_addListRemoveTakeEffectAtOnce(self):
+        """An added domain receives mail at the next RCPT (no reload wait);
+        a removed one is relay-denied at the next RCPT."""
+        yield self.loginAs("root@example.test", "admin pw")
+        refused, _ = yield send(self.server, ["postmaster@shop.example"])
+        self.assertEqual(refused["postmaster@shop.example"][0], 554)
+        added = yield self.api.json(
+            "POST", "/domains", {"name": "Shop.Example"}, expect=201
+        )
+        self.assertEqual(added["name"], "shop.example")
+        name = f"{added['dkim_selector']}._domainkey.shop.example"
+        self.assertTrue(publishedTXT(added["dns_records"], name).startswith(b"v=DKIM1"))
+        refused, (code, _) = yield send(self.server, ["postmaster@shop.example"])
+        self.assertEqual((refused, code), ({}, 250))
+        listed = yield self.api.json("GET", "/domains")
+        self.assertEqual([d["name"] for d in listed["domains"]], ["shop.example"])
+        self.assertEqual(listed["configured"], self.server.config["server.domains"])
+        yield self.api.json("POST", "/domains", {"name": "shop.example"}, expect=409)
+        for bad in ({"name": "not a domain"}, {"name": 3}, ["shop.example"]):
+            yield self.api.json("POST", "/domains", bad, expect=400)
+        yield self.server.addUser("carol@shop.example")
+        refusal = yield self.api.json("DELETE", "/domains/shop.example", expect=409)
+        self.assertEqual((refusal["error"], refusal["accounts"]), ("in_use", 1))
+        self.assertIn("1 account(s)", refusal["message"])
+        yield self.server.root.users.remove("carol@shop.example")
+        yield self.api.json("DELETE", "/domains/shop.example")
+        yield self.api.json("DELETE", "/domains/shop.example", expect=404)
+        refused, _ = yield send(self.server, ["postmaster@shop.example"])
+        self.assertEqual(refused["postmaster@shop.example"][0], 554)

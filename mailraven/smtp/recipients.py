@@ -102,6 +102,11 @@ class RecipientResolver:
         d.addCallback(lambda _: self._decide(address))
         return d
 
+    def forget(self) -> None:
+        """The next RCPT reloads the directories: a change made in this
+        process (the admin API) is seen at once."""
+        self._loadedAt = float("-inf")
+
     def _decide(self, address: Address) -> list[Recipient]:
         """docs/addresses.md gives the order: account, alias, plus-address
         (account, then alias), role address, catch-all."""
