@@ -109,5 +109,5 @@ def _newestKey(directory: str) -> tuple[str | None, bytes | None]:
 def _listdir(path: str) -> list[str]:
     try:
         return os.listdir(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name
         return []
