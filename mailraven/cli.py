@@ -25,7 +25,8 @@ from mailraven.backup import (
     terminalReport,
     verifyBackup,
 )
-from mailraven.quickstart import quickstart
+from mailraven.domainkeys import domainKeyPath, domainRecords, ensureDomainKey
+from mailraven.quickstart import dkimSelector, quickstart
 from mailraven.startup import (
     StartupError,
     databasePath,
@@ -41,6 +42,16 @@ from mailraven.store.aliases import (
     removeAlias,
 )
 from mailraven.store.db import openDatabase
+from mailraven.store.domains import (
+    BadDomain,
+    DomainExists,
+    DomainInUse,
+    addDomain,
+    domainNames,
+    listDomains,
+    normaliseDomain,
+    removeDomain,
+)
 from mailraven.store.integrity import checkIntegrity
 from mailraven.store.quotas import effectiveLimit, quotaOf, setQuotaLimit
 from mailraven.store.users import (
@@ -123,11 +134,12 @@ def userAdd(config, args) -> int:
             addUser(conn, email, hashed, admin=args.admin, scram=scram)
     except UserExists:
         raise CommandError(f"{email} already exists {_inDataDir(config)}") from None
-    domains = config["server.domains"]
+    domains = set(config["server.domains"]) | domainNames(conn)
     print(f"added {email} {_inDataDir(config)}")
     if email.rpartition("@")[2] not in domains:
         print(
-            f"note: {email.rpartition('@')[2]} is not in server.domains; mail to it"
+            f"note: {email.rpartition('@')[2]} is not in server.domains nor added"
+            " with `mailraven domain add`; mail to it"
             " is accepted because an account exists there"
         )
     return 0
@@ -215,9 +227,11 @@ def _aliasAddress(text: str) -> str:
 
 
 def _localDomains(config, conn) -> set[str]:
-    return set(config["server.domains"]) | {
-        email.rpartition("@")[2].lower() for email in listUsers(conn)
-    }
+    return (
+        set(config["server.domains"])
+        | domainNames(conn)
+        | {email.rpartition("@")[2].lower() for email in listUsers(conn)}
+    )
 
 
 def aliasAdd(config, args) -> int:
@@ -266,6 +280,65 @@ def _existingBackup(path: str) -> str:
     if not os.path.isdir(path):
         raise CommandError(f"no backup at {os.path.abspath(path)}: no such directory")
     return path
+
+
+def domainAdd(config, args) -> int:
+    name = _domainName(args.domain)
+    conn = _open(config)
+    try:
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            domain = addDomain(conn, name, dkimSelector())
+            # in the transaction: a key that cannot be written adds nothing
+            publicKey = ensureDomainKey(config.dataDir, domain.name, domain.selector)
+    except DomainExists as e:
+        raise CommandError(f"{e} {_inDataDir(config)}") from None
+    print(f"added {domain.name} {_inDataDir(config)}")
+    print(
+        "DKIM key: "
+        + domainKeyPath(config.dataDir, domain.name, domain.selector)
+        + "\n\nPublish these DNS records:"
+    )
+    print(domainRecords(config, domain.name, domain.selector, publicKey))
+    return 0
+
+
+def domainRemove(config, args) -> int:
+    name = _domainName(args.domain)
+    conn = _open(config)
+    try:
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            found = removeDomain(conn, name)
+    except DomainInUse as e:
+        raise CommandError(f"{e} {_inDataDir(config)}") from None
+    if not found:
+        raise CommandError(f"no such domain: {name} {_inDataDir(config)}")
+    print(
+        f"removed {name} {_inDataDir(config)}; its DKIM key stays in"
+        f" {os.path.dirname(domainKeyPath(config.dataDir, name, 'x'))}"
+    )
+    return 0
+
+
+def domainList(config, args) -> int:
+    domains = listDomains(_open(config))
+    for domain in domains:
+        print(f"{domain.name} {domain.selector} {domain.addedAt}")
+    # stdout stays one domain a line for scripts
+    print(
+        f"{len(domains)} added domains {_inDataDir(config)}; server.domains:"
+        f" {', '.join(config['server.domains']) or '(none)'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _domainName(text: str) -> str:
+    try:
+        return normaliseDomain(text)
+    except BadDomain as e:
+        raise CommandError(str(e)) from None
 
 
 def verify(config, args) -> int:
@@ -490,6 +563,17 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("address", help="the alias, or @domain for its catch-all")
     cmd.set_defaults(func=aliasRemove)
     command(alias, "list", help="list aliases and members").set_defaults(func=aliasList)
+
+    domain = command(
+        sub, "domain", help="local domains added at runtime, each with a DKIM key"
+    ).add_subparsers(dest="action", required=True)
+    cmd = command(domain, "add", help="add a domain; prints the DNS records")
+    cmd.add_argument("domain", help="the domain, e.g. shop.example")
+    cmd.set_defaults(func=domainAdd)
+    cmd = command(domain, "remove", help="remove a domain without accounts")
+    cmd.add_argument("domain", help="an added domain")
+    cmd.set_defaults(func=domainRemove)
+    command(domain, "list", help="list added domains").set_defaults(func=domainList)
 
     cmd = command(sub, "verify", help="check the database and every message file")
     cmd.add_argument(

@@ -137,6 +137,34 @@ class IQuotaStore(Interface):
         """
 
 
+class IDomainStore(Interface):
+    """
+    Local domains added at runtime, each with the selector of its own DKIM
+    key. Names are lower-cased without a trailing dot; a domain listed in
+    C{server.domains} is local whether or not it is here.
+    """
+
+    def add(name, selector):
+        """
+        Deferred firing with the new L{mailraven.store.domains.Domain}; fails
+        with L{mailraven.store.domains.DomainExists} or
+        L{mailraven.store.domains.BadDomain}, adding nothing.
+        """
+
+    def remove(name):
+        """
+        Deferred firing with True if the domain was there; fails with
+        L{mailraven.store.domains.DomainInUse} (naming how many accounts and
+        aliases) while any account or alias of the domain exists.
+        """
+
+    def list():
+        """Deferred firing with every L{mailraven.store.domains.Domain}, by name."""
+
+    def names():
+        """Deferred firing with the frozenset of names: what the resolver holds."""
+
+
 class IPolicyCheck(Interface):
     """
     One check of a stage of the acceptance chain (today the DATA stage:

@@ -53,6 +53,7 @@ from mailraven.spool import MemoryBudget, Spool
 from mailraven.startup import lockDataDir, prepareDataDir
 from mailraven.store.aliases import SQLiteAliasStore
 from mailraven.store.db import Database
+from mailraven.store.domains import SQLiteDomainStore
 from mailraven.store.files import SYNCER, Syncer
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.quotas import SQLiteQuotaStore
@@ -242,6 +243,7 @@ def makeService(
     root.users = SQLiteUserStore(db, onRevoke=tokens.clear)
     root.aliases = SQLiteAliasStore(db)
     root.quotas = SQLiteQuotaStore(db)
+    root.domains = SQLiteDomainStore(db)
     tmpDir = os.path.join(dataDir, "tmp")
     root.spoolBudget = spoolBudget = MemoryBudget(config["smtp.spool_memory"])
 
@@ -270,6 +272,7 @@ def makeService(
             aliases=root.aliases,
             quotas=root.quotas,
             defaultQuota=config["quota.default"],
+            domainStore=root.domains,
         ),
         store=root.store,
         spoolFactory=lambda: Spool(tmpDir, reactor, files.pool, budget=spoolBudget),
@@ -387,6 +390,8 @@ def makeService(
             recipients=smtpArgs["resolver"],
             quotas=root.quotas,
             defaultQuota=config["quota.default"],
+            domains=root.domains,
+            config=config,
         ).resource(),
         config["api.max_body"],
     )

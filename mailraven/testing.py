@@ -19,6 +19,7 @@ from mailraven.envelope import Envelope
 from mailraven.interfaces import (
     IAliasStore,
     IDiskGuard,
+    IDomainStore,
     IMessageStore,
     IPolicyCheck,
     IQuotaStore,
@@ -26,6 +27,13 @@ from mailraven.interfaces import (
 )
 from mailraven.spool import Spool
 from mailraven.store.aliases import AliasIsAccount, UnknownMember, normaliseAlias
+from mailraven.store.domains import (
+    BadDomain,
+    Domain,
+    DomainExists,
+    DomainInUse,
+    normaliseDomain,
+)
 from mailraven.store.files import Syncer
 from mailraven.store.messages import MAILBOXES
 from mailraven.store.users import BadAddress, UserExists, normaliseAddress
@@ -219,6 +227,45 @@ class MemoryAliasStore:
 
     def directory(self) -> Deferred:
         return succeed({key: ids for key, (_, ids) in self._current().items()})
+
+
+@implementer(IDomainStore)
+class MemoryDomainStore:
+    """Domains over a L{MemoryUserStore} and L{MemoryAliasStore}, whose
+    addresses keep a domain from being removed."""
+
+    def __init__(self, users: MemoryUserStore, aliases: MemoryAliasStore) -> None:
+        self._users = users
+        self._aliases = aliases
+        self._domains: dict[str, Domain] = {}
+
+    def add(self, name: str, selector: str) -> Deferred:
+        try:
+            name = normaliseDomain(name)
+        except BadDomain as e:
+            return fail(e)
+        if name in self._domains:
+            return fail(DomainExists(name))
+        self._domains[name] = Domain(name, selector, "2026-01-01T00:00:00Z")
+        return succeed(self._domains[name])
+
+    def remove(self, name: str) -> Deferred:
+        try:
+            name = normaliseDomain(name)
+        except BadDomain as e:
+            return fail(e)
+        suffix = "@" + name
+        accounts = sum(1 for e in self._users._users if e.endswith(suffix))
+        aliases = sum(1 for a in self._aliases._current() if a.endswith(suffix))
+        if accounts or aliases:
+            return fail(DomainInUse(name, accounts, aliases))
+        return succeed(self._domains.pop(name, None) is not None)
+
+    def list(self) -> Deferred:
+        return succeed([self._domains[name] for name in sorted(self._domains)])
+
+    def names(self) -> Deferred:
+        return succeed(frozenset(self._domains))
 
 
 @implementer(IDiskGuard)

@@ -9,7 +9,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from mailraven.smtp.addresses import parsePath
 from mailraven.smtp.recipients import DIRECTORY_MAX_AGE, RecipientResolver, Rejection
-from mailraven.testing import MemoryAliasStore, MemoryUserStore
+from mailraven.testing import MemoryAliasStore, MemoryDomainStore, MemoryUserStore
 
 
 class ResolverTests(SynchronousTestCase):
@@ -22,8 +22,13 @@ class ResolverTests(SynchronousTestCase):
         self.aliases = MemoryAliasStore(self.users)
         self.alice = self.successResultOf(self.users.add("alice@example.test", "p"))
         self.bob = self.successResultOf(self.users.add("bob@example.test", "p"))
+        self.domains = MemoryDomainStore(self.users, self.aliases)
         self.resolver = RecipientResolver(
-            self.users, ["example.test"], self.clock, aliases=self.aliases
+            self.users,
+            ["example.test"],
+            self.clock,
+            aliases=self.aliases,
+            domainStore=self.domains,
         )
 
     def resolve(self, text: str) -> list[tuple[str, int, str]]:
@@ -58,6 +63,23 @@ class ResolverTests(SynchronousTestCase):
                 ("sales@example.test", self.bob, ""),
             ],
         )
+
+    def test_addedDomainIsLocalUntilRemoved(self):
+        """Added: its postmaster exists and its unknown users are 550; removed:
+        554 again. Each after the directory ages, or at once after forget()."""
+        self.assertEqual(self.refusal("postmaster@shop.example"), 554)
+        self.domains.add("shop.example", "s1")
+        self.assertEqual(self.refusal("postmaster@shop.example"), 554)
+        self.clock.advance(DIRECTORY_MAX_AGE + 0.1)
+        self.assertEqual(
+            self.resolve("postmaster@shop.example"),
+            [("postmaster@shop.example", self.alice, "")],
+        )
+        self.assertEqual(self.refusal("nobody@shop.example"), 550)
+        self.assertEqual(self.refusal("nobody%elsewhere.org@shop.example"), 550)
+        self.domains.remove("shop.example")
+        self.resolver.forget()
+        self.assertEqual(self.refusal("postmaster@shop.example"), 554)
 
     def test_subaddressEdges(self):
         self.assertEqual(

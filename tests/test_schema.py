@@ -290,6 +290,36 @@ class AliasesMigrationTests(TestCase):
         self.assertEqual([tuple(r) for r in rows], [("sales@example.test", 2)])
 
 
+BEFORE_DOMAINS = 14  # the last schema without the domains table (quotas is 14)
+
+
+class DomainsMigrationTests(TestCase):
+    def test_domainsTableStartsEmptyAndKeepsEverythingElse(self) -> None:
+        """From schema 14: accounts, mail and aliases come through, the
+        domains table is there, empty, and names compare case-insensitively."""
+        conn = _twoAccounts(self, BEFORE_DOMAINS)
+        _messageRows(conn, 1, "old", {"e1": 1})
+        conn.execute(
+            "INSERT INTO aliases (address, user_id, created_at)"
+            " VALUES ('sales@example.test', 1, 'now')"
+        )
+        migrate(conn)
+        self.assertEqual(conn.execute("SELECT count(*) FROM domains").fetchone()[0], 0)
+        self.assertEqual(conn.execute("SELECT count(*) FROM aliases").fetchone()[0], 1)
+        self.assertEqual(
+            conn.execute("SELECT count(*) FROM mailbox_entries").fetchone()[0], 1
+        )
+        conn.execute(
+            "INSERT INTO domains (name, dkim_selector, added_at)"
+            " VALUES ('shop.example', 's1', 'now')"
+        )
+        with self.assertRaises(sqlite3.IntegrityError):
+            conn.execute(
+                "INSERT INTO domains (name, dkim_selector, added_at)"
+                " VALUES ('SHOP.example', 's2', 'now')"
+            )
+
+
 class UpgradeAtStartTests(TestCase):
     """An operator sees why nothing listens yet while an old database is
     being upgraded, and how long it took."""

@@ -18,11 +18,17 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from mailraven.envelope import Envelope, Recipient
-from mailraven.interfaces import IAliasStore, IMessageStore, IUserStore
+from mailraven.interfaces import IAliasStore, IDomainStore, IMessageStore, IUserStore
 from mailraven.spool import Spool, memorySpool
 from mailraven.startup import ensureLayout
 from mailraven.store.aliases import AliasIsAccount, SQLiteAliasStore, UnknownMember
 from mailraven.store.db import Database, openDatabase
+from mailraven.store.domains import (
+    BadDomain,
+    DomainExists,
+    DomainInUse,
+    SQLiteDomainStore,
+)
 from mailraven.store.files import (
     isalLevel,
     newMessageId,
@@ -33,7 +39,12 @@ from mailraven.store.files import (
 from mailraven.store.integrity import checkIntegrity
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.users import BadAddress, SQLiteUserStore, UserExists
-from mailraven.testing import MemoryAliasStore, MemoryMessageStore, MemoryUserStore
+from mailraven.testing import (
+    MemoryAliasStore,
+    MemoryDomainStore,
+    MemoryMessageStore,
+    MemoryUserStore,
+)
 
 MESSAGE = (
     b"From: Bob <bob@example.org>\r\n"
@@ -507,3 +518,76 @@ class SQLiteUserStoreTests(SQLiteFixture, UserStoreContract, TestCase):
         self.db.startService()
         self.addCleanup(self.db.stopService)
         return SQLiteUserStore(self.db)
+
+
+class DomainStoreContract:
+    """C{makeStores()} -> (IUserStore, IAliasStore, IDomainStore over them)."""
+
+    def setUpStores(self):
+        self.users, self.aliases, self.domains = self.makeStores()
+
+    def test_providesInterface(self):
+        self.assertTrue(verifyObject(IDomainStore, self.makeStores()[2]))
+
+    @inlineCallbacks
+    def test_addListRemove(self):
+        self.setUpStores()
+        added = yield self.domains.add("Shop.Example.", "mailraven202612")
+        self.assertEqual(
+            (added.name, added.selector), ("shop.example", "mailraven202612")
+        )
+        yield self.domains.add("b.example", "sel2")
+        listed = yield self.domains.list()
+        self.assertEqual([d.name for d in listed], ["b.example", "shop.example"])
+        self.assertEqual(
+            (yield self.domains.names()), frozenset({"b.example", "shop.example"})
+        )
+        self.assertTrue((yield self.domains.remove("SHOP.example")))
+        self.assertFalse((yield self.domains.remove("shop.example")))
+        self.assertEqual((yield self.domains.names()), frozenset({"b.example"}))
+
+    @inlineCallbacks
+    def test_duplicateOrBadNameAddsNothing(self):
+        self.setUpStores()
+        yield self.domains.add("shop.example", "s1")
+        yield self.assertFailure(self.domains.add("SHOP.example", "s2"), DomainExists)
+        for bad in ("no spaces.example", "-lead.example", "x@y.example", "single"):
+            yield self.assertFailure(self.domains.add(bad, "s"), BadDomain)
+        listed = yield self.domains.list()
+        self.assertEqual(
+            [(d.name, d.selector) for d in listed], [("shop.example", "s1")]
+        )
+
+    @inlineCallbacks
+    def test_removeRefusedWhileAccountsOrAliasesExist(self):
+        self.setUpStores()
+        yield self.domains.add("shop.example", "s1")
+        yield self.users.add("alice@Shop.example", "pw")
+        yield self.users.add("bob@shop.example", "pw")
+        yield self.users.add("carol@other.example", "pw")
+        yield self.aliases.add("@shop.example", ["alice@shop.example"])
+        refused = yield self.assertFailure(
+            self.domains.remove("shop.example"), DomainInUse
+        )
+        self.assertEqual((refused.accounts, refused.aliases), (2, 1))
+        self.assertIn("2 account(s) and 1 alias(es)", str(refused))
+        yield self.users.remove("alice@shop.example")
+        yield self.users.remove("bob@shop.example")
+        self.assertTrue((yield self.domains.remove("shop.example")))
+
+
+class MemoryDomainStoreTests(DomainStoreContract, TestCase):
+    def makeStores(self):
+        users = MemoryUserStore()
+        aliases = MemoryAliasStore(users)
+        return users, aliases, MemoryDomainStore(users, aliases)
+
+
+class SQLiteDomainStoreTests(DomainStoreContract, TestCase):
+    def makeStores(self):
+        dataDir = os.path.abspath(self.mktemp())
+        ensureLayout(dataDir)
+        db = Database(os.path.join(dataDir, "mailraven.db"), reactor)
+        db.startService()
+        self.addCleanup(db.stopService)
+        return SQLiteUserStore(db), SQLiteAliasStore(db), SQLiteDomainStore(db)

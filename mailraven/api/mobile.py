@@ -30,15 +30,23 @@ from mailraven.api.http import APIError, errorBody, readJSON, writeJSON
 from mailraven.api.openapi import document
 from mailraven.api.search import SEARCH_ORDERS, BadQuery, parseQuery
 from mailraven.api.tokencache import TokenCache
+from mailraven.domainkeys import domainRecords, ensureDomainKey
 from mailraven.envelope import Envelope, Recipient
 from mailraven.outbound import state as outboundState
 from mailraven.policy.logins import LoginLimiter, Throttled
 from mailraven.policy.scoring import senderOf, train
+from mailraven.quickstart import dkimSelector
 from mailraven.ratelimit import TokenBuckets
 from mailraven.smtp.addresses import AddressError, parsePath
 from mailraven.smtp.recipients import Rejection, relayDenied
 from mailraven.smtp.submission import localCopy
 from mailraven.spool import memorySpool
+from mailraven.store.domains import (
+    BadDomain,
+    DomainExists,
+    DomainInUse,
+    normaliseDomain,
+)
 from mailraven.store.files import readMessageFile
 from mailraven.store.messages import MAILBOXES
 from mailraven.store.metadata import attachmentName, headerText
@@ -601,13 +609,25 @@ def _fullMessage(raw: bytes) -> dict[str, Any]:
 
 
 class AdminAPI(MobileAPI):
-    """/admin: backups on demand (admin accounts only: 403 for others)."""
+    """/admin: backups on demand and domains (admin accounts only: 403 for
+    others)."""
 
     app = Klein()
 
-    def __init__(self, *args: Any, backups: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        backups: Any,
+        domains: Any = None,
+        config: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """C{domains} is an IDomainStore; C{config} gives what the printed
+        DNS records name (hostname, MTA-STS policy)."""
         super().__init__(*args, **kwargs)
         self._backups = backups
+        self._domains = domains
+        self._config = config
 
     @app.handle_errors(NotFound)
     def notFound(self, request: Any, failure: Any) -> bytes:
@@ -698,3 +718,79 @@ class AdminAPI(MobileAPI):
         if job is None:
             raise APIError(404, "not_found", "No such backup job")
         return {k: v for k, v in job.items() if k != "path"}
+
+    @app.route("/domains", methods=["GET"])
+    @endpoint()
+    @inlineCallbacks
+    def listDomains(self, request: Any, user: tuple[int, str, bool]):
+        self._requireAdmin(user)
+        domains = yield self._domains.list()
+        return {
+            "domains": [_domainJSON(d) for d in domains],
+            "configured": list(self._config["server.domains"]),
+        }
+
+    @app.route("/domains", methods=["POST"])
+    @endpoint()
+    @inlineCallbacks
+    def addDomain(self, request: Any, user: tuple[int, str, bool]):
+        """The key is made (or an earlier one reused) before the row, so the
+        domain signs with its own key from its first message."""
+        self._requireAdmin(user)
+        body = readJSON(request)
+        text = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(text, str):
+            raise APIError(400, "bad_request", 'Give the domain as {"name": ...}')
+        try:
+            name = normaliseDomain(text)
+        except BadDomain as e:
+            raise APIError(400, "bad_domain", str(e)) from None
+        selector = dkimSelector()
+        publicKey = yield deferToThreadPool(
+            self._reactor, self._pool, ensureDomainKey, self._dataDir, name, selector
+        )
+        try:
+            domain = yield self._domains.add(name, selector)
+        except DomainExists as e:
+            raise APIError(409, "exists", str(e)) from None
+        self._recipients.forget()
+        self.log.info(
+            "domain {name} added by {email}",
+            name=name,
+            email=user[1],
+            event="domain_added",
+        )
+        records = domainRecords(self._config, name, selector, publicKey)
+        return 201, {**_domainJSON(domain), "dns_records": records}
+
+    @app.route("/domains/<string:name>", methods=["DELETE"])
+    @endpoint()
+    @inlineCallbacks
+    def removeDomain(self, request: Any, user: tuple[int, str, bool], name: str):
+        self._requireAdmin(user)
+        try:
+            found = yield self._domains.remove(name)
+        except BadDomain as e:
+            raise APIError(400, "bad_domain", str(e)) from None
+        except DomainInUse as e:
+            raise APIError(
+                409, "in_use", str(e), accounts=e.accounts, aliases=e.aliases
+            ) from None
+        if not found:
+            raise APIError(404, "not_found", "No such added domain")
+        self._recipients.forget()
+        self.log.info(
+            "domain {name} removed by {email}",
+            name=name,
+            email=user[1],
+            event="domain_removed",
+        )
+        return {"removed": normaliseDomain(name)}
+
+
+def _domainJSON(domain: Any) -> dict[str, str]:
+    return {
+        "name": domain.name,
+        "dkim_selector": domain.selector,
+        "added_at": domain.addedAt,
+    }

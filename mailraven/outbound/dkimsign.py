@@ -1,9 +1,12 @@
 """DKIM signing of outgoing mail (dkimpy): rsa-sha256, relaxed/relaxed.
 
-The key is the newest C{data_dir/dkim/<selector>.key} (what C{mailraven
-quickstart} and the container's first start make); the selector is its file
-name. Every local domain signs with it (each publishes the same public key
-under C{<selector>._domainkey}). Blocking: run it on a file thread.
+A domain added with C{mailraven domain add} (or the admin API) signs with
+its own key, the newest C{data_dir/dkim/<domain>/<selector>.key}, looked up
+at each signature so a domain added while the server runs signs at once.
+Every other domain signs with the newest C{data_dir/dkim/<selector>.key}
+(what C{mailraven quickstart} and the container's first start make; each
+publishes the same public key under C{<selector>._domainkey}). The selector
+is the key's file name. Blocking: run it on a file thread.
 """
 
 from __future__ import annotations
@@ -52,19 +55,14 @@ def headerProblem(head: bytes) -> str | None:
 
 class DKIMSigner:
     def __init__(self, dkimDir: str) -> None:
-        self.selector: str | None = None
-        self._key: bytes | None = None
-        keys = sorted(name for name in _listdir(dkimDir) if name.endswith(".key"))
-        if keys:
-            newest = keys[-1]
-            with open(os.path.join(dkimDir, newest), "rb") as f:
-                self._key = f.read()
-            self.selector = newest[: -len(".key")]
+        self._dkimDir = dkimDir
+        self.selector, self._key = _newestKey(dkimDir)
 
     def sign(self, message: bytes, domain: str) -> bytes:
         """C{message} with a DKIM-Signature for C{domain} prepended (or as is,
         without a key). Raises L{UnsignableMessage} for a broken header."""
-        if self._key is None or self.selector is None:
+        selector, key = self._keyFor(domain)
+        if key is None or selector is None:
             return message
         present = {
             line.split(b":", 1)[0].strip().lower()
@@ -75,9 +73,9 @@ class DKIMSigner:
         try:
             signature = dkim.sign(
                 message,
-                self.selector.encode(),
+                selector.encode(),
                 domain.encode(),
-                self._key,
+                key,
                 canonicalize=(b"relaxed", b"relaxed"),
                 include_headers=headers,
             )
@@ -85,9 +83,31 @@ class DKIMSigner:
             raise UnsignableMessage(_NOT_A_FIELD) from None
         return signature + message
 
+    def _keyFor(self, domain: str) -> tuple[str | None, bytes | None]:
+        """The domain's own key if it has one, else the server's."""
+        name = domain.lower().rstrip(".")
+        if name and not name.startswith(".") and "/" not in name:
+            selector, key = _newestKey(os.path.join(self._dkimDir, name))
+            if key is not None:
+                return selector, key
+        return self.selector, self._key
+
+
+def _newestKey(directory: str) -> tuple[str | None, bytes | None]:
+    """(selector, PEM) of the last C{<selector>.key} file by name, or Nones."""
+    keys = sorted(
+        name
+        for name in _listdir(directory)
+        if name.endswith(".key") and os.path.isfile(os.path.join(directory, name))
+    )
+    if not keys:
+        return None, None
+    with open(os.path.join(directory, keys[-1]), "rb") as f:
+        return keys[-1][: -len(".key")], f.read()
+
 
 def _listdir(path: str) -> list[str]:
     try:
         return os.listdir(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name
         return []

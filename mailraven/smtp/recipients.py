@@ -13,11 +13,11 @@ from twisted.internet.defer import Deferred, FirstError, gatherResults, succeed
 from twisted.logger import Logger
 
 from mailraven.envelope import Recipient
-from mailraven.interfaces import IAliasStore, IQuotaStore, IUserStore
+from mailraven.interfaces import IAliasStore, IDomainStore, IQuotaStore, IUserStore
 from mailraven.smtp.addresses import Address
 from mailraven.store.quotas import overQuota
 
-DIRECTORY_MAX_AGE = 2.0  # seconds a `mailraven user add` may take to be seen
+DIRECTORY_MAX_AGE = 1.0  # seconds a CLI change (account, alias, domain) takes
 # Every local domain has them (RFC 5321 4.5.1, RFC 2142 section 2), routed
 # to the postmaster account unless an account or alias of that name exists.
 # Only postmaster may come without a domain (parsePath allows no other).
@@ -60,10 +60,11 @@ class RecipientResolver:
     plus every domain that has an account, so C{mailraven user add} is enough
     to start receiving for a new domain.
 
-    The account and alias directories are held in memory and reloaded (off
-    the reactor, one load at a time) when older than C{maxAge}: a RCPT costs
-    no thread round trip, and accounts and aliases changed by the CLI in
-    another process are seen within C{maxAge} seconds.
+    The account, alias and domain directories are held in memory and
+    reloaded (off the reactor, one load at a time) when older than
+    C{maxAge}: a RCPT costs no thread round trip, and accounts, aliases and
+    domains changed by the CLI in another process are seen within C{maxAge}
+    seconds.
     """
 
     log = Logger()
@@ -79,6 +80,7 @@ class RecipientResolver:
         aliases: IAliasStore | None = None,
         quotas: IQuotaStore | None = None,
         defaultQuota: int = 0,
+        domainStore: IDomainStore | None = None,
     ) -> None:
         self._quotaStore = quotas
         self._defaultQuota = defaultQuota
@@ -86,6 +88,8 @@ class RecipientResolver:
         self._users = users
         self._aliasStore = aliases
         self._aliases: dict[str, list[int]] = {}
+        self._domainStore = domainStore
+        self._addedDomains: frozenset[str] = frozenset()
         self._delimiter = delimiter
         self._postmaster = postmaster.lower()
         self._domains = frozenset(domains)
@@ -124,11 +128,20 @@ class RecipientResolver:
             raise overQuotaRejection()
         return room
 
+    def forget(self) -> None:
+        """The next RCPT reloads the directories: a change made in this
+        process (the admin API) is seen at once."""
+        self._loadedAt = float("-inf")
+
     def _decide(self, address: Address) -> list[Recipient]:
         """docs/addresses.md gives the order: account, alias, plus-address
         (account, then alias), role address, catch-all."""
         text = str(address)
-        local = address.domain in self._domains or address.domain in self._userDomains
+        local = (
+            address.domain in self._domains
+            or address.domain in self._userDomains
+            or address.domain in self._addedDomains
+        )
         found = self._members(text.lower(), local)
         if found:
             return [Recipient(text, userId) for userId in found]
@@ -195,14 +208,12 @@ class RecipientResolver:
             return waiter
         self._loading = [waiter]
         startedAt = self._clock.seconds()
-        loads = [self._users.directory()]
-        loads.append(
-            self._aliasStore.directory()
-            if self._aliasStore is not None
-            else succeed({})
-        )
-        if self._quotaStore is not None:
-            loads.append(self._quotaStore.directory())
+        loads = [
+            self._users.directory(),
+            self._aliasStore.directory() if self._aliasStore else succeed({}),
+            self._domainStore.names() if self._domainStore else succeed(frozenset()),
+            self._quotaStore.directory() if self._quotaStore else succeed({}),
+        ]
         d = gatherResults(loads, consumeErrors=True)
         d.addCallbacks(self._loaded, self._loadFailed, callbackArgs=(startedAt,))
         return waiter
@@ -211,7 +222,8 @@ class RecipientResolver:
         directory = loaded[0]
         self._directory = directory
         self._aliases = loaded[1]
-        self._quotas = loaded[2] if len(loaded) > 2 else {}
+        self._addedDomains = loaded[2]
+        self._quotas = loaded[3]
         self._userDomains = frozenset(a.rpartition("@")[2] for a in directory)
         self._loadedAt = startedAt
         waiters, self._loading = self._loading, None

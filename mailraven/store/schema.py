@@ -338,6 +338,15 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         WHERE id = NEW.user_id;
     END;
     """,
+    # 15: domains added at runtime (mailraven domain add, the admin API),
+    # each with the selector of its own DKIM key in data_dir/dkim/<name>/.
+    """
+    CREATE TABLE domains (
+        name TEXT PRIMARY KEY COLLATE NOCASE,
+        dkim_selector TEXT NOT NULL,
+        added_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,276 @@
+"""Domains added at runtime (mailraven domain add|list|remove): mail to them
+is accepted without a restart, mail from them is signed with their own DKIM
+key, and removing them closes them to mail again (docs/addresses.md)."""
+
+from __future__ import annotations
+
+import email
+import io
+import os
+import re
+import sqlite3
+import time
+
+import dkim
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+
+from mailraven.backup import createBackup, restoreBackup
+from tests.helpers import PASSWORD, RunningServer, sleep
+from tests.test_mobile_api import APIClient
+from tests.test_outbound import OutboundCase
+from tests.test_recipient_addresses import (
+    RELAY_ATTEMPTS,
+    mailraven,
+    seenByTheServer,
+    send,
+)
+from tests.test_smtp_e2e import finals, rawSession
+from tests.test_submission import submit
+
+
+def domainCommand(server: RunningServer, *args: str):
+    """Deferred (status, stdout, stderr) of C{mailraven domain ...}."""
+    out = io.StringIO()
+
+    def run():
+        status, err = mailraven(server.dataDir, "domain", *args, out=out)
+        return status, out.getvalue(), err
+
+    return deferToThread(run)
+
+
+def publishedTXT(printed: str, name: str) -> bytes:
+    """The TXT value printed for C{name}, its strings joined as a verifier
+    joins them (RFC 6376 3.6.2.2)."""
+    for line in printed.splitlines():
+        if line.startswith(name + ". "):
+            return "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', line)).encode()
+    raise AssertionError(f"no record for {name} in:\n{printed}")
+
+
+class DomainCommandTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.server = RunningServer(self)
+        yield self.server.addUser("alice@example.test")
+
+    @inlineCallbacks
+    def test_addedDomainReceivesMailWithoutARestart(self):
+        """postmaster@ of a domain with no account yet is relay-denied, then
+        accepted once the domain is added; the time it took is measured."""
+        refused, _ = yield send(self.server, ["postmaster@shop.example"])
+        self.assertEqual(refused["postmaster@shop.example"][0], 554)
+        status, out, _ = yield domainCommand(self.server, "add", "Shop.Example")
+        self.assertEqual(status, 0)
+        self.assertIn("added shop.example", out)
+        added = time.monotonic()
+        while True:
+            refused, (code, _) = yield send(self.server, ["postmaster@shop.example"])
+            if not refused:
+                break
+            self.assertEqual(refused["postmaster@shop.example"][0], 554)
+            yield sleep(0.05)
+        took = time.monotonic() - added
+        self.assertEqual(code, 250)
+        self.assertLess(took, 1.5, "the resolver reloads at least every second")
+        carol = yield self.server.addUser("carol@shop.example")
+        yield seenByTheServer()
+        refused, (code, _) = yield send(self.server, ["carol@shop.example"])
+        self.assertEqual((refused, code), ({}, 250))
+        entries = yield self.server.root.store.list(carol, "inbox", 10, 0)
+        self.assertEqual([e["recipient"] for e in entries], ["carol@shop.example"])
+
+    @inlineCallbacks
+    def test_removeIsRefusedWithAccountsThenClosesTheDomain(self):
+        yield domainCommand(self.server, "add", "shop.example")
+        yield self.server.addUser("carol@shop.example")
+        yield deferToThread(
+            mailraven,
+            self.server.dataDir,
+            "alias",
+            "add",
+            "@shop.example",
+            "carol@shop.example",
+        )
+        status, _, err = yield domainCommand(self.server, "remove", "shop.example")
+        self.assertEqual(status, 1)
+        self.assertIn(
+            "shop.example still has 1 account(s) and 1 alias(es); remove them first",
+            err,
+        )
+        yield self.server.root.users.remove("carol@shop.example")
+        status, out, _ = yield domainCommand(self.server, "remove", "shop.example")
+        self.assertEqual(status, 0)
+        self.assertIn("its DKIM key stays in", out)
+        self.assertTrue(
+            os.path.isdir(os.path.join(self.server.dataDir, "dkim", "shop.example"))
+        )
+        yield seenByTheServer()
+        refused, _ = yield send(self.server, ["postmaster@shop.example"])
+        self.assertEqual(refused["postmaster@shop.example"][0], 554)
+        self.assertEqual((yield self.server.root.domains.list()), [])
+
+    @inlineCallbacks
+    def test_listAndClearRefusals(self):
+        yield domainCommand(self.server, "add", "b.example")
+        yield domainCommand(self.server, "add", "a.example")
+        status, out, err = yield domainCommand(self.server, "list")
+        self.assertEqual(status, 0)
+        self.assertEqual(
+            [line.split()[0] for line in out.splitlines()], ["a.example", "b.example"]
+        )
+        self.assertIn("2 added domains", err)
+        status, _, err = yield domainCommand(self.server, "add", "A.example.")
+        self.assertEqual(status, 1)
+        self.assertIn("a.example is a domain here already", err)
+        status, _, err = yield domainCommand(self.server, "add", "not a domain")
+        self.assertEqual(status, 1)
+        self.assertIn("not a domain name", err)
+        status, _, err = yield domainCommand(self.server, "remove", "c.example")
+        self.assertEqual(status, 1)
+        self.assertIn("no such domain: c.example", err)
+        key = os.path.join(self.server.dataDir, "dkim", "a.example")
+        self.assertEqual(os.stat(key).st_mode & 0o777, 0o700)
+        [name] = os.listdir(key)
+        self.assertEqual(os.stat(os.path.join(key, name)).st_mode & 0o777, 0o600)
+
+    @inlineCallbacks
+    def test_relayBatteryIsRefusedWithAddedDomains(self):
+        yield domainCommand(self.server, "add", "shop.example")
+        yield seenByTheServer()
+        commands = b"".join(b"RCPT TO:" + a + b"\r\n" for a in RELAY_ATTEMPTS)
+        lines = yield deferToThread(
+            rawSession,
+            self.server.smtpPort,
+            [b"EHLO c\r\nMAIL FROM:<bob@example.org>\r\n" + commands + b"DATA\r\n"],
+            3 + len(RELAY_ATTEMPTS),
+        )
+        replies = finals(lines)
+        rcptReplies = replies[2 : 2 + len(RELAY_ATTEMPTS)]
+        self.assertEqual(len(rcptReplies), len(RELAY_ATTEMPTS))
+        for attempt, reply in zip(RELAY_ATTEMPTS, rcptReplies, strict=True):
+            self.assertIn(reply[:3], ("550", "554", "501"), (attempt, reply))
+        self.assertEqual(replies[-1][:3], "503", "DATA with no recipient accepted")
+
+    @inlineCallbacks
+    def test_domainsAreInTheBackup(self):
+        yield domainCommand(self.server, "add", "shop.example")
+        backup = os.path.abspath(self.mktemp())
+        yield deferToThread(createBackup, self.server.dataDir, backup)
+        newDir = os.path.abspath(self.mktemp())
+        yield deferToThread(restoreBackup, backup, newDir)
+        yield self.server.stop()
+        restored = RunningServer(self, server__data_dir=newDir)
+        listed = yield restored.root.domains.list()
+        self.assertEqual([d.name for d in listed], ["shop.example"])
+        keyDir = os.path.join(newDir, "dkim", "shop.example")
+        self.assertEqual(os.listdir(keyDir), [f"{listed[0].selector}.key"])
+        refused, (code, _) = yield send(restored, ["postmaster@shop.example"])
+        self.assertEqual((refused, code), ({}, 250))
+
+
+class AddedDomainSigningTests(OutboundCase):
+    @inlineCallbacks
+    def test_mailFromAnAddedDomainIsSignedWithItsOwnKey(self):
+        """The record printed by `domain add` verifies mail sent from the
+        domain (d= that domain); the server's own domain keeps its key."""
+        yield self.startServer()
+        self.postfix.start()
+        status, printed, _ = yield domainCommand(self.server, "add", "shop.example")
+        self.assertEqual(status, 0)
+        [selector] = os.listdir(
+            os.path.join(self.server.dataDir, "dkim", "shop.example")
+        )
+        selector = selector.removesuffix(".key")
+        name = f"{selector}._domainkey.shop.example"
+        published = publishedTXT(printed, name)
+        yield self.server.addUser("carol@shop.example")
+        for sender in ("carol@shop.example", "alice@example.test"):
+            code, refused, data = yield deferToThread(
+                submit,
+                self.server.submissionPort,
+                sender,
+                PASSWORD,
+                sender,
+                ["bob@remote.example"],
+            )
+            self.assertEqual((code, refused, data), (235, {}, 250))
+        arrived = yield deferToThread(self.postfix.waitFor, 2)
+
+        def answer(query: bytes, timeout: float = 5) -> bytes | None:
+            if query.decode().rstrip(".") == name:
+                return published
+            return self.dnsTXT(query)
+
+        signers = set()
+        for raw in arrived:
+            signature = email.message_from_bytes(raw)["DKIM-Signature"]
+            signers.add(re.search(r"d=([^;\s]+)", signature).group(1))
+            self.assertTrue(dkim.verify(raw, dnsfunc=answer), raw[:600])
+            if "d=shop.example" in signature:
+                self.assertIn(f"s={selector}", signature)
+        self.assertEqual(signers, {"shop.example", "example.test"})
+
+
+class AdminDomainTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def setUp(self):
+        self.server = RunningServer(self)
+        yield self.server.addUser("alice@example.test")
+        yield self.server.root.users.add("root@example.test", "admin pw")
+        conn = sqlite3.connect(os.path.join(self.server.dataDir, "mailraven.db"))
+        conn.execute("UPDATE users SET is_admin = 1 WHERE email = 'root@example.test'")
+        conn.commit()
+        conn.close()
+        self.api = APIClient(self, self.server.apiPort)
+
+    @inlineCallbacks
+    def loginAs(self, email: str, password: str):
+        self.api.base = f"http://127.0.0.1:{self.server.apiPort}/api/v1"
+        yield self.api.login(email, password)
+        self.api.base = f"http://127.0.0.1:{self.server.apiPort}/admin"
+
+    @inlineCallbacks
+    def test_adminOnly(self):
+        yield self.loginAs("alice@example.test", PASSWORD)
+        yield self.api.json("GET", "/domains", expect=403)
+        yield self.api.json("POST", "/domains", {"name": "shop.example"}, expect=403)
+        yield self.api.json("DELETE", "/domains/example.test", expect=403)
+        self.assertEqual((yield self.server.root.domains.list()), [])
+
+    @inlineCallbacks
+    def test_addListRemoveTakeEffectAtOnce(self):
+        """An added domain receives mail at the next RCPT (no reload wait);
+        a removed one is relay-denied at the next RCPT."""
+        yield self.loginAs("root@example.test", "admin pw")
+        refused, _ = yield send(self.server, ["postmaster@shop.example"])
+        self.assertEqual(refused["postmaster@shop.example"][0], 554)
+        added = yield self.api.json(
+            "POST", "/domains", {"name": "Shop.Example"}, expect=201
+        )
+        self.assertEqual(added["name"], "shop.example")
+        name = f"{added['dkim_selector']}._domainkey.shop.example"
+        self.assertTrue(publishedTXT(added["dns_records"], name).startswith(b"v=DKIM1"))
+        refused, (code, _) = yield send(self.server, ["postmaster@shop.example"])
+        self.assertEqual((refused, code), ({}, 250))
+        listed = yield self.api.json("GET", "/domains")
+        self.assertEqual([d["name"] for d in listed["domains"]], ["shop.example"])
+        self.assertEqual(listed["configured"], self.server.config["server.domains"])
+        yield self.api.json("POST", "/domains", {"name": "shop.example"}, expect=409)
+        for bad in ({"name": "not a domain"}, {"name": 3}, ["shop.example"]):
+            yield self.api.json("POST", "/domains", bad, expect=400)
+        yield self.server.addUser("carol@shop.example")
+        refusal = yield self.api.json("DELETE", "/domains/shop.example", expect=409)
+        self.assertEqual((refusal["error"], refusal["accounts"]), ("in_use", 1))
+        self.assertIn("1 account(s)", refusal["message"])
+        yield self.server.root.users.remove("carol@shop.example")
+        yield self.api.json("DELETE", "/domains/shop.example")
+        yield self.api.json("DELETE", "/domains/shop.example", expect=404)
+        refused, _ = yield send(self.server, ["postmaster@shop.example"])
+        self.assertEqual(refused["postmaster@shop.example"][0], 554)
