@@ -334,6 +334,17 @@ def domainList(config, args) -> int:
     return 0
 
 
+def domainRecordsCommand(config, args) -> int:
+    """What C{domain add} printed, again (the key is read, not remade)."""
+    name = _domainName(args.domain)
+    domain = next((d for d in listDomains(_open(config)) if d.name == name), None)
+    if domain is None:
+        raise CommandError(f"no such added domain: {name} {_inDataDir(config)}")
+    publicKey = ensureDomainKey(config.dataDir, domain.name, domain.selector)
+    print(domainRecords(config, domain.name, domain.selector, publicKey))
+    return 0
+
+
 def _domainName(text: str) -> str:
     try:
         return normaliseDomain(text)
@@ -574,6 +585,9 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("domain", help="an added domain")
     cmd.set_defaults(func=domainRemove)
     command(domain, "list", help="list added domains").set_defaults(func=domainList)
+    cmd = command(domain, "records", help="print an added domain's DNS records again")
+    cmd.add_argument("domain", help="an added domain")
+    cmd.set_defaults(func=domainRecordsCommand)
 
     cmd = command(sub, "verify", help="check the database and every message file")
     cmd.add_argument(

@@ -391,6 +391,7 @@ def makeService(
             quotas=root.quotas,
             defaultQuota=config["quota.default"],
             domains=root.domains,
+            aliases=root.aliases,
             config=config,
         ).resource(),
         config["api.max_body"],

@@ -139,6 +139,21 @@ class DomainCommandTests(TestCase):
         self.assertEqual(os.stat(os.path.join(key, name)).st_mode & 0o777, 0o600)
 
     @inlineCallbacks
+    def test_recordsArePrintedAgain(self):
+        """C{domain records} prints what C{domain add} printed, from the same
+        key; an unknown domain is named."""
+        _, added, _ = yield domainCommand(self.server, "add", "shop.example")
+        status, again, _ = yield domainCommand(self.server, "records", "Shop.Example")
+        self.assertEqual(status, 0)
+        self.assertIn(again.strip(), added)
+        [domain] = yield self.server.root.domains.list()
+        name = f"{domain.selector}._domainkey.shop.example"
+        self.assertEqual(publishedTXT(again, name), publishedTXT(added, name))
+        status, _, err = yield domainCommand(self.server, "records", "c.example")
+        self.assertEqual(status, 1)
+        self.assertIn("no such added domain: c.example", err)
+
+    @inlineCallbacks
     def test_relayBatteryIsRefusedWithAddedDomains(self):
         yield domainCommand(self.server, "add", "shop.example")
         yield seenByTheServer()
@@ -216,7 +231,9 @@ class AddedDomainSigningTests(OutboundCase):
         self.assertEqual(signers, {"shop.example", "example.test"})
 
 
-class AdminDomainTests(TestCase):
+class AdminCase(TestCase):
+    """A running server with an admin account, root@example.test."""
+
     timeout = 60
 
     @inlineCallbacks
@@ -236,12 +253,15 @@ class AdminDomainTests(TestCase):
         yield self.api.login(email, password)
         self.api.base = f"http://127.0.0.1:{self.server.apiPort}/admin"
 
+
+class AdminDomainTests(AdminCase):
     @inlineCallbacks
     def test_adminOnly(self):
         yield self.loginAs("alice@example.test", PASSWORD)
         yield self.api.json("GET", "/domains", expect=403)
         yield self.api.json("POST", "/domains", {"name": "shop.example"}, expect=403)
         yield self.api.json("DELETE", "/domains/example.test", expect=403)
+        yield self.api.json("GET", "/domains/example.test", expect=403)
         self.assertEqual((yield self.server.root.domains.list()), [])
 
     @inlineCallbacks
@@ -261,6 +281,10 @@ class AdminDomainTests(TestCase):
         self.assertEqual((refused, code), ({}, 250))
         listed = yield self.api.json("GET", "/domains")
         self.assertEqual([d["name"] for d in listed["domains"]], ["shop.example"])
+        again = yield self.api.json("GET", "/domains/Shop.Example")
+        self.assertEqual(again["dns_records"], added["dns_records"])
+        yield self.api.json("GET", "/domains/other.example", expect=404)
+        yield self.api.json("GET", "/domains/not..a..domain", expect=400)
         self.assertEqual(listed["configured"], self.server.config["server.domains"])
         yield self.api.json("POST", "/domains", {"name": "shop.example"}, expect=409)
         for bad in ({"name": "not a domain"}, {"name": 3}, ["shop.example"]):
@@ -274,3 +298,104 @@ class AdminDomainTests(TestCase):
         yield self.api.json("DELETE", "/domains/shop.example", expect=404)
         refused, _ = yield send(self.server, ["postmaster@shop.example"])
         self.assertEqual(refused["postmaster@shop.example"][0], 554)
+
+
+class AdminAliasTests(AdminCase):
+    """/admin/aliases: what C{mailraven alias add|list|remove} does, for
+    admin tokens, effective at the next RCPT."""
+
+    @inlineCallbacks
+    def test_adminOnly(self):
+        yield self.loginAs("alice@example.test", PASSWORD)
+        body = {"address": "sales@example.test", "members": ["alice@example.test"]}
+        yield self.api.json("GET", "/aliases", expect=403)
+        yield self.api.json("POST", "/aliases", body, expect=403)
+        yield self.api.json("DELETE", "/aliases/sales@example.test", expect=403)
+        self.assertEqual((yield self.server.root.aliases.list()), {})
+
+    @inlineCallbacks
+    def test_addListRemoveTakeEffectAtOnce(self):
+        yield self.loginAs("root@example.test", "admin pw")
+        yield self.server.addUser("bob@example.test")
+        refused, _ = yield send(self.server, ["sales@example.test"])
+        self.assertEqual(refused["sales@example.test"][0], 550)
+        added = yield self.api.json(
+            "POST",
+            "/aliases",
+            {
+                "address": "Sales@Example.test",
+                "members": ["alice@example.test", "Bob@example.test"],
+            },
+            expect=201,
+        )
+        self.assertEqual(added["address"], "Sales@example.test")
+        self.assertEqual(added["members"], ["alice@example.test", "bob@example.test"])
+        refused, (code, _) = yield send(self.server, ["sales@example.test"])
+        self.assertEqual((refused, code), ({}, 250))
+        listed = yield self.api.json("GET", "/aliases")
+        self.assertEqual(listed["aliases"], [added])
+        removed = yield self.api.json("DELETE", "/aliases/sales@example.test")
+        self.assertEqual(removed, {"removed": "sales@example.test"})
+        yield self.api.json("DELETE", "/aliases/sales@example.test", expect=404)
+        refused, _ = yield send(self.server, ["sales@example.test"])
+        self.assertEqual(refused["sales@example.test"][0], 550)
+
+    @inlineCallbacks
+    def test_refusalsAddNothing(self):
+        """A foreign domain (it would relay), a member that is not an
+        account (aliases never forward), an account's own address and
+        malformed bodies are 400s; none adds anything."""
+        yield self.loginAs("root@example.test", "admin pw")
+        for body, error in [
+            (
+                {"address": "x@elsewhere.example", "members": ["alice@example.test"]},
+                "not_local",
+            ),
+            (
+                {"address": "x@example.test", "members": ["someone@elsewhere.example"]},
+                "bad_member",
+            ),
+            (
+                {
+                    "address": "x@example.test",
+                    "members": ["alice@example.test", "nobody@example.test"],
+                },
+                "bad_member",
+            ),
+            (
+                {"address": "alice@example.test", "members": ["root@example.test"]},
+                "bad_member",
+            ),
+            (
+                {"address": "not an address", "members": ["alice@example.test"]},
+                "bad_address",
+            ),
+            ({"address": "x@example.test", "members": []}, "bad_request"),
+            (
+                {"address": "x@example.test", "members": "alice@example.test"},
+                "bad_request",
+            ),
+            (["x@example.test"], "bad_request"),
+        ]:
+            refusal = yield self.api.json("POST", "/aliases", body, expect=400)
+            self.assertEqual(refusal["error"], error, body)
+        self.assertEqual((yield self.server.root.aliases.list()), {})
+        refused, _ = yield send(self.server, ["x@elsewhere.example"])
+        self.assertEqual(refused["x@elsewhere.example"][0], 554)
+
+    @inlineCallbacks
+    def test_catchAllOfAnAddedDomain(self):
+        yield self.loginAs("root@example.test", "admin pw")
+        yield self.api.json("POST", "/domains", {"name": "shop.example"}, expect=201)
+        yield self.api.json(
+            "POST",
+            "/aliases",
+            {"address": "@shop.example", "members": ["alice@example.test"]},
+            expect=201,
+        )
+        refused, (code, _) = yield send(self.server, ["anything@shop.example"])
+        self.assertEqual((refused, code), ({}, 250))
+        refusal = yield self.api.json("DELETE", "/domains/shop.example", expect=409)
+        self.assertEqual(refusal["aliases"], 1)
+        yield self.api.json("DELETE", "/aliases/@shop.example")
+        yield self.api.json("DELETE", "/domains/shop.example")

@@ -41,6 +41,7 @@ from mailraven.smtp.addresses import AddressError, parsePath
 from mailraven.smtp.recipients import Rejection, relayDenied
 from mailraven.smtp.submission import localCopy
 from mailraven.spool import memorySpool
+from mailraven.store.aliases import AliasIsAccount, UnknownMember, normaliseAlias
 from mailraven.store.domains import (
     BadDomain,
     DomainExists,
@@ -609,8 +610,8 @@ def _fullMessage(raw: bytes) -> dict[str, Any]:
 
 
 class AdminAPI(MobileAPI):
-    """/admin: backups on demand and domains (admin accounts only: 403 for
-    others)."""
+    """/admin: backups on demand, quotas, domains and aliases (admin accounts
+    only: 403 for others)."""
 
     app = Klein()
 
@@ -619,14 +620,17 @@ class AdminAPI(MobileAPI):
         *args: Any,
         backups: Any,
         domains: Any = None,
+        aliases: Any = None,
         config: Any = None,
         **kwargs: Any,
     ) -> None:
-        """C{domains} is an IDomainStore; C{config} gives what the printed
-        DNS records name (hostname, MTA-STS policy)."""
+        """C{domains} is an IDomainStore, C{aliases} an IAliasStore;
+        C{config} gives what the printed DNS records name (hostname, MTA-STS
+        policy)."""
         super().__init__(*args, **kwargs)
         self._backups = backups
         self._domains = domains
+        self._aliases = aliases
         self._config = config
 
     @app.handle_errors(NotFound)
@@ -763,6 +767,100 @@ class AdminAPI(MobileAPI):
         records = domainRecords(self._config, name, selector, publicKey)
         return 201, {**_domainJSON(domain), "dns_records": records}
 
+    @app.route("/domains/<string:name>", methods=["GET"])
+    @endpoint()
+    @inlineCallbacks
+    def getDomain(self, request: Any, user: tuple[int, str, bool], name: str):
+        """The domain with its DNS records again, for an operator who lost
+        what C{POST} printed."""
+        self._requireAdmin(user)
+        try:
+            name = normaliseDomain(name)
+        except BadDomain as e:
+            raise APIError(400, "bad_domain", str(e)) from None
+        domains = yield self._domains.list()
+        domain = next((d for d in domains if d.name == name), None)
+        if domain is None:
+            raise APIError(404, "not_found", "No such added domain")
+        publicKey = yield deferToThreadPool(
+            self._reactor,
+            self._pool,
+            ensureDomainKey,
+            self._dataDir,
+            domain.name,
+            domain.selector,
+        )
+        records = domainRecords(self._config, domain.name, domain.selector, publicKey)
+        return {**_domainJSON(domain), "dns_records": records}
+
+    @app.route("/aliases", methods=["GET"])
+    @endpoint()
+    @inlineCallbacks
+    def listAliases(self, request: Any, user: tuple[int, str, bool]):
+        self._requireAdmin(user)
+        aliases = yield self._aliases.list()
+        return {
+            "aliases": [
+                {"address": address, "members": members}
+                for address, members in aliases.items()
+            ]
+        }
+
+    @app.route("/aliases", methods=["POST"])
+    @endpoint()
+    @inlineCallbacks
+    def addAlias(self, request: Any, user: tuple[int, str, bool]):
+        """C{{"address": "sales@example.org" or "@example.org", "members":
+        [accounts]}}: adds the members (the alias is made if new), all or
+        none, effective at the next RCPT, like C{mailraven alias add}."""
+        self._requireAdmin(user)
+        address, members = _aliasBody(readJSON(request))
+        local = yield self._recipients.isLocalDomain(address.rpartition("@")[2])
+        if not local:
+            raise APIError(
+                400,
+                "not_local",
+                f"{address.rpartition('@')[2]} is not a local domain: an alias"
+                " there would relay",
+            )
+        try:
+            address = yield self._aliases.add(address, members)
+        except (UnknownMember, AliasIsAccount) as e:
+            raise APIError(400, "bad_member", str(e)) from None
+        except BadAddress as e:
+            raise APIError(400, "bad_address", str(e)) from None
+        self._recipients.forget()
+        self.log.info(
+            "alias {address} given {members} by {email}",
+            address=address,
+            members=",".join(members),
+            email=user[1],
+            event="alias_added",
+        )
+        aliases = yield self._aliases.list()
+        return 201, {"address": address, "members": aliases.get(address, [])}
+
+    @app.route("/aliases/<string:address>", methods=["DELETE"])
+    @endpoint()
+    @inlineCallbacks
+    def removeAlias(self, request: Any, user: tuple[int, str, bool], address: str):
+        self._requireAdmin(user)
+        try:
+            address = normaliseAlias(address)
+        except BadAddress as e:
+            raise APIError(400, "bad_address", str(e)) from None
+        found = yield self._aliases.remove(address)
+        if not found:
+            raise APIError(404, "not_found", "No such alias")
+        self._recipients.forget()
+        self.log.info(
+            "alias {address} removed by {email}",
+            address=address,
+            email=user[1],
+            event="alias_removed",
+        )
+        return {"removed": address}
+
     @app.route("/domains/<string:name>", methods=["DELETE"])
     @endpoint()
     @inlineCallbacks
@@ -786,6 +884,25 @@ class AdminAPI(MobileAPI):
             event="domain_removed",
         )
         return {"removed": normaliseDomain(name)}
+
+
+def _aliasBody(body: Any) -> tuple[str, list[str]]:
+    """(normalised alias, members) of a POST /admin/aliases body, or 400."""
+    usage = 'expected {"address": "alias@domain" or "@domain", "members": [accounts]}'
+    if not isinstance(body, dict):
+        raise APIError(400, "bad_request", usage)
+    address, members = body.get("address"), body.get("members")
+    if (
+        not isinstance(address, str)
+        or not isinstance(members, list)
+        or not members
+        or not all(isinstance(m, str) for m in members)
+    ):
+        raise APIError(400, "bad_request", usage)
+    try:
+        return normaliseAlias(address), members
+    except BadAddress as e:
+        raise APIError(400, "bad_address", str(e)) from None
 
 
 def _domainJSON(domain: Any) -> dict[str, str]:

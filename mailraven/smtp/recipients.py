@@ -128,6 +128,22 @@ class RecipientResolver:
             raise overQuotaRejection()
         return room
 
+    def isLocalDomain(self, domain: str) -> Deferred:
+        """Deferred firing with whether C{domain} is ours (configured, added,
+        or with an account), as of a fresh directory: the admin API checks an
+        alias against it, since an alias of any other domain would relay."""
+        self.forget()
+        d = self._fresh()
+        domain = domain.lower()
+        d.addCallback(
+            lambda _: (
+                domain in self._domains
+                or domain in self._userDomains
+                or domain in self._addedDomains
+            )
+        )
+        return d
+
     def forget(self) -> None:
         """The next RCPT reloads the directories: a change made in this
         process (the admin API) is seen at once."""
