@@ -239,7 +239,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "domains": Key(_domainList, ["localhost"], "local mail domains"),
         "data_dir": Key(_str, "./mailraven-data", "db, messages, certs, keys"),
         "postmaster": Key(
-            _str, "", "account for postmaster@ mail; '' = the first account"
+            _str, "", "account for postmaster@ mail; '' = the admin accounts"
         ),
         "recipient_delimiter": Key(
             _delimiter, "+", "local+tag@ subaddressing; '' = off"

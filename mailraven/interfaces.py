@@ -54,8 +54,9 @@ class IUserStore(Interface):
     Mail accounts. Addresses are compared case-insensitively.
     """
 
-    def add(email, password):
-        """Deferred firing with the new user's id; fails with L{UserExists}."""
+    def add(email, password, admin=False):
+        """Deferred firing with the new user's id; fails with L{UserExists}.
+        An C{admin} account may use the admin API and receives role mail."""
 
     def setPassword(email, password):
         """Deferred firing with True if the user existed."""
@@ -83,6 +84,9 @@ class IUserStore(Interface):
 
     def directory():
         """Deferred firing with {lower-cased address: user id} of every account."""
+
+    def admins():
+        """Deferred firing with the ids of the admin accounts, oldest first."""
 
 
 class IAliasStore(Interface):

@@ -127,13 +127,16 @@ _scram = ScramMechanism("SCRAM-SHA-256")
 class MemoryUserStore:
     def __init__(self) -> None:
         self._users: dict[str, tuple[int, str]] = {}
+        self._admins: set[int] = set()
         self._next = 1
 
-    def add(self, email: str, password: str) -> Deferred:
+    def add(self, email: str, password: str, admin: bool = False) -> Deferred:
         key = normaliseAddress(email).lower()
         if key in self._users:
             return fail(UserExists(email))
         self._users[key] = (self._next, password)
+        if admin:
+            self._admins.add(self._next)
         self._next += 1
         return succeed(self._users[key][0])
 
@@ -169,6 +172,10 @@ class MemoryUserStore:
 
     def directory(self) -> Deferred:
         return succeed({email: found[0] for email, found in self._users.items()})
+
+    def admins(self) -> Deferred:
+        current = {found[0] for found in self._users.values()}
+        return succeed(sorted(self._admins & current))
 
 
 @implementer(IAliasStore)

@@ -78,8 +78,8 @@ class RunningServer:
         return self._port("api")
 
     @inlineCallbacks
-    def addUser(self, email: str, password: str = PASSWORD):
-        userId = yield self.root.users.add(email, password)
+    def addUser(self, email: str, password: str = PASSWORD, admin: bool = False):
+        userId = yield self.root.users.add(email, password, admin=admin)
         return userId
 
 

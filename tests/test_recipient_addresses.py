@@ -134,6 +134,28 @@ class RoleAddressTests(TestCase):
         self.assertEqual(alices, [])
 
     @inlineCallbacks
+    def test_withoutServerPostmasterEveryAdminGetsRoleMail(self):
+        """server.postmaster unset: postmaster@ and abuse@ reach every admin
+        account (one copy each), not the first account; with no admin left,
+        the first account."""
+        server = RunningServer(self)
+        alice = yield server.addUser("alice@example.test")
+        bob = yield server.addUser("bob@example.test", admin=True)
+        dora = yield server.addUser("dora@example.test", admin=True)
+        refused, (code, _) = yield send(server, ["postmaster@example.test"])
+        self.assertEqual((refused, code), ({}, 250))
+        for userId, expected in ((alice, 0), (bob, 1), (dora, 1)):
+            entries = yield server.root.store.list(userId, "inbox", 10, 0)
+            self.assertEqual(len(entries), expected, userId)
+        yield server.root.users.remove("bob@example.test")
+        yield server.root.users.remove("dora@example.test")
+        yield seenByTheServer()
+        refused, (code, _) = yield send(server, ["abuse@example.test"])
+        self.assertEqual((refused, code), ({}, 250))
+        entries = yield server.root.store.list(alice, "inbox", 10, 0)
+        self.assertEqual([e["recipient"] for e in entries], ["abuse@example.test"])
+
+    @inlineCallbacks
     def test_abuseOfAnotherDomainIsNoRelay(self):
         refused, _ = yield send(self.server, ["abuse@elsewhere.org"])
         self.assertEqual(refused["abuse@elsewhere.org"][0], 554)

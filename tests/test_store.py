@@ -150,6 +150,17 @@ class UserStoreContract:
         self.assertEqual((yield users.directory()), {"alice@example.test": userId})
 
     @inlineCallbacks
+    def test_adminsOldestFirst(self):
+        users = self.makeUsers()
+        self.assertEqual((yield users.admins()), [])
+        yield users.add("alice@example.test", "pw")
+        carol = yield users.add("carol@example.test", "pw", admin=True)
+        bob = yield users.add("bob@example.test", "pw", admin=True)
+        self.assertEqual((yield users.admins()), [carol, bob])
+        yield users.remove("carol@example.test")
+        self.assertEqual((yield users.admins()), [bob])
+
+    @inlineCallbacks
     def test_duplicateRefused(self):
         users = self.makeUsers()
         yield users.add("alice@example.test", "pw")

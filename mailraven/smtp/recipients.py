@@ -96,6 +96,7 @@ class RecipientResolver:
         self._clock = clock
         self._maxAge = maxAge
         self._directory: dict[str, int] | None = None
+        self._admins: list[int] = []
         self._userDomains: frozenset[str] = frozenset()
         self._loadedAt = float("-inf")
         self._loading: list[Deferred] | None = None
@@ -168,9 +169,9 @@ class RecipientResolver:
             if found:
                 return [Recipient(text, userId, tag=tag) for userId in found]
         if address.local.lower() in ROLE_ADDRESSES and (local or not address.domain):
-            userId = self._postmasterAccount()
-            if userId is not None:
-                return [Recipient(text, userId)]
+            found = self._roleAccounts()
+            if found:
+                return [Recipient(text, userId) for userId in found]
         if local:
             found = [] if routed else self._aliases.get(f"@{address.domain}", [])
             if found:
@@ -199,23 +200,26 @@ class RecipientResolver:
             return "", ""
         return base, tag
 
-    def _postmasterAccount(self) -> int | None:
+    def _roleAccounts(self) -> list[int]:
         """
         RFC 5321 4.5.1: every local domain MUST accept mail for postmaster
         (and RFC 2142 names abuse). Without an account of that name it goes
-        to C{server.postmaster}, or
-        to the first account made (quickstart's) when that is unset or gone.
+        to C{server.postmaster}; when that is unset or gone, to every admin
+        account; with no admin, to the first account made (quickstart's).
         """
         if self._postmaster:
             userId = self._directory.get(self._postmaster)
             if userId is not None:
-                return userId
+                return [userId]
             self.log.warn(
                 "server.postmaster {account} is not an account; postmaster mail"
-                " goes to the first account",
+                " goes to the admin accounts",
                 account=self._postmaster,
             )
-        return min(self._directory.values(), default=None)
+        if self._admins:
+            return list(self._admins)
+        first = min(self._directory.values(), default=None)
+        return [] if first is None else [first]
 
     def _fresh(self) -> Deferred:
         waiter: Deferred = Deferred()
@@ -229,6 +233,7 @@ class RecipientResolver:
             self._aliasStore.directory() if self._aliasStore else succeed({}),
             self._domainStore.names() if self._domainStore else succeed(frozenset()),
             self._quotaStore.directory() if self._quotaStore else succeed({}),
+            self._users.admins(),
         ]
         d = gatherResults(loads, consumeErrors=True)
         d.addCallbacks(self._loaded, self._loadFailed, callbackArgs=(startedAt,))
@@ -240,6 +245,7 @@ class RecipientResolver:
         self._aliases = loaded[1]
         self._addedDomains = loaded[2]
         self._quotas = loaded[3]
+        self._admins = loaded[4]
         self._userDomains = frozenset(a.rpartition("@")[2] for a in directory)
         self._loadedAt = startedAt
         waiters, self._loading = self._loading, None

@@ -160,6 +160,12 @@ def userDirectory(conn: sqlite3.Connection) -> dict[str, int]:
     }
 
 
+def adminIds(conn: sqlite3.Connection) -> list[int]:
+    return [
+        r[0] for r in conn.execute("SELECT id FROM users WHERE is_admin ORDER BY id")
+    ]
+
+
 def checkPassword(conn: sqlite3.Connection, email: str, password: str) -> int | None:
     row = conn.execute(
         "SELECT id, password_hash FROM users WHERE email = ?", (email,)
@@ -199,11 +205,13 @@ class SQLiteUserStore:
         # reactor or the writer.
         return self._db.read(lambda conn: passwordSecrets(password))
 
-    def add(self, email: str, password: str) -> Deferred:
+    def add(self, email: str, password: str, admin: bool = False) -> Deferred:
         d = self._hash(password)
         d.addCallback(
             lambda secrets: self._db.write(
-                lambda conn: addUser(conn, email, secrets[0], scram=secrets[1])
+                lambda conn: addUser(
+                    conn, email, secrets[0], admin=admin, scram=secrets[1]
+                )
             )
         )
         return d
@@ -239,3 +247,6 @@ class SQLiteUserStore:
 
     def directory(self) -> Deferred:
         return self._db.read(userDirectory)
+
+    def admins(self) -> Deferred:
+        return self._db.read(adminIds)
