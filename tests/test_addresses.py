@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import unicodedata
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from mailraven.smtp.addresses import (
@@ -113,6 +115,23 @@ class PathTests(SynchronousTestCase):
         self.assertEqual(
             str(parsePath("\u00e9@x.example", utf8=True)), "\u00e9@x.example"
         )
+
+    def test_noInvisibleFormatCharacters(self):
+        """
+        Found by an attacker: bidi isolates, a BOM and a soft hyphen in a
+        plus tag reached Received: and the API's tag, where they make one
+        address read as another. Every Unicode format character (Cf) is
+        refused but ZWNJ and ZWJ, which words of several scripts need.
+        """
+        for code in range(0x80, 0x110000):
+            char = chr(code)
+            if unicodedata.category(char) != "Cf" or char in "\u200c\u200d":
+                continue
+            self.assertRaises(
+                AddressError, parsePath, f"alice+x{char}e@x.example", utf8=True
+            )
+        persian = "\u0632\u0647\u0631\u0627\u200c\u0645\u062d@x.example"
+        self.assertEqual(str(parsePath(persian, utf8=True)), persian)
 
     def test_noTrailingDot(self):
         """Found by tests/fuzz/fuzz_addresses.py: C{user@domain..} was taken.

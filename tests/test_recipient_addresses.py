@@ -329,6 +329,43 @@ class AliasTests(TestCase):
         self.assertEqual(listed, {})
 
     @inlineCallbacks
+    def test_addressesSMTPCannotNameAreRefused(self):
+        """Found by an attacker: a NUL, an C{@} in the local part, a local
+        part over 64 octets and terminal escapes were stored as aliases
+        (and written raw to the terminal by C{alias list})."""
+        for bad in (
+            "x@evil.example\0@example.test",
+            "x@evil.example@example.test",
+            "a" * 65 + "@example.test",
+            "\x1bc\x07x@example.test",
+            "x\u2066y@example.test",
+            "x@1.2.3.4",
+        ):
+            status, err = yield self.alias("add", bad, "alice@example.test")
+            self.assertEqual(status, 1, bad)
+            self.assertIn("not an email address", err)
+        self.assertEqual((yield self.server.root.aliases.list()), {})
+
+    @inlineCallbacks
+    def test_capitalsInADomainAreTheSameDomain(self):
+        """Found by a new operator: C{alias add sales@LOCALHOST} and a member
+        C{Alice@Example.TEST} were "not an email address" / "not an account"."""
+        status, err = yield self.alias(
+            "add", "Sales@EXAMPLE.test", "ALICE@Example.Test"
+        )
+        self.assertEqual((status, err), (0, ""))
+        status, err = yield self.alias("add", "team@LOCALHOST", "bob@example.test")
+        self.assertEqual((status, err), (0, ""))
+        listed = yield self.server.root.aliases.list()
+        self.assertEqual(
+            listed,
+            {
+                "Sales@example.test": ["alice@example.test"],
+                "team@localhost": ["bob@example.test"],
+            },
+        )
+
+    @inlineCallbacks
     def test_aliasesAreInTheBackup(self):
         yield self.alias(
             "add", "sales@example.test", "alice@example.test", "bob@example.test"

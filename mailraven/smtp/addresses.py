@@ -37,8 +37,17 @@ _DIGITS = re.compile(rf"[0-9]{{1,{MAX_NUMBER}}}\Z")
 _ROUTE = re.compile(r"@[^,:]+(,@[^,:]+)*:")
 _PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 # C1 controls and the Unicode line breaks pass the UTF-8 classes above; in a
-# header line we write (Return-Path, Received) they would break it
-_UNSAFE_UTF8 = re.compile(r"[\x80-\x9f\u2028\u2029]")
+# header line we write (Return-Path, Received) they would break it. Format
+# characters (Unicode category Cf: bidi marks and isolates, zero-width
+# space, soft hyphen, BOM, tag characters) are invisible: in an address they
+# make one that reads like another. ZWNJ and ZWJ (U+200C, U+200D) stay:
+# words of several scripts need them (IDNA2008 allows them in context).
+_UNSAFE_UTF8 = re.compile(
+    r"[\x80-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2"
+    r"\u180e\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f"
+    r"\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
+    r"\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
 
 
 class AddressError(ValueError):
@@ -106,7 +115,7 @@ def parsePath(
     if route:
         path = path[route.end() :]
     if _UNSAFE_UTF8.search(path):
-        raise AddressError("control character in address")
+        raise AddressError("control or invisible character in address")
     local, at, domain = _splitMailbox(path)
     if not at:
         if allowPostmaster and local.lower() == "postmaster" and not route:

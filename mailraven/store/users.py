@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from mailraven.interfaces import IUserStore
+from mailraven.smtp.addresses import AddressError, parsePath
 from mailraven.store.db import Database
 from mailraven.store.searchindex import createSearchTable, dropSearchTable
 
@@ -40,13 +41,29 @@ class BadAddress(ValueError):
 
 
 def normaliseAddress(email: str) -> str:
-    """Lower-case the domain (local parts keep their case but compare NOCASE)."""
-    local, at, domain = email.strip().rpartition("@")
-    if not at or not local or not domain or "." not in domain and domain != "localhost":
-        raise BadAddress(f"not an email address: {email!r}")
-    if any(c.isspace() or c in '<>()[]\\,;:"' for c in local + domain):
-        raise BadAddress(f"not an email address: {email!r}")
-    return f"{local}@{domain.lower().rstrip('.')}"
+    """
+    An address an account or alias can have: one SMTP can name (RFC 5321
+    and 6531 syntax, checked by the SMTP parser, so no control or bidi
+    characters, local part up to 64 octets), with a domain that has a dot
+    (or is localhost). Lower-cases the domain; local parts keep their case
+    but compare NOCASE.
+    """
+    text = email.strip()
+    if text.endswith("."):
+        text = text[:-1]
+    shown = email if len(email) <= 100 else email[:100] + "..."
+    if text.startswith("@"):  # a source route: not an account's address
+        raise BadAddress(f"not an email address: {shown!r}")
+    try:
+        address = parsePath(text, utf8=True)
+    except AddressError as e:
+        raise BadAddress(f"not an email address: {shown!r} ({e})") from None
+    domain = address.domain
+    if address.isLiteral or "." not in domain and domain != "localhost":
+        raise BadAddress(f"not an email address: {shown!r}")
+    if domain.rpartition(".")[2].isdigit():
+        raise BadAddress(f"not an email address: {shown!r} (an IP is no domain)")
+    return f"{address.local}@{domain}"
 
 
 def hashPassword(password: str) -> str:
