@@ -53,7 +53,7 @@ from mailraven.store.domains import (
     removeDomain,
 )
 from mailraven.store.integrity import checkIntegrity
-from mailraven.store.quotas import effectiveLimit, quotaOf, setQuotaLimit
+from mailraven.store.quotas import MAX_LIMIT, effectiveLimit, quotaOf, setQuotaLimit
 from mailraven.store.users import (
     MIN_PASSWORD_LENGTH,
     BadAddress,
@@ -189,7 +189,12 @@ def parseSize(text: str) -> int:
         number, unit = number[:-1], number[-1]
     if not number.isdigit():
         raise CommandError(f"not a size: {text!r} (bytes, or a number with K, M, G, T)")
-    return int(number) * _UNITS[unit]
+    size = int(number) * _UNITS[unit]
+    if size > MAX_LIMIT:
+        raise CommandError(
+            f"too large: {text!r} (at most {MAX_LIMIT} bytes; 0 = unlimited)"
+        )
+    return size
 
 
 def userQuota(config, args) -> int:

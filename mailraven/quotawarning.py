@@ -24,15 +24,22 @@ def warningMessage(hostname: str, address: str, used: int, limit: int) -> bytes:
     message = EmailMessage()
     message["From"] = f"postmaster@{address.rpartition('@')[2]}"
     message["To"] = address
-    message["Subject"] = "Your mailbox is almost full"
+    full = used >= limit
+    message["Subject"] = f"Your mailbox is {'full' if full else 'almost full'}"
     message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = make_msgid(domain=hostname)
     message.set_content(
         f"Your mailbox uses {used} of its {limit} bytes"
         f" ({100 * used // limit} %).\n\n"
-        "When it is full, mail sent to you is held back by the sending servers"
-        " until you delete some (emptying the trash is not needed: mail in the"
-        " trash does not count).\n"
+        + (
+            "Mail sent to you is now held back by the sending servers until you"
+            " delete some"
+            if full
+            else "When it is full, mail sent to you is held back by the sending"
+            " servers until you delete some"
+        )
+        + " (emptying the trash is not needed: mail in the trash does not"
+        " count).\n"
     )
     return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import smtplib
 import sqlite3
 
 from twisted.internet.defer import inlineCallbacks, maybeDeferred
@@ -15,6 +16,7 @@ from zope.interface.verify import verifyObject
 
 from mailraven.backup import createBackup, restoreBackup
 from mailraven.interfaces import IQuotaStore
+from mailraven.quotawarning import warningMessage
 from mailraven.smtp.addresses import parsePath
 from mailraven.smtp.recipients import RecipientResolver, Rejection
 from mailraven.store.db import connect
@@ -124,6 +126,22 @@ class ResolverQuotaTests(SynchronousTestCase):
         found = self.successResultOf(self.resolve("team@example.test"))
         self.assertEqual([r.userId for r in found], [self.bob])
 
+    def test_finalDotCountsWhatThisProcessAccepted(self):
+        """Messages that passed RCPT together are counted at their final
+        dots: the one that crosses the limit is taken, the next is not, for
+        any account it names; RCPT sees the count too until a reload."""
+        self.quotas.used[self.alice] = 900
+        self.successResultOf(self.resolve("alice@example.test"))
+        self.assertTrue(self.resolver.reserveRoom({self.alice}, 200))
+        self.assertFalse(self.resolver.reserveRoom({self.alice}, 1))
+        self.assertFalse(self.resolver.reserveRoom({self.bob, self.alice}, 1))
+        self.assertTrue(self.resolver.reserveRoom({self.bob}, 1))
+        self.failureResultOf(self.resolve("alice@example.test"), Rejection)
+        self.quotas.used[self.alice] = 0  # mail deleted; the next load shows it
+        self.resolver.forget()
+        self.successResultOf(self.resolve("alice@example.test"))
+        self.assertTrue(self.resolver.reserveRoom({self.alice}, 1))
+
 
 class SQLiteQuotaUsageTests(SQLiteFixture, TestCase):
     """The counter moves in the transaction of each insert, move and delete."""
@@ -194,6 +212,12 @@ class QuotaMigrationTests(TestCase):
         self.assertEqual([tuple(r) for r in rows], [(1, 600, None, 0), (2, 0, None, 0)])
 
 
+def notWarnings(entries: list[dict]) -> list[dict]:
+    """The entries but the 90 % warning, which the quota service may have
+    delivered beside them at any time."""
+    return [e for e in entries if not (e["subject"] or "").startswith("Your mailbox")]
+
+
 class OverQuotaEndToEndTests(TestCase):
     timeout = 60
 
@@ -229,6 +253,31 @@ class OverQuotaEndToEndTests(TestCase):
         self.assertEqual((refused, code), ({}, 250))
 
     @inlineCallbacks
+    def test_sessionsThatPassedRCPTTogetherStopAtTheLimit(self):
+        """Found by an attacker: 40 sessions past RCPT that sent their DATA
+        later all got 250, 19 times the limit. Now the first to cross it is
+        taken and the rest get 452 4.2.2 at the final dot."""
+
+        def sessions(count: int) -> list[int]:
+            clients = []
+            for _ in range(count):
+                client = smtplib.SMTP("127.0.0.1", self.server.smtpPort, timeout=10)
+                client.ehlo("client.example")
+                client.mail("bob@example.org")
+                self.assertEqual(client.rcpt("alice@example.test")[0], 250)
+                clients.append(client)
+            codes = []
+            for client in clients:
+                codes.append(client.data(MESSAGE)[0])
+                client.quit()
+            return codes
+
+        codes = yield deferToThread(sessions, 5)
+        self.assertEqual(codes, [250, 452, 452, 452, 452])
+        entries = yield self.server.root.store.list(1, "inbox", 10, 0)
+        self.assertEqual(len(notWarnings(entries)), 1)
+
+    @inlineCallbacks
     def test_sendingThroughTheAPIToAFullAccountIs503(self):
         """A local copy for a full account is refused as temporary, not as an
         unknown recipient; nothing is stored."""
@@ -244,7 +293,8 @@ class OverQuotaEndToEndTests(TestCase):
             expect=503,
         )
         self.assertEqual(found["error"], "mailbox_full")
-        self.assertEqual(len((yield self.server.root.store.list(1, "inbox", 9, 0))), 1)
+        entries = yield self.server.root.store.list(1, "inbox", 9, 0)
+        self.assertEqual(len(notWarnings(entries)), 1)
 
 
 class QuotaCommandTests(TestCase):
@@ -280,6 +330,10 @@ class QuotaCommandTests(TestCase):
         status, err, _ = yield self.quota("alice@example.test", "lots")
         self.assertEqual(status, 1)
         self.assertIn("not a size", err)
+        # found by a new operator: a traceback (SQLite's INTEGER overflowed)
+        status, err, _ = yield self.quota("alice@example.test", "99999999T")
+        self.assertEqual(status, 1)
+        self.assertIn("too large", err)
 
     @inlineCallbacks
     def test_overrideIsInTheBackup(self):
@@ -325,6 +379,7 @@ class QuotaWarningTests(TestCase):
         [warning] = yield self.warnings()
         full = yield self.server.root.store.get(warning["id"], self.alice)
         self.assertIn(b"From: postmaster@example.test", full["raw"])
+        self.assertIn(b"Subject: Your mailbox is almost full", full["raw"])
         # below 90 % (mail moved to trash) re-arms it; back above warns again
         for entry in (mail, warning):
             yield self.server.root.store.delete(entry["id"], self.alice)
@@ -380,5 +435,17 @@ class AdminQuotaTests(TestCase):
         self.assertEqual(found["quota"]["limit"], 5000)
         yield api.json("PUT", "/quota/alice@example.test", {"limit": -1}, expect=400)
         yield api.json("PUT", "/quota/alice@example.test", {"limit": "1G"}, expect=400)
+        # found by an attacker: a 500 (OverflowError) at 2**63
+        yield api.json("PUT", "/quota/alice@example.test", {"limit": 2**63}, expect=400)
         yield api.json("PUT", "/quota/nobody@example.test", {"limit": 1}, expect=404)
         yield api.json("GET", "/quota/nobody@example.test", expect=404)
+
+
+class WarningTextTests(SynchronousTestCase):
+    def test_pastTheLimitSaysFull(self):
+        """Found by a new operator: 122 % was "almost full"."""
+        past = warningMessage("mx.example.test", "a@example.test", 10001, 8192)
+        self.assertIn(b"Subject: Your mailbox is full\r\n", past)
+        self.assertIn(b"(122 %)", past)
+        near = warningMessage("mx.example.test", "a@example.test", 7400, 8192)
+        self.assertIn(b"Subject: Your mailbox is almost full\r\n", near)

@@ -51,6 +51,7 @@ from mailraven.store.domains import (
 from mailraven.store.files import readMessageFile
 from mailraven.store.messages import MAILBOXES
 from mailraven.store.metadata import attachmentName, headerText
+from mailraven.store.quotas import MAX_LIMIT as MAX_QUOTA
 from mailraven.store.quotas import SQLiteQuotaStore, effectiveLimit
 from mailraven.store.users import BadAddress, SQLiteUserStore, normaliseAddress
 
@@ -677,7 +678,9 @@ class AdminAPI(MobileAPI):
         body = readJSON(request)
         limit = body.get("limit", ...) if isinstance(body, dict) else ...
         if limit is not None and (
-            not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
+            not isinstance(limit, int)
+            or isinstance(limit, bool)
+            or not 0 <= limit <= MAX_QUOTA
         ):
             raise APIError(
                 400, "bad_request", 'expected {"limit": bytes (0 or more) or null}'

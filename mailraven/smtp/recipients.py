@@ -85,6 +85,9 @@ class RecipientResolver:
         self._quotaStore = quotas
         self._defaultQuota = defaultQuota
         self._quotas: dict[int, tuple[int, int | None]] = {}
+        # Bytes this process accepted per account since the directory was
+        # loaded: usage the loaded counters cannot show yet.
+        self._accepted: dict[int, int] = {}
         self._users = users
         self._aliasStore = aliases
         self._aliases: dict[str, list[int]] = {}
@@ -120,14 +123,29 @@ class RecipientResolver:
         last reload); 452 4.2.2 when none is. An alias still reaches the
         members with room.
         """
-        room = [
-            r
-            for r in recipients
-            if not overQuota(*self._quotas.get(r.userId, (0, None)), self._defaultQuota)
-        ]
+        room = [r for r in recipients if not self._full(r.userId)]
         if not room:
             raise overQuotaRejection()
         return room
+
+    def _full(self, userId: int) -> bool:
+        used, own = self._quotas.get(userId, (0, None))
+        return overQuota(used + self._accepted.get(userId, 0), own, self._defaultQuota)
+
+    def reserveRoom(self, userIds: set[int], size: int) -> bool:
+        """
+        At the final dot: False when one of the accounts is at or past its
+        limit, counting what this process accepted since the directory was
+        loaded; else C{size} is counted for each and True. RCPT alone could
+        not hold a limit: sessions that passed RCPT could send their DATA any
+        time later, each one past the limit. Synchronous on the reactor, so
+        sessions finishing together see each other's messages.
+        """
+        if any(self._full(userId) for userId in userIds):
+            return False
+        for userId in userIds:
+            self._accepted[userId] = self._accepted.get(userId, 0) + size
+        return True
 
     def isLocalDomain(self, domain: str) -> Deferred:
         """Deferred firing with whether C{domain} is ours (configured, added,
@@ -245,6 +263,7 @@ class RecipientResolver:
         self._aliases = loaded[1]
         self._addedDomains = loaded[2]
         self._quotas = loaded[3]
+        self._accepted = {}
         self._admins = loaded[4]
         self._userDomains = frozenset(a.rpartition("@")[2] for a in directory)
         self._loadedAt = startedAt

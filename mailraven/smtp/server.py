@@ -622,6 +622,11 @@ class MailRavenESMTP(smtp.ESMTP):
             self.factory.metrics.smtpMessages.labels("rejected").inc()
             self._reject(reason, code, enhanced, text)
             return
+        if not self._roomFor(transaction):
+            self._discardSpool(transaction)
+            self.factory.metrics.smtpMessages.labels("rejected").inc()
+            self._reject("over_quota", 452, "4.2.2", "Mailbox full")
+            return
         d = self._beforeStore(transaction)
         d.addCallback(
             lambda _: self.factory.store.deliver(
@@ -630,6 +635,18 @@ class MailRavenESMTP(smtp.ESMTP):
         )
         d.addCallbacks(self._stored, self._storeFailed, errbackArgs=(transaction,))
         self._waitFor(d)
+
+    def _roomFor(self, transaction: Transaction) -> bool:
+        """Whether every account the message is stored for (but the sender's
+        own copy in "sent") has room (docs/quotas.md): temporary refusal
+        otherwise, and the sender's retry meets the 452 at RCPT."""
+        envelope = transaction.envelope
+        userIds = {
+            r.userId
+            for r in envelope.recipients
+            if (r.mailbox or envelope.mailbox) != "sent"
+        }
+        return self.factory.resolver.reserveRoom(userIds, transaction.size)
 
     def _beforeStore(self, transaction: Transaction) -> Deferred:
         """The DATA stage of the policy pipeline; a refusal refuses the message."""

@@ -79,6 +79,10 @@ def effectiveLimit(own: int | None, default: int) -> int | None:
     return limit or None
 
 
+# SQLite's INTEGER: a larger limit would not fit the column (and is no limit).
+MAX_LIMIT = 2**63 - 1
+
+
 def overQuota(used: int, own: int | None, default: int) -> bool:
     """'Past it' is usage >= limit at RCPT time (as Postfix/Dovecot quota
     policy services decide): one message may cross the limit, the next waits."""
