@@ -59,10 +59,12 @@ from mailraven.store.users import (
     BadAddress,
     UserExists,
     addUser,
+    adminEmails,
     listUsers,
     normaliseAddress,
     passwordSecrets,
     removeUser,
+    setAdmin,
     setPasswordHash,
 )
 
@@ -163,19 +165,47 @@ def userDel(config, args) -> int:
     conn = _open(config)
     with conn:
         conn.execute("BEGIN IMMEDIATE")
+        orphans = [
+            alias
+            for alias, members in listAliases(conn).items()
+            if [m.lower() for m in members] == [email.lower()]
+        ]
         found = removeUser(conn, email)
     if not found:
         raise CommandError(f"no such user: {email} {_inDataDir(config)}")
     print(f"removed {email} {_inDataDir(config)}")
+    if orphans:
+        print(f"removed with it (it was their only member): {', '.join(orphans)}")
+    return 0
+
+
+def userAdmin(config, args) -> int:
+    """The admin role: the admin API, and postmaster@/abuse@ mail when
+    server.postmaster is unset."""
+    email = _address(args.email)
+    conn = _open(config)
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        found = setAdmin(conn, email, not args.revoke)
+    if not found:
+        raise CommandError(f"no such user: {email} {_inDataDir(config)}")
+    print(
+        f"{email} is {'no longer ' if args.revoke else ''}an admin {_inDataDir(config)}"
+    )
     return 0
 
 
 def userList(config, args) -> int:
-    emails = listUsers(_open(config))
+    conn = _open(config)
+    emails = listUsers(conn)
     for email in emails:
         print(email)
     # stdout stays one address a line for scripts
-    print(f"{len(emails)} accounts {_inDataDir(config)}", file=sys.stderr)
+    admins = ", ".join(adminEmails(conn)) or "none"
+    print(
+        f"{len(emails)} accounts, admin: {admins} {_inDataDir(config)}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -260,14 +290,26 @@ def aliasAdd(config, args) -> int:
 
 
 def aliasRemove(config, args) -> int:
+    """The whole alias, or the members named after it."""
     address = _aliasAddress(args.address)
+    members = [_address(m) for m in args.members]
     conn = _open(config)
     with conn:
         conn.execute("BEGIN IMMEDIATE")
-        found = removeAlias(conn, address)
+        found = removeAlias(conn, address, members)
     if not found:
-        raise CommandError(f"no such alias: {address} {_inDataDir(config)}")
-    print(f"removed {address} {_inDataDir(config)}")
+        what = f"{', '.join(members)} in " if members else ""
+        raise CommandError(f"no such alias: {what}{address} {_inDataDir(config)}")
+    if not members:
+        print(f"removed {address} {_inDataDir(config)}")
+        return 0
+    aliases = {alias.lower(): kept for alias, kept in listAliases(conn).items()}
+    left = aliases.get(address.lower(), [])
+    print(
+        f"removed {', '.join(members)} from {address}"
+        + (f"; left: {', '.join(left)}" if left else "; the alias is gone")
+        + f" {_inDataDir(config)}"
+    )
     return 0
 
 
@@ -482,7 +524,8 @@ def runQuickstart(config, args) -> int:
         with conn:
             conn.execute("BEGIN IMMEDIATE")
             hashed, scram = passwordSecrets(password)
-            addUser(conn, email, hashed, scram=scram)
+            # the operator's own account: the admin API, and role mail
+            addUser(conn, email, hashed, admin=True, scram=scram)
     except UserExists:
         raise CommandError(f"{email} already exists {_inDataDir(config)}") from None
     print(
@@ -554,13 +597,19 @@ def parser() -> argparse.ArgumentParser:
         )
         if name == "add":
             cmd.add_argument(
-                "--admin", action="store_true", help="may use the admin API (backups)"
+                "--admin",
+                action="store_true",
+                help="may use the admin API and gets postmaster@/abuse@ mail",
             )
         cmd.set_defaults(func=func)
     cmd = command(user, "del", help="remove an account and its mailbox entries")
     cmd.add_argument("email", help="the account's address")
     cmd.set_defaults(func=userDel)
     command(user, "list", help="list accounts").set_defaults(func=userList)
+    cmd = command(user, "admin", help="make an account an admin (or --revoke)")
+    cmd.add_argument("email", help="the account's address")
+    cmd.add_argument("--revoke", action="store_true", help="no longer an admin")
+    cmd.set_defaults(func=userAdmin)
     cmd = command(user, "quota", help="show usage, or set the account's limit")
     cmd.add_argument("email", help="the account's address")
     which = cmd.add_mutually_exclusive_group()
@@ -575,8 +624,13 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("address", help="alias@domain, or @domain for a catch-all")
     cmd.add_argument("members", nargs="+", metavar="MEMBER", help="an account")
     cmd.set_defaults(func=aliasAdd)
-    cmd = command(alias, "remove", help="remove an alias (or a catch-all)")
+    cmd = command(
+        alias, "remove", help="remove an alias (or a catch-all), or some members"
+    )
     cmd.add_argument("address", help="the alias, or @domain for its catch-all")
+    cmd.add_argument(
+        "members", nargs="*", help="only these accounts (the alias stays for others)"
+    )
     cmd.set_defaults(func=aliasRemove)
     command(alias, "list", help="list aliases and members").set_defaults(func=aliasList)
 

@@ -106,8 +106,12 @@ class IAliasStore(Interface):
         is one, or L{mailraven.store.users.BadAddress}.
         """
 
-    def remove(address):
-        """Deferred firing with True if the alias existed."""
+    def remove(address, members=()):
+        """
+        Remove the alias, or only the accounts C{members} from it (it is gone
+        with its last member); Deferred firing with True if anything was
+        removed.
+        """
 
     def list():
         """Deferred firing with {alias: [member addresses]}, sorted."""

@@ -210,9 +210,20 @@ class MemoryAliasStore:
         members.update(userIds)
         return succeed(address)
 
-    def remove(self, address: str) -> Deferred:
+    def remove(self, address: str, members: list[str] = ()) -> Deferred:
         key = normaliseAlias(address).lower()
-        return succeed(self._aliases.pop(key, None) is not None)
+        if not members:
+            return succeed(self._aliases.pop(key, None) is not None)
+        found = self._aliases.get(key)
+        if found is None:
+            return succeed(False)
+        userIds = found[1]
+        gone = {self._users._users.get(m.strip().lower(), (None,))[0] for m in members}
+        removed = bool(userIds & gone)
+        userIds -= gone
+        if not userIds:
+            del self._aliases[key]
+        return succeed(removed)
 
     def _current(self) -> dict[str, tuple[str, list[int]]]:
         accounts = self._accounts()

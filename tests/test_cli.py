@@ -124,12 +124,82 @@ class UserCommandTests(SynchronousTestCase):
         listed = cli("user", "list", "--data-dir", other).stdout.decode()
         self.assertEqual(listed.split(), ["me@example.org"])
 
+    def test_adminRoleIsGrantedListedAndRevoked(self):
+        """Found by a new operator: no command made an existing account an
+        admin, and C{user list} did not say who is one."""
+        self.run_("user", "add", "a@example.test", "--password-stdin", stdin=PW)
+        self.run_("user", "add", "b@example.test", "--password-stdin", stdin=PW)
+        granted = self.run_("user", "admin", "B@example.test")
+        self.assertIn("B@example.test is an admin", granted.stdout.decode())
+        listed = self.run_("user", "list")
+        self.assertIn("2 accounts, admin: b@example.test", listed.stderr.decode())
+        self.assertEqual(
+            listed.stdout.decode().split(), ["a@example.test", "b@example.test"]
+        )
+        revoked = self.run_("user", "admin", "b@example.test", "--revoke")
+        self.assertIn("is no longer an admin", revoked.stdout.decode())
+        self.assertIn("admin: none", self.run_("user", "list").stderr.decode())
+        missing = self.run_("user", "admin", "c@example.test", check=False)
+        self.assertEqual(missing.returncode, 1)
+        self.assertIn(b"no such user: c@example.test", missing.stderr)
+
+    def test_quickstartAccountIsAnAdmin(self):
+        """The operator's own account may use the admin API at once."""
+        other = os.path.join(self.dir, "other")
+        cli(
+            "quickstart",
+            "me@example.org",
+            "--data-dir",
+            other,
+            "--config",
+            os.path.join(self.dir, "q.toml"),
+        )
+        listed = cli("user", "list", "--data-dir", other)
+        self.assertIn("admin: me@example.org", listed.stderr.decode())
+
+    def test_removingAnAliasesLastMemberSaysSo(self):
+        for email in ("a@example.test", "b@example.test"):
+            self.run_("user", "add", email, "--password-stdin", stdin=PW)
+        self.run_("alias", "add", "solo@example.test", "a@example.test")
+        self.run_(
+            "alias", "add", "team@example.test", "a@example.test", "b@example.test"
+        )
+        removed = self.run_("user", "del", "a@example.test").stdout.decode()
+        self.assertIn(
+            "removed with it (it was their only member): solo@example.test", removed
+        )
+        self.assertNotIn("team@", removed)
+
+    def test_aliasMembersAreRemovedOneByOne(self):
+        for email in ("a@example.test", "b@example.test"):
+            self.run_("user", "add", email, "--password-stdin", stdin=PW)
+        self.run_(
+            "alias", "add", "team@example.test", "a@example.test", "b@example.test"
+        )
+        out = self.run_("alias", "remove", "team@example.test", "B@example.test")
+        self.assertIn(
+            "removed B@example.test from team@example.test; left: a@example.test",
+            out.stdout.decode(),
+        )
+        again = self.run_(
+            "alias", "remove", "team@example.test", "b@example.test", check=False
+        )
+        self.assertEqual(again.returncode, 1)
+        self.assertIn(
+            b"no such alias: b@example.test in team@example.test", again.stderr
+        )
+        out = self.run_("alias", "remove", "team@example.test", "a@example.test")
+        self.assertIn("the alias is gone", out.stdout.decode())
+        self.assertEqual(self.run_("alias", "list").stdout, b"")
+
     def test_everyReplyNamesTheAbsoluteDataDir(self):
         dataDir = os.path.join(self.dir, "data")
         added = self.run_("user", "add", "a@example.test", "--password-stdin", stdin=PW)
         self.assertIn(f"(data dir {dataDir})", added.stdout.decode())
         listed = self.run_("user", "list")
-        self.assertIn(f"1 accounts (data dir {dataDir})", listed.stderr.decode())
+        self.assertIn(
+            f"1 accounts, admin: none (data dir {dataDir})", listed.stderr.decode()
+        )
         self.assertEqual(listed.stdout.decode().split(), ["a@example.test"])
         removed = self.run_("user", "del", "a@example.test")
         self.assertIn(f"(data dir {dataDir})", removed.stdout.decode())

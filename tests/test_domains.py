@@ -399,3 +399,37 @@ class AdminAliasTests(AdminCase):
         self.assertEqual(refusal["aliases"], 1)
         yield self.api.json("DELETE", "/aliases/@shop.example")
         yield self.api.json("DELETE", "/domains/shop.example")
+
+    @inlineCallbacks
+    def test_oneMemberLeaves(self):
+        yield self.loginAs("root@example.test", "admin pw")
+        yield self.server.addUser("bob@example.test")
+        yield self.api.json(
+            "POST",
+            "/aliases",
+            {
+                "address": "team@example.test",
+                "members": ["alice@example.test", "bob@example.test"],
+            },
+            expect=201,
+        )
+        left = yield self.api.json(
+            "DELETE", "/aliases/team@example.test/members/Bob@example.test"
+        )
+        self.assertEqual(
+            left, {"address": "team@example.test", "members": ["alice@example.test"]}
+        )
+        yield self.api.json(
+            "DELETE", "/aliases/team@example.test/members/bob@example.test", expect=404
+        )
+        yield self.api.json(
+            "DELETE", "/aliases/team@example.test/members/not-an-address", expect=400
+        )
+        bob = yield self.server.root.users.lookup("bob@example.test")
+        yield send(self.server, ["team@example.test"])
+        self.assertEqual((yield self.server.root.store.list(bob, "inbox", 9, 0)), [])
+        gone = yield self.api.json(
+            "DELETE", "/aliases/team@example.test/members/alice@example.test"
+        )
+        self.assertEqual(gone["members"], [])
+        self.assertEqual((yield self.server.root.aliases.list()), {})

@@ -295,6 +295,27 @@ class AliasStoreContract:
         self.assertFalse((yield self.aliases.remove("team@example.test")))
         self.assertEqual((yield self.aliases.list()), {})
 
+    @inlineCallbacks
+    def test_removeOneMember(self):
+        """Found by a new operator: only the whole alias could go."""
+        yield self.setUpAccounts()
+        yield self.aliases.add(
+            "team@example.test", ["alice@example.test", "bob@example.test"]
+        )
+        self.assertTrue(
+            (yield self.aliases.remove("team@example.test", ["Bob@example.test"]))
+        )
+        self.assertFalse(
+            (yield self.aliases.remove("team@example.test", ["bob@example.test"]))
+        )
+        self.assertEqual(
+            (yield self.aliases.directory()), {"team@example.test": [self.alice]}
+        )
+        self.assertTrue(
+            (yield self.aliases.remove("team@example.test", ["alice@example.test"]))
+        )
+        self.assertEqual((yield self.aliases.directory()), {})
+
 
 class MemoryAliasStoreTests(AliasStoreContract, TestCase):
     def makeStores(self):

@@ -864,6 +864,34 @@ class AdminAPI(MobileAPI):
         )
         return {"removed": address}
 
+    @app.route("/aliases/<string:address>/members/<string:member>", methods=["DELETE"])
+    @endpoint()
+    @inlineCallbacks
+    def removeAliasMember(
+        self, request: Any, user: tuple[int, str, bool], address: str, member: str
+    ):
+        """One member leaves; the alias is gone with its last member."""
+        self._requireAdmin(user)
+        try:
+            address = normaliseAlias(address)
+            member = normaliseAddress(member)
+        except BadAddress as e:
+            raise APIError(400, "bad_address", str(e)) from None
+        found = yield self._aliases.remove(address, [member])
+        if not found:
+            raise APIError(404, "not_found", "No such member of that alias")
+        self._recipients.forget()
+        self.log.info(
+            "{member} removed from alias {address} by {email}",
+            member=member,
+            address=address,
+            email=user[1],
+            event="alias_member_removed",
+        )
+        aliases = yield self._aliases.list()
+        left = {a.lower(): m for a, m in aliases.items()}.get(address.lower(), [])
+        return {"address": address, "members": left}
+
     @app.route("/domains/<string:name>", methods=["DELETE"])
     @endpoint()
     @inlineCallbacks

@@ -71,11 +71,24 @@ def addAlias(conn: sqlite3.Connection, address: str, members: Iterable[str]) -> 
     return address
 
 
-def removeAlias(conn: sqlite3.Connection, address: str) -> bool:
-    cursor = conn.execute(
-        "DELETE FROM aliases WHERE address = ?", (normaliseAlias(address),)
-    )
-    return cursor.rowcount > 0
+def removeAlias(
+    conn: sqlite3.Connection, address: str, members: Iterable[str] = ()
+) -> bool:
+    """The whole alias, or only C{members} of it (the alias is gone with its
+    last member); True if anything was removed."""
+    address = normaliseAlias(address)
+    members = [normaliseAddress(m) for m in members]
+    if not members:
+        cursor = conn.execute("DELETE FROM aliases WHERE address = ?", (address,))
+        return cursor.rowcount > 0
+    removed = 0
+    for member in members:
+        removed += conn.execute(
+            "DELETE FROM aliases WHERE address = ? AND user_id ="
+            " (SELECT id FROM users WHERE email = ?)",
+            (address, member),
+        ).rowcount
+    return removed > 0
 
 
 def listAliases(conn: sqlite3.Connection) -> dict[str, list[str]]:
@@ -107,8 +120,8 @@ class SQLiteAliasStore:
     def add(self, address: str, members: list[str]) -> Deferred:
         return self._db.write(lambda conn: addAlias(conn, address, members))
 
-    def remove(self, address: str) -> Deferred:
-        return self._db.write(lambda conn: removeAlias(conn, address))
+    def remove(self, address: str, members: list[str] = ()) -> Deferred:
+        return self._db.write(lambda conn: removeAlias(conn, address, members))
 
     def list(self) -> Deferred:
         return self._db.read(listAliases)

@@ -155,6 +155,20 @@ def removeUser(conn: sqlite3.Connection, email: str) -> bool:
     return True
 
 
+def setAdmin(conn: sqlite3.Connection, email: str, admin: bool) -> bool:
+    """Grant or revoke the admin role; True if the account exists."""
+    cursor = conn.execute(
+        "UPDATE users SET is_admin = ? WHERE email = ?", (int(admin), email)
+    )
+    return cursor.rowcount > 0
+
+
+def adminEmails(conn: sqlite3.Connection) -> list[str]:
+    return [
+        r[0] for r in conn.execute("SELECT email FROM users WHERE is_admin ORDER BY id")
+    ]
+
+
 def lookupUser(conn: sqlite3.Connection, email: str) -> int | None:
     row = conn.execute("SELECT id FROM users WHERE email = ?", (email,)).fetchone()
     return None if row is None else row[0]
