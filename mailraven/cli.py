@@ -273,14 +273,17 @@ def aliasAdd(config, args) -> int:
     address = _aliasAddress(args.address)
     conn = _open(config)
     domain = address.rpartition("@")[2]
-    if domain not in _localDomains(config, conn):
-        raise CommandError(
-            f"{domain} is not a local domain (server.domains, or a domain with"
-            " an account): an alias there would relay"
-        )
     try:
         with conn:
+            # checked under the write lock: a domain removed meanwhile by
+            # another process cannot leave this alias behind
             conn.execute("BEGIN IMMEDIATE")
+            if domain not in _localDomains(config, conn):
+                raise CommandError(
+                    f"{domain} is not a local domain (server.domains, one added"
+                    " with `mailraven domain add`, or a domain with an account):"
+                    " an alias there would relay"
+                )
             address = addAlias(conn, address, args.members)
     except (UnknownMember, AliasIsAccount) as e:
         raise CommandError(f"{e} {_inDataDir(config)}") from None
