@@ -519,6 +519,22 @@ class ConfiguredDomainTests(AdminCase):
         self.assertEqual(refusal["error"], "configured")
 
     @inlineCallbacks
+    def test_aRowAnEarlierReleaseAddedIsListedAsConfigured(self):
+        conn = sqlite3.connect(os.path.join(self.server.dataDir, "mailraven.db"))
+        with conn:
+            conn.execute(
+                "INSERT INTO domains (name, dkim_selector, added_at)"
+                " VALUES ('example.test', 'mailraven202612', '2026-12-01T00:00:00Z')"
+            )
+        conn.close()
+        yield self.loginAs("root@example.test", "admin pw")
+        listed = yield self.api.json("GET", "/domains")
+        self.assertEqual(
+            [(d["name"], d["configured"]) for d in listed["domains"]],
+            [("example.test", True)],
+        )
+
+    @inlineCallbacks
     def test_recordsOfAConfiguredDomainAreTheServerKeys(self):
         selector, published = serverKey(self.server.dataDir)
         name = f"{selector}._domainkey.example.test"
@@ -544,6 +560,7 @@ class DomainNameTests(AdminCase):
         for name, error in [
             ("1.2.3.4", "not a domain name"),
             ("shop.123", "not a domain name"),
+            ("xn--zz.example", "not a domain name"),  # no A-label
             ("mailraven202612.key", "named like a server DKIM key file"),
         ]:
             status, _, err = yield domainCommand(self.server, "add", name)

@@ -741,8 +741,13 @@ class AdminAPI(MobileAPI):
     def listDomains(self, request: Any, user: tuple[int, str, bool]):
         self._requireAdmin(user)
         domains = yield self._domains.list()
+        configured = _configured(self._config)
         return {
-            "domains": [_domainJSON(d) for d in domains],
+            # a row an earlier release let a configured domain have shows
+            # configured: true (it signs with the server key, docs/addresses.md)
+            "domains": [
+                {**_domainJSON(d), "configured": d.name in configured} for d in domains
+            ],
             "configured": list(self._config["server.domains"]),
         }
 

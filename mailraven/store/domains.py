@@ -17,6 +17,11 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from mailraven.interfaces import IDomainStore
+
+try:  # IDNA 2008 (twisted[tls] brings it); else the stdlib's IDNA 2003 codec
+    import idna
+except ImportError:  # pragma: no cover
+    idna = None
 from mailraven.store.db import Database
 from mailraven.store.rows import utcNow
 
@@ -75,9 +80,7 @@ def asciiDomain(name: str) -> str:
 
 
 def _toASCII(name: str) -> str:
-    try:
-        import idna
-    except ImportError:  # the stdlib codec (IDNA 2003) serves as well here
+    if idna is None:  # the stdlib codec (IDNA 2003) serves as well here
         return name.encode("idna").decode("ascii")
     try:
         return idna.encode(name).decode("ascii")
@@ -94,9 +97,29 @@ def normaliseDomain(text: str) -> str:
             name = _toASCII(name)
         except (UnicodeError, ValueError):
             raise BadDomain(f"not a domain name: {_quoted(text)}") from None
-    if len(name) > 253 or not _DOMAIN.fullmatch(name):
+    if len(name) > 253 or not _DOMAIN.fullmatch(name) or not _validALabels(name):
         raise BadDomain(f"not a domain name: {_quoted(text)}")
     return name
+
+
+def _validALabels(name: str) -> bool:
+    """Whether every C{xn--} label decodes (else no one can type the name)."""
+    for label in name.split("."):
+        if label.startswith("xn--"):
+            try:
+                _fromALabel(label)
+            except (UnicodeError, ValueError):
+                return False
+    return True
+
+
+def _fromALabel(label: str) -> str:
+    if idna is None:
+        return label.encode("ascii").decode("idna")
+    try:
+        return idna.decode(label)
+    except idna.IDNAError as e:
+        raise ValueError(str(e)) from None
 
 
 def _quoted(text: str) -> str:
