@@ -25,7 +25,16 @@ from mailraven.backup import (
     terminalReport,
     verifyBackup,
 )
-from mailraven.domainkeys import domainKeyPath, domainRecords, ensureDomainKey
+from mailraven.dnsrecords import dmarcAdvice
+from mailraven.domainkeys import (
+    NoServerKey,
+    checkKeyDirectory,
+    configuredRecords,
+    domainKeyPath,
+    domainRecords,
+    ensureDomainKey,
+    selectorFor,
+)
 from mailraven.quickstart import dkimSelector, quickstart
 from mailraven.startup import (
     StartupError,
@@ -44,9 +53,11 @@ from mailraven.store.aliases import (
 from mailraven.store.db import openDatabase
 from mailraven.store.domains import (
     BadDomain,
+    ConfiguredDomain,
     DomainExists,
     DomainInUse,
     addDomain,
+    checkNotConfigured,
     domainNames,
     listDomains,
     normaliseDomain,
@@ -334,12 +345,19 @@ def _existingBackup(path: str) -> str:
 
 def domainAdd(config, args) -> int:
     name = _domainName(args.domain)
+    _notConfigured(config, name)
+    try:
+        checkKeyDirectory(config.dataDir, name)
+    except BadDomain as e:
+        raise CommandError(str(e)) from None
     conn = _open(config)
     try:
         with conn:
             conn.execute("BEGIN IMMEDIATE")
-            domain = addDomain(conn, name, dkimSelector())
-            # in the transaction: a key that cannot be written adds nothing
+            selector = selectorFor(config.dataDir, name, dkimSelector())
+            domain = addDomain(conn, name, selector)
+            # in the transaction: a key that cannot be written adds nothing;
+            # after the row: a refused add makes no key
             publicKey = ensureDomainKey(config.dataDir, domain.name, domain.selector)
     except DomainExists as e:
         raise CommandError(f"{e} {_inDataDir(config)}") from None
@@ -355,6 +373,7 @@ def domainAdd(config, args) -> int:
 
 def domainRemove(config, args) -> int:
     name = _domainName(args.domain)
+    _notConfigured(config, name)
     conn = _open(config)
     try:
         with conn:
@@ -385,14 +404,40 @@ def domainList(config, args) -> int:
 
 
 def domainRecordsCommand(config, args) -> int:
-    """What C{domain add} printed, again (the key is read, not remade)."""
+    """What C{domain add} printed, again (the key is read, not remade); for
+    a configured domain, the server key's records, as quickstart printed."""
     name = _domainName(args.domain)
+    try:
+        checkNotConfigured(name, config["server.domains"])
+    except ConfiguredDomain:
+        return _configuredRecords(config, name)
     domain = next((d for d in listDomains(_open(config)) if d.name == name), None)
     if domain is None:
         raise CommandError(f"no such added domain: {name} {_inDataDir(config)}")
     publicKey = ensureDomainKey(config.dataDir, domain.name, domain.selector)
     print(domainRecords(config, domain.name, domain.selector, publicKey))
     return 0
+
+
+def _configuredRecords(config, name: str) -> int:
+    try:
+        selector, zone = configuredRecords(config, config.dataDir, name)
+    except NoServerKey as e:
+        raise CommandError(f"{name} is in server.domains but {e}") from None
+    print(
+        f"{name} is in server.domains: it signs with the server key"
+        f" {os.path.join(config.dataDir, 'dkim', selector + '.key')}",
+        file=sys.stderr,
+    )
+    print(f"{zone}\n\n{dmarcAdvice(name)}")
+    return 0
+
+
+def _notConfigured(config, name: str) -> None:
+    try:
+        checkNotConfigured(name, config["server.domains"])
+    except ConfiguredDomain as e:
+        raise CommandError(str(e)) from None
 
 
 def _domainName(text: str) -> str:

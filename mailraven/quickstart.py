@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mailraven.api.stspolicy import PublishedPolicy, policyFromConfig
 from mailraven.config import Config
 from mailraven.dnsrecords import dmarcAdvice, dnsRecords, policyAdvice
-from mailraven.privatefiles import writePrivate
+from mailraven.privatefiles import createPrivate
 
 
 def dkimSelector(now: datetime | None = None) -> str:
@@ -21,17 +21,28 @@ def dkimSelector(now: datetime | None = None) -> str:
 
 
 def createDKIMKey(dkimDir: str, selector: str) -> str:
-    """A 2048-bit RSA key, 0600; returns the public key for the TXT record."""
+    """A 2048-bit RSA key, 0600, unless C{<selector>.key} exists already
+    (never replaced: its record may be published, or printed to a racing
+    caller); returns the public key of the file there for the TXT record."""
     os.makedirs(dkimDir, mode=0o700, exist_ok=True)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    writePrivate(
-        os.path.join(dkimDir, f"{selector}.key"),
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
+    path = os.path.join(dkimDir, f"{selector}.key")
+    if not os.path.exists(path):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        createPrivate(
+            path,
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+        )
+    return publicKeyOf(path)
+
+
+def publicKeyOf(path: str) -> str:
+    """The base64 DER public key of the PEM private key at C{path}."""
+    with open(path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), password=None)
     der = key.public_key().public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

@@ -53,7 +53,7 @@ from mailraven.spool import MemoryBudget, Spool
 from mailraven.startup import lockDataDir, prepareDataDir
 from mailraven.store.aliases import SQLiteAliasStore
 from mailraven.store.db import Database
-from mailraven.store.domains import SQLiteDomainStore
+from mailraven.store.domains import SQLiteDomainStore, domainSelector
 from mailraven.store.files import SYNCER, Syncer
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.quotas import SQLiteQuotaStore
@@ -410,7 +410,11 @@ def makeService(
         root.store,
         smtpArgs["resolver"],
         mx,
-        DKIMSigner(os.path.join(dataDir, "dkim")),
+        DKIMSigner(
+            os.path.join(dataDir, "dkim"),
+            config["server.domains"],
+            lambda domain: db.readHere(lambda conn: domainSelector(conn, domain)),
+        ),
         dataDir,
         files.pool,
         reactor,

@@ -6,20 +6,25 @@ from __future__ import annotations
 
 import email
 import io
+import json
 import os
 import re
+import smtplib
 import sqlite3
 import time
 
 import dkim
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from mailraven.api import mobile
 from mailraven.backup import createBackup, restoreBackup
+from mailraven.privatefiles import createPrivate
+from mailraven.quickstart import createDKIMKey, publicKeyOf
 from tests.helpers import PASSWORD, RunningServer, sleep
 from tests.test_mobile_api import APIClient
-from tests.test_outbound import OutboundCase
+from tests.test_outbound import SELECTOR, OutboundCase
 from tests.test_recipient_addresses import (
     RELAY_ATTEMPTS,
     mailraven,
@@ -30,12 +35,14 @@ from tests.test_smtp_e2e import finals, rawSession
 from tests.test_submission import submit
 
 
-def domainCommand(server: RunningServer, *args: str):
-    """Deferred (status, stdout, stderr) of C{mailraven domain ...}."""
+def domainCommand(server: RunningServer, *args: str, config: str | None = None):
+    """Deferred (status, stdout, stderr) of C{mailraven domain ...}, with
+    the configuration file C{config} if given."""
     out = io.StringIO()
+    options = ["--config", config] if config else []
 
     def run():
-        status, err = mailraven(server.dataDir, "domain", *args, out=out)
+        status, err = mailraven(server.dataDir, "domain", *args, *options, out=out)
         return status, out.getvalue(), err
 
     return deferToThread(run)
@@ -229,6 +236,53 @@ class AddedDomainSigningTests(OutboundCase):
             if "d=shop.example" in signature:
                 self.assertIn(f"s={selector}", signature)
         self.assertEqual(signers, {"shop.example", "example.test"})
+
+    @inlineCallbacks
+    def test_signingFollowsTheTableNotTheNewestFile(self):
+        """Issue 21: a newer key file left in an added domain's directory (a
+        later month's) is not used, and a configured domain that an earlier
+        release let be added (its own key under the server key's selector,
+        never published) still signs with the server key."""
+        yield self.startServer()
+        self.postfix.start()
+        status, printed, _ = yield domainCommand(self.server, "add", "shop.example")
+        self.assertEqual(status, 0)
+        [domain] = yield self.server.root.domains.list()
+        shopDir = os.path.join(self.server.dataDir, "dkim", "shop.example")
+        createDKIMKey(shopDir, "mailraven209912")
+        createDKIMKey(
+            os.path.join(self.server.dataDir, "dkim", "example.test"), SELECTOR
+        )
+        conn = sqlite3.connect(os.path.join(self.server.dataDir, "mailraven.db"))
+        with conn:
+            conn.execute(
+                "INSERT INTO domains (name, dkim_selector, added_at)"
+                " VALUES ('example.test', ?, '2026-12-01T00:00:00Z')",
+                (SELECTOR,),
+            )
+        conn.close()
+        name = f"{domain.selector}._domainkey.shop.example"
+        published = publishedTXT(printed, name)
+        yield self.server.addUser("carol@shop.example")
+        for sender in ("carol@shop.example", "alice@example.test"):
+            code, refused, data = yield deferToThread(
+                submit,
+                self.server.submissionPort,
+                sender,
+                PASSWORD,
+                sender,
+                ["bob@remote.example"],
+            )
+            self.assertEqual((code, refused, data), (235, {}, 250))
+        arrived = yield deferToThread(self.postfix.waitFor, 2)
+
+        def answer(query: bytes, timeout: float = 5) -> bytes | None:
+            if query.decode().rstrip(".") == name:
+                return published
+            return self.dnsTXT(query)
+
+        for raw in arrived:
+            self.assertTrue(dkim.verify(raw, dnsfunc=answer), raw[:600])
 
 
 class AdminCase(TestCase):
@@ -433,3 +487,240 @@ class AdminAliasTests(AdminCase):
         )
         self.assertEqual(gone["members"], [])
         self.assertEqual((yield self.server.root.aliases.list()), {})
+
+
+def utf8Rcpt(port: int, recipients: list[str]) -> dict[str, int]:
+    """Blocking: {recipient: RCPT reply code} of one SMTPUTF8 session."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
+        client.ehlo("client.example.org")
+        code, _ = client.mail("bob@example.org", ["SMTPUTF8"])
+        assert code == 250, code
+        return {r: client.rcpt(r)[0] for r in recipients}
+
+
+def keyFiles(server: RunningServer, domain: str) -> list[str]:
+    try:
+        return sorted(os.listdir(os.path.join(server.dataDir, "dkim", domain)))
+    except FileNotFoundError:
+        return []
+
+
+def serverKey(dataDir: str) -> tuple[str, bytes]:
+    """(selector, TXT value) of a new server key in C{dataDir}."""
+    publicKey = createDKIMKey(os.path.join(dataDir, "dkim"), "mailraven202612")
+    return "mailraven202612", f"v=DKIM1; k=rsa; p={publicKey}".encode()
+
+
+class ConfiguredDomainTests(AdminCase):
+    """Issue 21: a domain of server.domains signs with the server key, so it
+    cannot be added, removed or given a key at runtime; its records are the
+    server key's."""
+
+    def configured(self, *args: str):
+        """C{mailraven domain ...} with the server's server.domains."""
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write('[server]\ndomains = ["Example.Test", "localhost"]\n')
+        return domainCommand(self.server, *args, config=path)
+
+    @inlineCallbacks
+    def test_addingAConfiguredDomainIsRefused(self):
+        status, _, err = yield self.configured("add", "Example.Test.")
+        self.assertEqual(status, 1)
+        self.assertIn(
+            "example.test is configured in server.domains; it signs with the"
+            " server key",
+            err,
+        )
+        yield self.loginAs("root@example.test", "admin pw")
+        refusal = yield self.api.json(
+            "POST", "/domains", {"name": "example.test"}, expect=409
+        )
+        self.assertEqual(refusal["error"], "configured")
+        self.assertIn("it signs with the server key", refusal["message"])
+        self.assertEqual(keyFiles(self.server, "example.test"), [])
+        self.assertEqual((yield self.server.root.domains.list()), [])
+
+    @inlineCallbacks
+    def test_removingAConfiguredDomainSaysWhy(self):
+        status, _, err = yield self.configured("remove", "example.test")
+        self.assertEqual(status, 1)
+        self.assertIn("example.test is configured in server.domains", err)
+        self.assertIn("cannot be added or removed at runtime", err)
+        self.assertNotIn("no such domain", err)
+        yield self.loginAs("root@example.test", "admin pw")
+        refusal = yield self.api.json("DELETE", "/domains/example.test", expect=409)
+        self.assertEqual(refusal["error"], "configured")
+
+    @inlineCallbacks
+    def test_aRowAnEarlierReleaseAddedIsListedAsConfigured(self):
+        conn = sqlite3.connect(os.path.join(self.server.dataDir, "mailraven.db"))
+        with conn:
+            conn.execute(
+                "INSERT INTO domains (name, dkim_selector, added_at)"
+                " VALUES ('example.test', 'mailraven202612', '2026-12-01T00:00:00Z')"
+            )
+        conn.close()
+        yield self.loginAs("root@example.test", "admin pw")
+        listed = yield self.api.json("GET", "/domains")
+        self.assertEqual(
+            [(d["name"], d["configured"]) for d in listed["domains"]],
+            [("example.test", True)],
+        )
+
+    @inlineCallbacks
+    def test_recordsOfAConfiguredDomainAreTheServerKeys(self):
+        selector, published = serverKey(self.server.dataDir)
+        name = f"{selector}._domainkey.example.test"
+        status, out, err = yield self.configured("records", "example.test")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(publishedTXT(out, name), published)
+        self.assertIn("example.test is in server.domains", err)
+        yield self.loginAs("root@example.test", "admin pw")
+        found = yield self.api.json("GET", "/domains/example.test")
+        self.assertEqual(
+            (found["dkim_selector"], found["configured"]), (selector, True)
+        )
+        self.assertEqual(publishedTXT(found["dns_records"], name), published)
+
+
+class DomainNameTests(AdminCase):
+    """Issue 21: names that are no domain, or that a key file has, are
+    refused clearly; an IDN is stored as its A-label."""
+
+    @inlineCallbacks
+    def test_ipAddressesAndServerKeyNamesAreRefused(self):
+        yield self.loginAs("root@example.test", "admin pw")
+        for name, error in [
+            ("1.2.3.4", "not a domain name"),
+            ("shop.123", "not a domain name"),
+            ("xn--zz.example", "not a domain name"),  # no A-label
+            ("mailraven202612.key", "named like a server DKIM key file"),
+        ]:
+            status, _, err = yield domainCommand(self.server, "add", name)
+            self.assertEqual(status, 1, name)
+            self.assertIn(error, err)
+            refusal = yield self.api.json("POST", "/domains", {"name": name}, 400)
+            self.assertEqual(refusal["error"], "bad_domain")
+            self.assertIn(error, refusal["message"])
+        self.assertEqual((yield self.server.root.domains.list()), [])
+        refused, _ = yield send(self.server, ["x@[1.2.3.4]"])
+        self.assertEqual(refused["x@[1.2.3.4]"][0], 554)
+
+    @inlineCallbacks
+    def test_aDomainCannotShadowAServerKeyFile(self):
+        """A server key file of any name (older selectors) blocks the domain
+        of its name; no traceback."""
+        os.makedirs(os.path.join(self.server.dataDir, "dkim"), exist_ok=True)
+        createDKIMKey(os.path.join(self.server.dataDir, "dkim"), "old")
+        status, _, err = yield domainCommand(self.server, "add", "old.key")
+        self.assertEqual((status, "Traceback" in err), (1, False))
+        self.assertIn("named like a server DKIM key file", err)
+
+    @inlineCallbacks
+    def test_aRefusedNameIsEchoedShort(self):
+        yield self.loginAs("root@example.test", "admin pw")
+        refusal = yield self.api.json(
+            "POST", "/domains", {"name": "a" * 100_000 + ".example!"}, expect=400
+        )
+        self.assertLess(len(refusal["message"]), 300)
+        self.assertIn("(100009 characters)", refusal["message"])
+        yield self.api.json("GET", "/domains/" + "b" * 5000, expect=400)
+
+    @inlineCallbacks
+    def test_idnIsStoredAsALabelAndReceivesInEitherForm(self):
+        status, out, err = yield domainCommand(self.server, "add", "Bücher.example")
+        self.assertEqual(status, 0, err)
+        self.assertIn("added xn--bcher-kva.example", out)
+        yield self.server.addUser("x@xn--bcher-kva.example")
+        yield seenByTheServer()
+        codes = yield deferToThread(
+            utf8Rcpt,
+            self.server.smtpPort,
+            [
+                "x@bücher.example",
+                "postmaster@BÜCHER.example",
+                "x@xn--bcher-kva.example",
+                "nobody@bücher.example",
+                "x@bücher.elsewhere.example",
+                "postmaster@bücher.elsewhere.example",
+                "x@xn--bcher-kva.elsewhere.example",
+            ],
+        )
+        self.assertEqual(
+            list(codes.values()), [250, 250, 250, 550, 554, 554, 554], codes
+        )
+        yield self.loginAs("root@example.test", "admin pw")
+        refusal = yield self.api.json(
+            "POST", "/domains", {"name": "xn--BCHER-kva.example"}, expect=409
+        )
+        self.assertEqual(refusal["error"], "exists")
+        yield self.api.json("POST", "/domains", {"name": "bü_cher.example"}, 400)
+
+
+class DomainKeyTests(AdminCase):
+    """Issue 21: a domain keeps the key its record names; a refused add makes
+    none and racing adds cannot replace the key one of them printed."""
+
+    @inlineCallbacks
+    def test_aRepeatedAddInALaterMonthMakesNoKey(self):
+        yield self.loginAs("root@example.test", "admin pw")
+        added = yield self.api.json("POST", "/domains", {"name": "shop.example"}, 201)
+        before = keyFiles(self.server, "shop.example")
+        self.patch(mobile, "dkimSelector", lambda now=None: "mailraven209912")
+        yield self.api.json("POST", "/domains", {"name": "shop.example"}, 409)
+        self.assertEqual(keyFiles(self.server, "shop.example"), before)
+        again = yield self.api.json("GET", "/domains/shop.example")
+        self.assertEqual(again["dns_records"], added["dns_records"])
+
+    @inlineCallbacks
+    def test_readdingReusesTheKeyLeftBehind(self):
+        yield self.loginAs("root@example.test", "admin pw")
+        added = yield self.api.json("POST", "/domains", {"name": "shop.example"}, 201)
+        yield self.api.json("DELETE", "/domains/shop.example")
+        self.patch(mobile, "dkimSelector", lambda now=None: "mailraven209912")
+        again = yield self.api.json("POST", "/domains", {"name": "shop.example"}, 201)
+        self.assertEqual(again["dkim_selector"], added["dkim_selector"])
+        self.assertEqual(again["dns_records"], added["dns_records"])
+
+    @inlineCallbacks
+    def test_parallelAddsPrintTheKeyThatSigns(self):
+        yield self.loginAs("root@example.test", "admin pw")
+        responses = yield gatherResults(
+            [
+                self.api.request("POST", "/domains", {"name": "race.example"})
+                for _ in range(8)
+            ]
+        )
+        bodies = yield gatherResults([r.content() for r in responses])
+        codes = sorted(r.code for r in responses)
+        self.assertEqual(codes, [201] + [409] * 7)
+        [created] = [
+            json.loads(b)
+            for r, b in zip(responses, bodies, strict=True)
+            if r.code == 201
+        ]
+        selector = created["dkim_selector"]
+        self.assertEqual(keyFiles(self.server, "race.example"), [f"{selector}.key"])
+        onDisk = publicKeyOf(
+            os.path.join(self.server.dataDir, "dkim", "race.example", f"{selector}.key")
+        )
+        name = f"{selector}._domainkey.race.example"
+        self.assertEqual(
+            publishedTXT(created["dns_records"], name),
+            f"v=DKIM1; k=rsa; p={onDisk}".encode(),
+        )
+
+    def test_keyCreationNeverReplacesAKey(self):
+        directory = os.path.abspath(self.mktemp())
+        first = createDKIMKey(directory, "s1")
+        path = os.path.join(directory, "s1.key")
+        with open(path, "rb") as f:
+            pem = f.read()
+        self.assertEqual(createDKIMKey(directory, "s1"), first)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), pem)
+        self.assertFalse(createPrivate(path, b"other"))
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), pem)
+        self.assertEqual(os.listdir(directory), ["s1.key"])

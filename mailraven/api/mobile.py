@@ -20,7 +20,7 @@ from functools import wraps
 from typing import Any, Callable
 
 from klein import Klein
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import DeferredLock, inlineCallbacks
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -30,7 +30,15 @@ from mailraven.api.http import APIError, errorBody, readJSON, writeJSON
 from mailraven.api.openapi import document
 from mailraven.api.search import SEARCH_ORDERS, BadQuery, parseQuery
 from mailraven.api.tokencache import TokenCache
-from mailraven.domainkeys import domainRecords, ensureDomainKey
+from mailraven.dnsrecords import dmarcAdvice
+from mailraven.domainkeys import (
+    NoServerKey,
+    checkKeyDirectory,
+    configuredRecords,
+    domainZone,
+    ensureDomainKey,
+    selectorFor,
+)
 from mailraven.envelope import Envelope, Recipient
 from mailraven.outbound import state as outboundState
 from mailraven.policy.logins import LoginLimiter, Throttled
@@ -44,8 +52,11 @@ from mailraven.spool import memorySpool
 from mailraven.store.aliases import AliasIsAccount, UnknownMember, normaliseAlias
 from mailraven.store.domains import (
     BadDomain,
+    ConfiguredDomain,
     DomainExists,
     DomainInUse,
+    asciiDomain,
+    checkNotConfigured,
     normaliseDomain,
 )
 from mailraven.store.files import readMessageFile
@@ -633,6 +644,7 @@ class AdminAPI(MobileAPI):
         self._domains = domains
         self._aliases = aliases
         self._config = config
+        self._domainLock = DeferredLock()
 
     @app.handle_errors(NotFound)
     def notFound(self, request: Any, failure: Any) -> bytes:
@@ -732,8 +744,13 @@ class AdminAPI(MobileAPI):
     def listDomains(self, request: Any, user: tuple[int, str, bool]):
         self._requireAdmin(user)
         domains = yield self._domains.list()
+        configured = _configured(self._config)
         return {
-            "domains": [_domainJSON(d) for d in domains],
+            # a row an earlier release let a configured domain have shows
+            # configured: true (it signs with the server key, docs/addresses.md)
+            "domains": [
+                {**_domainJSON(d), "configured": d.name in configured} for d in domains
+            ],
             "configured": list(self._config["server.domains"]),
         }
 
@@ -741,25 +758,28 @@ class AdminAPI(MobileAPI):
     @endpoint()
     @inlineCallbacks
     def addDomain(self, request: Any, user: tuple[int, str, bool]):
-        """The key is made (or an earlier one reused) before the row, so the
+        """Adds are serialised, the existence check first: a refused request
+        makes no key, and two racing adds cannot print different keys. The
+        key is made (or an earlier one reused) before the row, so the
         domain signs with its own key from its first message."""
         self._requireAdmin(user)
         body = readJSON(request)
         text = body.get("name") if isinstance(body, dict) else None
         if not isinstance(text, str):
             raise APIError(400, "bad_request", 'Give the domain as {"name": ...}')
+        name = self._domainName(text)
         try:
-            name = normaliseDomain(text)
+            checkNotConfigured(name, self._config["server.domains"])
+            checkKeyDirectory(self._dataDir, name)
+        except ConfiguredDomain as e:
+            raise APIError(409, "configured", str(e)) from None
         except BadDomain as e:
             raise APIError(400, "bad_domain", str(e)) from None
-        selector = dkimSelector()
-        publicKey = yield deferToThreadPool(
-            self._reactor, self._pool, ensureDomainKey, self._dataDir, name, selector
-        )
+        yield self._domainLock.acquire()
         try:
-            domain = yield self._domains.add(name, selector)
-        except DomainExists as e:
-            raise APIError(409, "exists", str(e)) from None
+            domain, publicKey = yield self._addDomain(name)
+        finally:
+            self._domainLock.release()
         self._recipients.forget()
         self.log.info(
             "domain {name} added by {email}",
@@ -767,20 +787,61 @@ class AdminAPI(MobileAPI):
             email=user[1],
             event="domain_added",
         )
-        records = domainRecords(self._config, name, selector, publicKey)
-        return 201, {**_domainJSON(domain), "dns_records": records}
+        return 201, self._domainWithRecords(domain, domain.selector, publicKey)
+
+    @inlineCallbacks
+    def _addDomain(self, name: str):
+        """(Domain, public key) of a new domain; 409 if it is there already."""
+        domains = yield self._domains.list()
+        if any(d.name == name for d in domains):
+            raise APIError(409, "exists", f"{name} is a domain here already")
+        selector = selectorFor(self._dataDir, name, dkimSelector())
+        publicKey = yield deferToThreadPool(
+            self._reactor, self._pool, ensureDomainKey, self._dataDir, name, selector
+        )
+        try:
+            domain = yield self._domains.add(name, selector)
+        except DomainExists as e:  # the CLI, in another process, was first
+            raise APIError(409, "exists", str(e)) from None
+        return domain, publicKey
+
+    @staticmethod
+    def _domainName(text: str) -> str:
+        try:
+            return normaliseDomain(text)
+        except BadDomain as e:
+            raise APIError(400, "bad_domain", str(e)) from None
+
+    def _domainWithRecords(
+        self, domain: Any, selector: str, publicKey: str
+    ) -> dict[str, Any]:
+        return {
+            **_domainJSON(domain),
+            "dns_records": domainZone(self._config, domain.name, selector, publicKey),
+            "dmarc_advice": dmarcAdvice(domain.name),
+        }
 
     @app.route("/domains/<string:name>", methods=["GET"])
     @endpoint()
     @inlineCallbacks
     def getDomain(self, request: Any, user: tuple[int, str, bool], name: str):
         """The domain with its DNS records again, for an operator who lost
-        what C{POST} printed."""
+        what C{POST} printed; a configured domain's are the server key's."""
         self._requireAdmin(user)
-        try:
-            name = normaliseDomain(name)
-        except BadDomain as e:
-            raise APIError(400, "bad_domain", str(e)) from None
+        name = self._domainName(name)
+        if name in _configured(self._config):
+            try:
+                selector, zone = configuredRecords(self._config, self._dataDir, name)
+            except NoServerKey as e:
+                raise APIError(404, "no_key", str(e)) from None
+            return {
+                "name": name,
+                "dkim_selector": selector,
+                "added_at": None,
+                "configured": True,
+                "dns_records": zone,
+                "dmarc_advice": dmarcAdvice(name),
+            }
         domains = yield self._domains.list()
         domain = next((d for d in domains if d.name == name), None)
         if domain is None:
@@ -793,8 +854,7 @@ class AdminAPI(MobileAPI):
             domain.name,
             domain.selector,
         )
-        records = domainRecords(self._config, domain.name, domain.selector, publicKey)
-        return {**_domainJSON(domain), "dns_records": records}
+        return self._domainWithRecords(domain, domain.selector, publicKey)
 
     @app.route("/aliases", methods=["GET"])
     @endpoint()
@@ -897,10 +957,13 @@ class AdminAPI(MobileAPI):
     @inlineCallbacks
     def removeDomain(self, request: Any, user: tuple[int, str, bool], name: str):
         self._requireAdmin(user)
+        name = self._domainName(name)
+        try:
+            checkNotConfigured(name, self._config["server.domains"])
+        except ConfiguredDomain as e:
+            raise APIError(409, "configured", str(e)) from None
         try:
             found = yield self._domains.remove(name)
-        except BadDomain as e:
-            raise APIError(400, "bad_domain", str(e)) from None
         except DomainInUse as e:
             raise APIError(
                 409, "in_use", str(e), accounts=e.accounts, aliases=e.aliases
@@ -914,7 +977,7 @@ class AdminAPI(MobileAPI):
             email=user[1],
             event="domain_removed",
         )
-        return {"removed": normaliseDomain(name)}
+        return {"removed": name}
 
 
 def _aliasBody(body: Any) -> tuple[str, list[str]]:
@@ -936,9 +999,15 @@ def _aliasBody(body: Any) -> tuple[str, list[str]]:
         raise APIError(400, "bad_address", str(e)) from None
 
 
-def _domainJSON(domain: Any) -> dict[str, str]:
+def _domainJSON(domain: Any) -> dict[str, Any]:
     return {
         "name": domain.name,
         "dkim_selector": domain.selector,
         "added_at": domain.addedAt,
+        "configured": False,
     }
+
+
+def _configured(config: Any) -> frozenset[str]:
+    """C{server.domains} in the form added domains are stored in."""
+    return frozenset(asciiDomain(d.rstrip(".")) for d in config["server.domains"])

@@ -1,19 +1,27 @@
 """DKIM signing of outgoing mail (dkimpy): rsa-sha256, relaxed/relaxed.
 
 A domain added with C{mailraven domain add} (or the admin API) signs with
-its own key, the newest C{data_dir/dkim/<domain>/<selector>.key}, looked up
+its own key, C{data_dir/dkim/<domain>/<selector>.key} under the selector
+recorded for it in the C{domains} table (the one its printed record names;
+never merely the newest file, which a later month may have left), looked up
 at each signature so a domain added while the server runs signs at once.
 Every other domain signs with the newest C{data_dir/dkim/<selector>.key}
 (what C{mailraven quickstart} and the container's first start make; each
-publishes the same public key under C{<selector>._domainkey}). The selector
-is the key's file name. Blocking: run it on a file thread.
+publishes the same public key under C{<selector>._domainkey}). A domain in
+C{server.domains} always signs with the server key, even if a data dir of an
+earlier release holds a table row and key of its own for it: that key's
+selector may be the server key's, and its record was never published. The
+selector is the key's file name. Blocking: run it on a file thread.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Callable, Iterable
 
 import dkim
+
+from mailraven.store.domains import asciiDomain
 
 SIGNED_HEADERS = [
     b"from",
@@ -54,8 +62,17 @@ def headerProblem(head: bytes) -> str | None:
 
 
 class DKIMSigner:
-    def __init__(self, dkimDir: str) -> None:
+    def __init__(
+        self,
+        dkimDir: str,
+        configured: Iterable[str] = (),
+        selectorOf: Callable[[str], str | None] | None = None,
+    ) -> None:
+        """C{configured} is C{server.domains}; C{selectorOf(domain)} gives an
+        added domain's recorded selector (None if not added), blocking."""
         self._dkimDir = dkimDir
+        self._configured = frozenset(asciiDomain(d.rstrip(".")) for d in configured)
+        self._selectorOf = selectorOf or (lambda domain: None)
         self.selector, self._key = _newestKey(dkimDir)
 
     def sign(self, message: bytes, domain: str) -> bytes:
@@ -84,10 +101,14 @@ class DKIMSigner:
         return signature + message
 
     def _keyFor(self, domain: str) -> tuple[str | None, bytes | None]:
-        """The domain's own key if it has one, else the server's."""
-        name = domain.lower().rstrip(".")
-        if name and not name.startswith(".") and "/" not in name:
-            selector, key = _newestKey(os.path.join(self._dkimDir, name))
+        """An added domain's own key under its recorded selector, else the
+        server's (configured domains always)."""
+        name = asciiDomain(domain.rstrip("."))
+        if name in self._configured:
+            return self.selector, self._key
+        selector = self._selectorOf(name)
+        if selector:
+            key = _readKey(os.path.join(self._dkimDir, name), selector)
             if key is not None:
                 return selector, key
         return self.selector, self._key
@@ -104,6 +125,17 @@ def _newestKey(directory: str) -> tuple[str | None, bytes | None]:
         return None, None
     with open(os.path.join(directory, keys[-1]), "rb") as f:
         return keys[-1][: -len(".key")], f.read()
+
+
+def _readKey(directory: str, selector: str) -> bytes | None:
+    """The PEM of C{directory/<selector>.key}, or None without one."""
+    if "/" in selector or selector.startswith("."):
+        return None
+    try:
+        with open(os.path.join(directory, f"{selector}.key"), "rb") as f:
+            return f.read()
+    except (OSError, ValueError):  # ValueError: a NUL in the name
+        return None
 
 
 def _listdir(path: str) -> list[str]:

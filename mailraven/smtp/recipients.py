@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from mailraven.envelope import Recipient
 from mailraven.interfaces import IAliasStore, IDomainStore, IQuotaStore, IUserStore
 from mailraven.smtp.addresses import Address
+from mailraven.store.domains import asciiDomain
 from mailraven.store.quotas import overQuota
 
 DIRECTORY_MAX_AGE = 1.0  # seconds a CLI change (account, alias, domain) takes
@@ -94,8 +95,10 @@ class RecipientResolver:
         self._domainStore = domainStore
         self._addedDomains: frozenset[str] = frozenset()
         self._delimiter = delimiter
-        self._postmaster = postmaster.lower()
-        self._domains = frozenset(domains)
+        self._postmaster = _asciiAddress(postmaster.lower())
+        # every domain (configured, added, of an account or alias) in one
+        # form, lower-case A-labels: an SMTPUTF8 RCPT may spell it in U-labels
+        self._domains = frozenset(asciiDomain(d.rstrip(".")) for d in domains)
         self._clock = clock
         self._maxAge = maxAge
         self._directory: dict[str, int] | None = None
@@ -153,7 +156,7 @@ class RecipientResolver:
         alias against it, since an alias of any other domain would relay."""
         self.forget()
         d = self._fresh()
-        domain = domain.lower()
+        domain = asciiDomain(domain)
         d.addCallback(
             lambda _: (
                 domain in self._domains
@@ -172,18 +175,20 @@ class RecipientResolver:
         """docs/addresses.md gives the order: account, alias, plus-address
         (account, then alias), role address, catch-all."""
         text = str(address)
+        domain = asciiDomain(address.domain)
         local = (
-            address.domain in self._domains
-            or address.domain in self._userDomains
-            or address.domain in self._addedDomains
+            domain in self._domains
+            or domain in self._userDomains
+            or domain in self._addedDomains
         )
-        found = self._members(text.lower(), local)
+        key = f"{address.local}@{domain}" if address.domain else address.local
+        found = self._members(key.lower(), local)
         if found:
             return [Recipient(text, userId) for userId in found]
         routed = not _ROUTING.isdisjoint(address.local)
         base, tag = self._subaddress(address)
         if base and not routed:
-            found = self._members(f"{base}@{address.domain}".lower(), local)
+            found = self._members(f"{base}@{domain}".lower(), local)
             if found:
                 return [Recipient(text, userId, tag=tag) for userId in found]
         if address.local.lower() in ROLE_ADDRESSES and (local or not address.domain):
@@ -191,7 +196,7 @@ class RecipientResolver:
             if found:
                 return [Recipient(text, userId) for userId in found]
         if local:
-            found = [] if routed else self._aliases.get(f"@{address.domain}", [])
+            found = [] if routed else self._aliases.get(f"@{domain}", [])
             if found:
                 return [Recipient(text, userId) for userId in found]
             raise unknownUser()
@@ -258,9 +263,9 @@ class RecipientResolver:
         return waiter
 
     def _loaded(self, loaded: list[dict], startedAt: float) -> None:
-        directory = loaded[0]
+        directory = {_asciiAddress(a): i for a, i in loaded[0].items()}
         self._directory = directory
-        self._aliases = loaded[1]
+        self._aliases = {_asciiAddress(a): m for a, m in loaded[1].items()}
         self._addedDomains = loaded[2]
         self._quotas = loaded[3]
         self._accepted = {}
@@ -277,3 +282,9 @@ class RecipientResolver:
         waiters, self._loading = self._loading, None
         for waiter in waiters:
             waiter.errback(failure)
+
+
+def _asciiAddress(address: str) -> str:
+    """C{address} (or C{@domain}) with its domain in the resolver's form."""
+    local, at, domain = address.rpartition("@")
+    return f"{local}@{asciiDomain(domain)}" if at else address
