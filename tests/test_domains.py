@@ -724,3 +724,34 @@ class DomainKeyTests(AdminCase):
         with open(path, "rb") as f:
             self.assertEqual(f.read(), pem)
         self.assertEqual(os.listdir(directory), ["s1.key"])
+
+
+class AdminAliasDomainRaceTests(AdminCase):
+    @inlineCallbacks
+    def test_anAliasNeverOutlivesItsDomain(self):
+        """Found by an attacker: an alias added while its domain was being
+        removed outlived it (16 of 30 rounds) and came back with the domain."""
+        yield self.loginAs("root@example.test", "admin pw")
+        for round in range(8):
+            name = f"race{round}.example"
+            yield self.api.json("POST", "/domains", {"name": name}, expect=201)
+            responses = yield gatherResults(
+                [
+                    self.api.request(
+                        "POST",
+                        "/aliases",
+                        {"address": f"@{name}", "members": ["alice@example.test"]},
+                    ),
+                    self.api.request("DELETE", f"/domains/{name}"),
+                ]
+            )
+            codes = tuple(r.code for r in responses)
+            for response in responses:
+                yield response.content()
+            # the alias first (the removal is refused) or the removal first
+            # (the alias is refused): never both
+            self.assertIn(codes, [(201, 409), (400, 200)], round)
+        domains = {d.name for d in (yield self.server.root.domains.list())}
+        aliases = yield self.server.root.aliases.list()
+        orphans = [a for a in aliases if a.rpartition("@")[2] not in domains]
+        self.assertEqual(orphans, [])

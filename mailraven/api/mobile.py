@@ -878,16 +878,10 @@ class AdminAPI(MobileAPI):
         none, effective at the next RCPT, like C{mailraven alias add}."""
         self._requireAdmin(user)
         address, members = _aliasBody(readJSON(request))
-        local = yield self._recipients.isLocalDomain(address.rpartition("@")[2])
-        if not local:
-            raise APIError(
-                400,
-                "not_local",
-                f"{address.rpartition('@')[2]} is not a local domain: an alias"
-                " there would relay",
-            )
         try:
-            address = yield self._aliases.add(address, members)
+            # under the domains' lock: a domain removed between the check and
+            # the insert would leave the alias behind, to return with it
+            address = yield self._domainLock.run(self._addLocalAlias, address, members)
         except (UnknownMember, AliasIsAccount) as e:
             raise APIError(400, "bad_member", str(e)) from None
         except BadAddress as e:
@@ -902,6 +896,19 @@ class AdminAPI(MobileAPI):
         )
         aliases = yield self._aliases.list()
         return 201, {"address": address, "members": aliases.get(address, [])}
+
+    @inlineCallbacks
+    def _addLocalAlias(self, address: str, members: list[str]):
+        domain = address.rpartition("@")[2]
+        local = yield self._recipients.isLocalDomain(domain)
+        if not local:
+            raise APIError(
+                400,
+                "not_local",
+                f"{domain} is not a local domain: an alias there would relay",
+            )
+        added = yield self._aliases.add(address, members)
+        return added
 
     @app.route("/aliases/<string:address>", methods=["DELETE"])
     @endpoint()
@@ -963,7 +970,7 @@ class AdminAPI(MobileAPI):
         except ConfiguredDomain as e:
             raise APIError(409, "configured", str(e)) from None
         try:
-            found = yield self._domains.remove(name)
+            found = yield self._domainLock.run(self._domains.remove, name)
         except DomainInUse as e:
             raise APIError(
                 409, "in_use", str(e), accounts=e.accounts, aliases=e.aliases
