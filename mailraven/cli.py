@@ -27,12 +27,14 @@ from mailraven.backup import (
 )
 from mailraven.dnsrecords import dmarcAdvice
 from mailraven.domainkeys import (
+    MissingKey,
     NoServerKey,
     checkKeyDirectory,
     configuredRecords,
     domainKeyPath,
     domainRecords,
     ensureDomainKey,
+    existingDomainKey,
     selectorFor,
 )
 from mailraven.quickstart import dkimSelector, quickstart
@@ -414,7 +416,10 @@ def domainRecordsCommand(config, args) -> int:
     domain = next((d for d in listDomains(_open(config)) if d.name == name), None)
     if domain is None:
         raise CommandError(f"no such added domain: {name} {_inDataDir(config)}")
-    publicKey = ensureDomainKey(config.dataDir, domain.name, domain.selector)
+    try:
+        publicKey = existingDomainKey(config.dataDir, domain.name, domain.selector)
+    except MissingKey as e:
+        raise CommandError(str(e)) from None
     print(domainRecords(config, domain.name, domain.selector, publicKey))
     return 0
 

@@ -14,6 +14,9 @@ import tomllib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from mailraven.store.domains import asciiDomain
+from mailraven.store.quotas import MAX_LIMIT
+
 ENV_PREFIX = "MAILRAVEN_"
 CONFIG_FILE_VARIABLE = "MAILRAVEN_CONFIG"  # a path, not a key
 
@@ -52,6 +55,13 @@ def _nonNegativeInt(value: Any) -> int:
     value = _int(value)
     if value < 0:
         raise ValueError("expected an integer, 0 or more")
+    return value
+
+
+def _quotaBytes(value: Any) -> int:
+    value = _nonNegativeInt(value)
+    if value > MAX_LIMIT:
+        raise ValueError(f"expected at most {MAX_LIMIT} bytes (0 = unlimited)")
     return value
 
 
@@ -117,7 +127,8 @@ def _requiredListeners(value: Any) -> list[str]:
 
 
 def _domainList(value: Any) -> list[str]:
-    return [d.lower().rstrip(".") for d in _strList(value)]
+    """Lower-case, U-labels as A-labels (certificates and DNS take those)."""
+    return [asciiDomain(d.rstrip(".")) for d in _strList(value)]
 
 
 def _choice(*choices: str) -> Callable[[Any], str]:
@@ -259,9 +270,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "shutdown_grace": Key(_positiveInt, 30, "seconds in-flight DATA may finish"),
     },
     "quota": {
-        "default": Key(
-            _nonNegativeInt, 0, "bytes each account may store; 0 = unlimited"
-        ),
+        "default": Key(_quotaBytes, 0, "bytes each account may store; 0 = unlimited"),
     },
     "submission": {
         "listen": Key(_listeners, ["tcp:2587"], "submission listeners"),

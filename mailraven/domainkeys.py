@@ -62,6 +62,22 @@ def ensureDomainKey(dataDir: str, domain: str, selector: str) -> str:
     return createDKIMKey(os.path.dirname(path), selector)
 
 
+class MissingKey(ValueError):
+    """An added domain's key file is gone: a new one would not match the
+    record already published, so none is made."""
+
+
+def existingDomainKey(dataDir: str, domain: str, selector: str) -> str:
+    """The public key of the domain's key, which must exist. Blocking."""
+    path = domainKeyPath(dataDir, domain, selector)
+    if not os.path.exists(path):
+        raise MissingKey(
+            f"the DKIM key of {domain} ({path}) is missing: restore it from a"
+            " backup; a new key would not match the published record"
+        )
+    return publicKeyOf(path)
+
+
 def serverKey(dataDir: str) -> tuple[str, str] | None:
     """(selector, public key) of the server's key, the newest
     C{data_dir/dkim/<selector>.key} (what the signer uses), or None."""

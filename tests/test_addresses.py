@@ -130,6 +130,11 @@ class PathTests(SynchronousTestCase):
             self.assertRaises(
                 AddressError, parsePath, f"alice+x{char}e@x.example", utf8=True
             )
+        # found by the re-check: other invisible code points and spaces
+        for char in "\u00a0\u034f\u115f\u1160\u17b4\u3164\ufe0f\uffa0\u2003\u3000":
+            self.assertRaises(
+                AddressError, parsePath, f"alice+x{char}e@x.example", utf8=True
+            )
         persian = "\u0632\u0647\u0631\u0627\u200c\u0645\u062d@x.example"
         self.assertEqual(str(parsePath(persian, utf8=True)), persian)
 

@@ -66,6 +66,25 @@ class ConfigTests(SynchronousTestCase):
         )
         self.assertNotIn("did you mean", str(e))
 
+    def test_quotaPastSQLitesIntegerIsRefused(self):
+        """Found by the re-check: 2**63 was taken, and the warning service
+        then failed every 10 s (OverflowError)."""
+        e = self.assertRaises(
+            ConfigError,
+            load,
+            None,
+            environ={"MAILRAVEN_QUOTA_DEFAULT": str(2**63)},
+        )
+        self.assertIn("at most 9223372036854775807 bytes", str(e))
+        config = load(environ={"MAILRAVEN_QUOTA_DEFAULT": str(2**63 - 1)})
+        self.assertEqual(config["quota.default"], 2**63 - 1)
+
+    def test_idnDomainsAreALabels(self):
+        """Found by the re-check: köln.test in server.domains stopped the
+        server (the self-signed certificate takes A-labels only)."""
+        config = load(environ={"MAILRAVEN_SERVER_DOMAINS": "example.test,Köln.test."})
+        self.assertEqual(config["server.domains"], ["example.test", "xn--kln-sna.test"])
+
     def test_badNumberFromTheEnvironmentSaysWhatIsExpected(self):
         """Text where a number belongs gets the expectation, not int()'s words."""
         e = self.assertRaises(

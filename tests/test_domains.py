@@ -22,6 +22,7 @@ from mailraven.api import mobile
 from mailraven.backup import createBackup, restoreBackup
 from mailraven.privatefiles import createPrivate
 from mailraven.quickstart import createDKIMKey, publicKeyOf
+from mailraven.store.users import UserExists
 from tests.helpers import PASSWORD, RunningServer, sleep
 from tests.test_mobile_api import APIClient
 from tests.test_outbound import SELECTOR, OutboundCase
@@ -657,6 +658,40 @@ class DomainNameTests(AdminCase):
         self.assertEqual(refusal["error"], "exists")
         yield self.api.json("POST", "/domains", {"name": "bü_cher.example"}, 400)
 
+    @inlineCallbacks
+    def test_idnAccountsAndAliasesHaveOneSpelling(self):
+        """Found by the re-check: u@zürich.example and u@xn--zrich-kva.example
+        were two accounts (the second never got mail), and an alias given in
+        U-labels outlived its domain's removal."""
+        yield domainCommand(self.server, "add", "zürich.example")
+        user = yield self.server.addUser("u@zürich.example")
+        yield self.assertFailure(
+            self.server.addUser("u@XN--ZRICH-KVA.example"), UserExists
+        )
+        self.assertEqual(
+            (yield self.server.root.users.lookup("u@zürich.example")), user
+        )
+        yield self.loginAs("root@example.test", "admin pw")
+        added = yield self.api.json(
+            "POST",
+            "/aliases",
+            {"address": "@Zürich.example", "members": ["u@zürich.example"]},
+            expect=201,
+        )
+        self.assertEqual(added["address"], "@xn--zrich-kva.example")
+        yield self.server.root.users.remove("u@xn--zrich-kva.example")
+        yield self.server.addUser("v@example.test")
+        yield self.api.json(
+            "POST",
+            "/aliases",
+            {"address": "info@zürich.example", "members": ["v@example.test"]},
+            expect=201,
+        )
+        refusal = yield self.api.json(
+            "DELETE", "/domains/xn--zrich-kva.example", expect=409
+        )
+        self.assertEqual(refusal["aliases"], 1)
+
 
 class DomainKeyTests(AdminCase):
     """Issue 21: a domain keeps the key its record names; a refused add makes
@@ -672,6 +707,22 @@ class DomainKeyTests(AdminCase):
         self.assertEqual(keyFiles(self.server, "shop.example"), before)
         again = yield self.api.json("GET", "/domains/shop.example")
         self.assertEqual(again["dns_records"], added["dns_records"])
+
+    @inlineCallbacks
+    def test_recordsOfAMissingKeyAreRefusedNotRemade(self):
+        """Found by the re-check: GET /admin/domains/{name} made and printed
+        a new key when the file was gone, silently unlike the record."""
+        yield self.loginAs("root@example.test", "admin pw")
+        yield self.api.json("POST", "/domains", {"name": "shop.example"}, 201)
+        [name] = keyFiles(self.server, "shop.example")
+        os.remove(os.path.join(self.server.dataDir, "dkim", "shop.example", name))
+        refusal = yield self.api.json("GET", "/domains/shop.example", expect=409)
+        self.assertEqual(refusal["error"], "key_missing")
+        self.assertIn("restore it from a backup", refusal["message"])
+        status, _, err = yield domainCommand(self.server, "records", "shop.example")
+        self.assertEqual(status, 1)
+        self.assertIn("is missing", err)
+        self.assertEqual(keyFiles(self.server, "shop.example"), [])
 
     @inlineCallbacks
     def test_readdingReusesTheKeyLeftBehind(self):

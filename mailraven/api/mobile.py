@@ -32,11 +32,13 @@ from mailraven.api.search import SEARCH_ORDERS, BadQuery, parseQuery
 from mailraven.api.tokencache import TokenCache
 from mailraven.dnsrecords import dmarcAdvice
 from mailraven.domainkeys import (
+    MissingKey,
     NoServerKey,
     checkKeyDirectory,
     configuredRecords,
     domainZone,
     ensureDomainKey,
+    existingDomainKey,
     selectorFor,
 )
 from mailraven.envelope import Envelope, Recipient
@@ -846,14 +848,17 @@ class AdminAPI(MobileAPI):
         domain = next((d for d in domains if d.name == name), None)
         if domain is None:
             raise APIError(404, "not_found", "No such added domain")
-        publicKey = yield deferToThreadPool(
-            self._reactor,
-            self._pool,
-            ensureDomainKey,
-            self._dataDir,
-            domain.name,
-            domain.selector,
-        )
+        try:
+            publicKey = yield deferToThreadPool(
+                self._reactor,
+                self._pool,
+                existingDomainKey,
+                self._dataDir,
+                domain.name,
+                domain.selector,
+            )
+        except MissingKey as e:
+            raise APIError(409, "key_missing", str(e)) from None
         return self._domainWithRecords(domain, domain.selector, publicKey)
 
     @app.route("/aliases", methods=["GET"])

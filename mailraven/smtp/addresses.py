@@ -40,13 +40,16 @@ _PARAM_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 # header line we write (Return-Path, Received) they would break it. Format
 # characters (Unicode category Cf: bidi marks and isolates, zero-width
 # space, soft hyphen, BOM, tag characters) are invisible: in an address they
-# make one that reads like another. ZWNJ and ZWJ (U+200C, U+200D) stay:
-# words of several scripts need them (IDNA2008 allows them in context).
+# make one that reads like another; so do the other default-ignorable code
+# points (variation selectors, the combining grapheme joiner, Hangul and
+# Khmer fillers) and the Unicode spaces. ZWNJ and ZWJ (U+200C, U+200D)
+# stay: words of several scripts need them (IDNA2008 allows them in context).
 _UNSAFE_UTF8 = re.compile(
-    r"[\x80-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2"
-    r"\u180e\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f"
-    r"\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
-    r"\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+    r"[\x80-\xa0\xad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2"
+    r"\u115f\u1160\u1680\u17b4\u17b5\u180b-\u180f\u2000-\u200b\u200e\u200f"
+    r"\u2028-\u202f\u205f-\u206f\u2800\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0"
+    r"\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
+    r"\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]"
 )
 
 

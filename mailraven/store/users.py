@@ -22,6 +22,7 @@ from zope.interface import implementer
 from mailraven.interfaces import IUserStore
 from mailraven.smtp.addresses import AddressError, parsePath
 from mailraven.store.db import Database
+from mailraven.store.domains import asciiDomain
 from mailraven.store.searchindex import createSearchTable, dropSearchTable
 
 _hasher = PasswordHasher()
@@ -45,8 +46,8 @@ def normaliseAddress(email: str) -> str:
     An address an account or alias can have: one SMTP can name (RFC 5321
     and 6531 syntax, checked by the SMTP parser, so no control or bidi
     characters, local part up to 64 octets), with a domain that has a dot
-    (or is localhost). Lower-cases the domain; local parts keep their case
-    but compare NOCASE.
+    (or is localhost). Lower-cases the domain and writes its U-labels as
+    A-labels; local parts keep their case but compare NOCASE.
     """
     text = email.strip()
     if text.endswith("."):
@@ -58,12 +59,20 @@ def normaliseAddress(email: str) -> str:
         address = parsePath(text, utf8=True)
     except AddressError as e:
         raise BadAddress(f"not an email address: {shown!r} ({e})") from None
-    domain = address.domain
+    # one spelling per domain: U-labels as A-labels, as domains are stored
+    domain = asciiDomain(address.domain)
     if address.isLiteral or "." not in domain and domain != "localhost":
         raise BadAddress(f"not an email address: {shown!r}")
     if domain.rpartition(".")[2].isdigit():
         raise BadAddress(f"not an email address: {shown!r} (an IP is no domain)")
     return f"{address.local}@{domain}"
+
+
+def lookupKey(email: str) -> str:
+    """C{email} as accounts are stored: the domain in A-labels (names then
+    compare NOCASE), so either spelling of an IDN finds the account."""
+    local, at, domain = email.strip().rpartition("@")
+    return f"{local}@{asciiDomain(domain.rstrip('.'))}" if at else email
 
 
 def hashPassword(password: str) -> str:
@@ -95,7 +104,9 @@ def scramCredentials(
     conn: sqlite3.Connection, email: str
 ) -> tuple[bytes, bytes, bytes, int] | None:
     """The SCRAM verifier of an account (None: no account, or none set yet)."""
-    row = conn.execute("SELECT scram FROM users WHERE email = ?", (email,)).fetchone()
+    row = conn.execute(
+        "SELECT scram FROM users WHERE email = ?", (lookupKey(email),)
+    ).fetchone()
     if row is None or not row[0]:
         return None
     stored = json.loads(row[0])
@@ -136,11 +147,11 @@ def setPasswordHash(
     """A new password also revokes every API token of the account."""
     cursor = conn.execute(
         "UPDATE users SET password_hash = ?, scram = ? WHERE email = ?",
-        (passwordHash, scram, email),
+        (passwordHash, scram, lookupKey(email)),
     )
     conn.execute(
         "DELETE FROM tokens WHERE user_id = (SELECT id FROM users WHERE email = ?)",
-        (email,),
+        (lookupKey(email),),
     )
     return cursor.rowcount == 1
 
@@ -158,7 +169,7 @@ def removeUser(conn: sqlite3.Connection, email: str) -> bool:
 def setAdmin(conn: sqlite3.Connection, email: str, admin: bool) -> bool:
     """Grant or revoke the admin role; True if the account exists."""
     cursor = conn.execute(
-        "UPDATE users SET is_admin = ? WHERE email = ?", (int(admin), email)
+        "UPDATE users SET is_admin = ? WHERE email = ?", (int(admin), lookupKey(email))
     )
     return cursor.rowcount > 0
 
@@ -170,7 +181,9 @@ def adminEmails(conn: sqlite3.Connection) -> list[str]:
 
 
 def lookupUser(conn: sqlite3.Connection, email: str) -> int | None:
-    row = conn.execute("SELECT id FROM users WHERE email = ?", (email,)).fetchone()
+    row = conn.execute(
+        "SELECT id FROM users WHERE email = ?", (lookupKey(email),)
+    ).fetchone()
     return None if row is None else row[0]
 
 
@@ -199,7 +212,7 @@ def adminIds(conn: sqlite3.Connection) -> list[int]:
 
 def checkPassword(conn: sqlite3.Connection, email: str, password: str) -> int | None:
     row = conn.execute(
-        "SELECT id, password_hash FROM users WHERE email = ?", (email,)
+        "SELECT id, password_hash FROM users WHERE email = ?", (lookupKey(email),)
     ).fetchone()
     if row is None:
         _hasher.hash(password)  # same cost either way: no user enumeration by timing
