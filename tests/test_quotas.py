@@ -132,15 +132,17 @@ class ResolverQuotaTests(SynchronousTestCase):
         any account it names; RCPT sees the count too until a reload."""
         self.quotas.used[self.alice] = 900
         self.successResultOf(self.resolve("alice@example.test"))
-        self.assertTrue(self.resolver.reserveRoom({self.alice}, 200))
-        self.assertFalse(self.resolver.reserveRoom({self.alice}, 1))
-        self.assertFalse(self.resolver.reserveRoom({self.bob, self.alice}, 1))
-        self.assertTrue(self.resolver.reserveRoom({self.bob}, 1))
+        reserve = self.resolver.reserveRoom
+        self.assertEqual(reserve([[self.alice]], 200), {self.alice})
+        self.assertIsNone(reserve([[self.alice]], 1))
+        self.assertIsNone(reserve([[self.bob], [self.alice]], 1))
+        # an alias (one address, two accounts) keeps its member with room
+        self.assertEqual(reserve([[self.alice, self.bob]], 1), {self.bob})
         self.failureResultOf(self.resolve("alice@example.test"), Rejection)
         self.quotas.used[self.alice] = 0  # mail deleted; the next load shows it
         self.resolver.forget()
         self.successResultOf(self.resolve("alice@example.test"))
-        self.assertTrue(self.resolver.reserveRoom({self.alice}, 1))
+        self.assertEqual(reserve([[self.alice]], 1), {self.alice})
 
 
 class SQLiteQuotaUsageTests(SQLiteFixture, TestCase):
@@ -212,6 +214,23 @@ class QuotaMigrationTests(TestCase):
         self.assertEqual([tuple(r) for r in rows], [(1, 600, None, 0), (2, 0, None, 0)])
 
 
+def sessionsPastRCPT(case: TestCase, count: int, rcpt: str) -> list[int]:
+    """Blocking: C{count} sessions that all pass RCPT TO C{rcpt}, then send
+    their DATA one after another; the replies to their final dots."""
+    clients = []
+    for _ in range(count):
+        client = smtplib.SMTP("127.0.0.1", case.server.smtpPort, timeout=10)
+        client.ehlo("client.example")
+        client.mail("bob@example.org")
+        case.assertEqual(client.rcpt(rcpt)[0], 250)
+        clients.append(client)
+    codes = []
+    for client in clients:
+        codes.append(client.data(MESSAGE)[0])
+        client.quit()
+    return codes
+
+
 def notWarnings(entries: list[dict]) -> list[dict]:
     """The entries but the 90 % warning, which the quota service may have
     delivered beside them at any time."""
@@ -258,24 +277,26 @@ class OverQuotaEndToEndTests(TestCase):
         later all got 250, 19 times the limit. Now the first to cross it is
         taken and the rest get 452 4.2.2 at the final dot."""
 
-        def sessions(count: int) -> list[int]:
-            clients = []
-            for _ in range(count):
-                client = smtplib.SMTP("127.0.0.1", self.server.smtpPort, timeout=10)
-                client.ehlo("client.example")
-                client.mail("bob@example.org")
-                self.assertEqual(client.rcpt("alice@example.test")[0], 250)
-                clients.append(client)
-            codes = []
-            for client in clients:
-                codes.append(client.data(MESSAGE)[0])
-                client.quit()
-            return codes
-
-        codes = yield deferToThread(sessions, 5)
+        codes = yield deferToThread(sessionsPastRCPT, self, 5, "alice@example.test")
         self.assertEqual(codes, [250, 452, 452, 452, 452])
         entries = yield self.server.root.store.list(1, "inbox", 10, 0)
         self.assertEqual(len(notWarnings(entries)), 1)
+
+    @inlineCallbacks
+    def test_anAliasKeepsItsMembersWithRoomAtTheDot(self):
+        """Found by the re-check: one member filling up refused the alias's
+        whole message at the dot (17 of 20) though the others had room."""
+        bob = yield self.server.addUser("bob@example.test")
+        yield self.server.root.quotas.setLimit("bob@example.test", 0)
+        yield self.server.root.aliases.add(
+            "team@example.test", ["alice@example.test", "bob@example.test"]
+        )
+        yield seenByTheServer()
+        codes = yield deferToThread(sessionsPastRCPT, self, 4, "team@example.test")
+        self.assertEqual(codes, [250] * 4)
+        alices = yield self.server.root.store.list(1, "inbox", 10, 0)
+        bobs = yield self.server.root.store.list(bob, "inbox", 10, 0)
+        self.assertEqual((len(notWarnings(alices)), len(bobs)), (1, 4))
 
     @inlineCallbacks
     def test_sendingThroughTheAPIToAFullAccountIs503(self):

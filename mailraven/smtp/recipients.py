@@ -135,20 +135,27 @@ class RecipientResolver:
         used, own = self._quotas.get(userId, (0, None))
         return overQuota(used + self._accepted.get(userId, 0), own, self._defaultQuota)
 
-    def reserveRoom(self, userIds: set[int], size: int) -> bool:
+    def reserveRoom(self, groups: list[list[int]], size: int) -> set[int] | None:
         """
-        At the final dot: False when one of the accounts is at or past its
-        limit, counting what this process accepted since the directory was
-        loaded; else C{size} is counted for each and True. RCPT alone could
-        not hold a limit: sessions that passed RCPT could send their DATA any
-        time later, each one past the limit. Synchronous on the reactor, so
-        sessions finishing together see each other's messages.
+        At the final dot, C{groups} holding the accounts of each recipient
+        address (several for an alias): the accounts to store the message
+        for, C{size} counted for each; None when an address has no account
+        with room left (an alias keeps its members with room, as at RCPT).
+        Room counts what this process accepted since the directory was
+        loaded: RCPT alone could not hold a limit, since sessions that passed
+        RCPT could send their DATA any time later, each one past it.
+        Synchronous on the reactor, so sessions finishing together see each
+        other's messages.
         """
-        if any(self._full(userId) for userId in userIds):
-            return False
-        for userId in userIds:
+        kept: set[int] = set()
+        for group in groups:
+            room = [userId for userId in group if not self._full(userId)]
+            if not room:
+                return None
+            kept.update(room)
+        for userId in kept:
             self._accepted[userId] = self._accepted.get(userId, 0) + size
-        return True
+        return kept
 
     def isLocalDomain(self, domain: str) -> Deferred:
         """Deferred firing with whether C{domain} is ours (configured, added,

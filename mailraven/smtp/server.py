@@ -637,16 +637,28 @@ class MailRavenESMTP(smtp.ESMTP):
         self._waitFor(d)
 
     def _roomFor(self, transaction: Transaction) -> bool:
-        """Whether every account the message is stored for (but the sender's
-        own copy in "sent") has room (docs/quotas.md): temporary refusal
-        otherwise, and the sender's retry meets the 452 at RCPT."""
+        """
+        Whether every recipient address (but the sender's own copy in
+        "sent") still reaches an account with room (docs/quotas.md);
+        members of an alias that filled up since RCPT are left out. A
+        refusal is temporary, and the sender's retry meets the 452 at RCPT.
+        """
         envelope = transaction.envelope
-        userIds = {
-            r.userId
+        groups: dict[str, list[int]] = {}
+        for r in envelope.recipients:
+            if (r.mailbox or envelope.mailbox) != "sent":
+                groups.setdefault(r.address.lower(), []).append(r.userId)
+        kept = self.factory.resolver.reserveRoom(
+            list(groups.values()), transaction.size
+        )
+        if kept is None:
+            return False
+        envelope.recipients = [
+            r
             for r in envelope.recipients
-            if (r.mailbox or envelope.mailbox) != "sent"
-        }
-        return self.factory.resolver.reserveRoom(userIds, transaction.size)
+            if r.userId in kept or (r.mailbox or envelope.mailbox) == "sent"
+        ]
+        return True
 
     def _beforeStore(self, transaction: Transaction) -> Deferred:
         """The DATA stage of the policy pipeline; a refusal refuses the message."""
