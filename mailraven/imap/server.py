@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 
 from mailraven.imap.commands import FolderCommands, decodeName
 from mailraven.imap.literals import AppendLiteral, parseAppendArguments
+from mailraven.imap.selected import MessageCommands
 from mailraven.policy.logins import Throttled
 from mailraven.smtp.auth import SASLError, decodePlain
 from mailraven.store.users import normaliseAddress
@@ -60,7 +61,7 @@ class IMAPSettings:
     maxPerAccount: int = 20  # logged-in sessions of one account
 
 
-class MailRavenIMAPServer(FolderCommands, imap4.IMAP4Server):
+class MailRavenIMAPServer(MessageCommands, FolderCommands, imap4.IMAP4Server):
     """
     One IMAP session. Collaborators come from the factory: C{users}
     (L{IUserStore}), C{logins} (L{ILoginLimiter}), C{accounts} (user id,
@@ -277,6 +278,7 @@ class MailRavenIMAPServer(FolderCommands, imap4.IMAP4Server):
         """What the mailbox layer adds (a subclass's hook)."""
         return {
             b"APPENDLIMIT": [b"%d" % self.settings.maxMessageSize],
+            b"MOVE": None,
             b"SPECIAL-USE": None,
             b"UNSELECT": None,
         }
