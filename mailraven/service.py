@@ -32,6 +32,8 @@ from mailraven.backupservice import BackupJobs
 from mailraven.config import Config
 from mailraven.diskguard import DiskGuard
 from mailraven.dnsresolver import ResolverService, makeResolver
+from mailraven.imap.mailbox import IMAPAccount
+from mailraven.imap.service import makeIMAPService
 from mailraven.listeners import Listener
 from mailraven.logs import makeObserver
 from mailraven.metrics import Metrics
@@ -55,6 +57,7 @@ from mailraven.store.aliases import SQLiteAliasStore
 from mailraven.store.db import Database
 from mailraven.store.domains import SQLiteDomainStore
 from mailraven.store.files import SYNCER, Syncer
+from mailraven.store.folders import SQLiteFolderStore
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.quotas import SQLiteQuotaStore
 from mailraven.store.users import SQLiteUserStore
@@ -141,7 +144,9 @@ class MailRavenService(MultiService):
 
     def listeners(self) -> list[Listener]:
         names = [
-            n for n in ("smtp", "submission", "api", "acme") if n in self.namedServices
+            n
+            for n in ("smtp", "submission", "imap", "api", "acme")
+            if n in self.namedServices
         ]
         return [
             listener
@@ -244,6 +249,7 @@ def makeService(
     root.aliases = SQLiteAliasStore(db)
     root.quotas = SQLiteQuotaStore(db)
     root.domains = SQLiteDomainStore(db)
+    root.folders = SQLiteFolderStore(db)
     tmpDir = os.path.join(dataDir, "tmp")
     root.spoolBudget = spoolBudget = MemoryBudget(config["smtp.spool_memory"])
 
@@ -323,6 +329,20 @@ def makeService(
                 tlsCreator,
                 key=f"{name}.listen",
             ).setServiceParent(service)
+
+    makeIMAPService(
+        config,
+        reactor,
+        users=root.users,
+        logins=policy.logins,
+        accounts=lambda userId, email: IMAPAccount(
+            root.folders, root.store, userId, email, discard=discardSpool
+        ),
+        spoolFactory=smtpArgs["spoolFactory"],
+        discardSpool=discardSpool,
+        tlsCreator=tlsCreator,
+        onListenFailure=onListenFailure,
+    ).setServiceParent(root)
 
     backups = BackupJobs(
         dataDir,

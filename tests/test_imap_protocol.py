@@ -471,7 +471,7 @@ class AppendTests(IMAPTestCase):
             [
                 "+ Ready for literal data",
                 "a OK [APPENDUID 1 1] APPEND completed",
-                "b OK NOOP No operation performed",
+                "b OK NOOP completed",
             ],
         )
         [(_, _, flags, date)] = self.account.appended

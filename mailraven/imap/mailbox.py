@@ -72,13 +72,18 @@ class IMAPAccount:
     """One logged-in account: C{userId}, C{email}."""
 
     def __init__(
-        self, folders: Any, messages: Any, userId: int, email: str, peerIP: str = ""
+        self,
+        folders: Any,
+        messages: Any,
+        userId: int,
+        email: str,
+        discard: Any = None,
     ) -> None:
+        self._discard = discard or (lambda spool: spool.discard())
         self.folders = folders
         self.messages = messages
         self.userId = userId
         self.email = email
-        self.peerIP = peerIP
 
     def _call(self, method: str, *args: Any) -> Deferred:
         d = getattr(self.folders, method)(self.userId, *args)
@@ -150,11 +155,10 @@ class IMAPAccount:
                 raise imap4.NoSuchMailbox(name)
             system, keywords = splitFlags(flags)
         except Exception:
-            spool.discard()
+            self._discard(spool)
             raise
         envelope = Envelope(
             mailFrom="",
-            peerIP=self.peerIP,
             recipients=[
                 Recipient(self.email, self.userId, folder.mailbox, "\\Seen" in system)
             ],
