@@ -104,7 +104,8 @@ class Metrics:
         )
         self.loginAttempts = Counter(
             "mailraven_login_attempts",
-            "Logins by protocol (smtp, api) and outcome (success, failure, throttled)",
+            "Logins by protocol (smtp, api, imap) and outcome"
+            " (success, failure, throttled)",
             ["protocol", "outcome"],
             registry=r,
         )
