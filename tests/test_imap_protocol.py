@@ -55,7 +55,13 @@ class FakeMailbox:
     def isWriteable(self):
         return self.writeable
 
-    def expunge(self):
+    uids: list[int] = []
+    rows: dict = {}
+
+    def resolve(self, messages, uid):
+        return []
+
+    def expunge(self, uids=None):
         self.expunged += 1
         return succeed([])
 
@@ -595,6 +601,39 @@ class FolderCommandTests(IMAPTestCase):
         self.assertEqual(self.replies()[-1], "d OK UNSELECT completed")
         first, second = self.account.selected
         self.assertEqual((first.expunged, second.expunged), (1, 0))
+
+    def test_malformedSelectedStateCommandsAreAnswered(self):
+        self.send(b"s SELECT INBOX\r\n")
+        self.replies()
+        lines = [
+            b"a FETCH",
+            b"a FETCH 1 (FOO)",
+            b"a FETCH x FLAGS",
+            b"a FETCH 1 BODY[",
+            b"a FETCH 1 (BODY[]<a.b>)",
+            b"a FETCH 0:-1 FLAGS",
+            b"a STORE 1 FOO (\\Seen)",
+            b"a STORE 1 +FLAGS (\\Seen",
+            b"a STORE 1 +FLAGS (\\\xff)",
+            b"a SEARCH FOO",
+            b"a SEARCH (",
+            b"a SEARCH",
+            b"a SEARCH LARGER x",
+            b"a SEARCH CHARSET KOI8-R ALL",
+            b"a SEARCH SINCE 31-Foo-2020",
+            b"a UID FOO 1",
+            b"a UID FETCH",
+            b"a UID EXPUNGE x",
+            b"a COPY 1",
+            b"a MOVE",
+            b"a EXPUNGE extra",
+        ]
+        for line in lines:
+            self.send(line + b"\r\n")
+            out = self.replies()
+            self.assertTrue(out, line)
+            self.assertTrue(out[-1].startswith(("a BAD", "a NO")), (line, out))
+        self.assertEqual(self.flushLoggedErrors(), [])
 
     def test_selectMissingFolder(self):
         self.send(b"a SELECT Nope\r\n")

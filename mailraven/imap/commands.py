@@ -16,9 +16,31 @@ from twisted.internet.defer import maybeDeferred
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
-_astring = imap4.IMAP4Server.arg_astring
-_finalastring = imap4.IMAP4Server.arg_finalastring
-_plist = imap4.IMAP4Server.arg_plist
+
+def safe(parser: Any) -> Any:
+    """
+    One of twisted's argument parsers, failing only with
+    L{IllegalClientResponse} (answered BAD): they raised AttributeError on a
+    missing argument and bare Exceptions on a malformed FETCH, which were
+    logged as server errors.
+    """
+
+    def parse(self: Any, line: bytes | None) -> Any:
+        if line is None:
+            raise imap4.IllegalClientResponse("Missing argument")
+        try:
+            return parser(self, line)
+        except (imap4.IllegalClientResponse, imap4.IllegalMailboxEncoding):
+            raise
+        except Exception as e:
+            raise imap4.IllegalClientResponse(str(e)[:100]) from None
+
+    return parse
+
+
+_astring = safe(imap4.IMAP4Server.arg_astring)
+_finalastring = safe(imap4.IMAP4Server.arg_finalastring)
+_plist = safe(imap4.IMAP4Server.arg_plist)
 
 SYSTEM_FLAGS = (b"\\Answered", b"\\Flagged", b"\\Deleted", b"\\Seen", b"\\Draft")
 STATUS_ITEMS = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN")

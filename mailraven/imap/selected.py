@@ -18,17 +18,18 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
-from mailraven.imap.commands import decodeName
+from mailraven.imap.commands import decodeName, safe
 from mailraven.imap.literals import parseFlags
 from mailraven.imap.mailbox import uidRanges
 from mailraven.imap.message import selectHeaders, splitHeader
 from mailraven.imap.search import SearchError, parseSearch
 
-_seqset = imap4.IMAP4Server.arg_seqset
-_atom = imap4.IMAP4Server.arg_atom
-_line = imap4.IMAP4Server.arg_line
-_finalastring = imap4.IMAP4Server.arg_finalastring
-_fetchatt = imap4.IMAP4Server.arg_fetchatt
+_seqset = safe(imap4.IMAP4Server.arg_seqset)
+_atom = safe(imap4.IMAP4Server.arg_atom)
+_line = safe(imap4.IMAP4Server.arg_line)
+_finalastring = safe(imap4.IMAP4Server.arg_finalastring)
+_fetchatt = safe(imap4.IMAP4Server.arg_fetchatt)
+_flaglist = safe(imap4.IMAP4Server.arg_flaglist)
 
 CONTENT = {"envelope", "rfc822", "rfc822header", "rfc822text", "bodystructure"}
 MARKS_SEEN = {"rfc822", "rfc822text"}
@@ -98,6 +99,8 @@ class MessageCommands:
         _f()
         return imap4.FileProducer(BytesIO(data)).beginProducing(self.transport)
 
+    select_FETCH = (imap4.IMAP4Server.do_FETCH, _seqset, _fetchatt)
+
     # -- STORE ----------------------------------------------------------------
 
     def do_STORE(self, tag: bytes, messages: Any, mode: bytes, flags: list, uid=0):
@@ -138,7 +141,7 @@ class MessageCommands:
             )
             self.sendNegativeResponse(tag, b"[SERVERBUG] Internal server error")
 
-    select_STORE = (do_STORE, _seqset, _atom, imap4.IMAP4Server.arg_flaglist)
+    select_STORE = (do_STORE, _seqset, _atom, _flaglist)
 
     # -- COPY, MOVE ---------------------------------------------------------------
 

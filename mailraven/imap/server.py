@@ -36,7 +36,7 @@ from twisted.mail import imap4
 from twisted.mail.imap4 import IllegalClientResponse, IllegalMailboxEncoding
 from twisted.python.failure import Failure
 
-from mailraven.imap.commands import FolderCommands, decodeName
+from mailraven.imap.commands import FolderCommands, decodeName, safe
 from mailraven.imap.literals import AppendLiteral, parseAppendArguments
 from mailraven.imap.selected import MessageCommands
 from mailraven.policy.logins import Throttled
@@ -319,7 +319,7 @@ class MailRavenIMAPServer(MessageCommands, FolderCommands, imap4.IMAP4Server):
         self.sendUntaggedResponse(b'ID ("name" "MailRaven")')
         self.sendPositiveResponse(tag, b"ID completed")
 
-    unauth_ID = (do_ID, imap4.IMAP4Server.arg_line)
+    unauth_ID = (do_ID, safe(imap4.IMAP4Server.arg_line))
     auth_ID = unauth_ID
     select_ID = unauth_ID
 
@@ -352,8 +352,8 @@ class MailRavenIMAPServer(MessageCommands, FolderCommands, imap4.IMAP4Server):
 
     unauth_LOGIN = (
         do_LOGIN,
-        imap4.IMAP4Server.arg_astring,
-        imap4.IMAP4Server.arg_finalastring,
+        safe(imap4.IMAP4Server.arg_astring),
+        safe(imap4.IMAP4Server.arg_finalastring),
     )
 
     def do_AUTHENTICATE(self, tag: bytes, line: bytes) -> None:
@@ -374,7 +374,7 @@ class MailRavenIMAPServer(MessageCommands, FolderCommands, imap4.IMAP4Server):
         self._pendingLiteral.addCallback(self._plainResponse, tag)
         self.sendLine(b"+ ")
 
-    unauth_AUTHENTICATE = (do_AUTHENTICATE, imap4.IMAP4Server.arg_line)
+    unauth_AUTHENTICATE = (do_AUTHENTICATE, safe(imap4.IMAP4Server.arg_line))
 
     def _plainResponse(self, response: bytes, tag: bytes) -> None:
         if response.strip() == b"*":
@@ -478,8 +478,8 @@ class MailRavenIMAPServer(MessageCommands, FolderCommands, imap4.IMAP4Server):
 
     auth_APPEND = (
         do_APPEND,
-        imap4.IMAP4Server.arg_astring,
-        imap4.IMAP4Server.arg_line,
+        safe(imap4.IMAP4Server.arg_astring),
+        safe(imap4.IMAP4Server.arg_line),
     )
     select_APPEND = auth_APPEND
 
