@@ -336,7 +336,13 @@ def makeService(
         users=root.users,
         logins=policy.logins,
         accounts=lambda userId, email: IMAPAccount(
-            root.folders, root.store, userId, email, discard=discardSpool
+            root.folders,
+            root.store,
+            userId,
+            email,
+            discard=discardSpool,
+            quotas=root.quotas,
+            defaultQuota=config["quota.default"],
         ),
         spoolFactory=smtpArgs["spoolFactory"],
         discardSpool=discardSpool,

@@ -313,3 +313,27 @@ class ParallelGuessTests(TestCase):
         start = threading.Barrier(1)
         answer = yield deferToThread(guess, server.imapPort, PASSWORD, start)
         self.assertIn("UNAVAILABLE", answer)
+
+
+class QuotaTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_appendToAFullAccountIsRefused(self):
+        server = RunningServer(self, quota__default=100)
+        yield server.addUser("alice@example.test")
+
+        def session():
+            client = starttls(server.imapPort)
+            ok(client.login("alice@example.test", PASSWORD))
+            first = client.append(
+                "INBOX", None, None, b"Subject: a\r\n\r\n" + b"x" * 200
+            )
+            second = client.append("INBOX", None, None, b"Subject: b\r\n\r\nmore\r\n")
+            client.logout()
+            return first, second
+
+        first, second = yield deferToThread(session)
+        self.assertEqual(first[0], "OK")
+        self.assertEqual(second[0], "NO")
+        self.assertIn(b"[OVERQUOTA]", second[1][0])

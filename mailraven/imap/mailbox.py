@@ -78,8 +78,12 @@ class IMAPAccount:
         userId: int,
         email: str,
         discard: Any = None,
+        quotas: Any = None,
+        defaultQuota: int = 0,
     ) -> None:
         self._discard = discard or (lambda spool: spool.discard())
+        self._quotas = quotas
+        self._defaultQuota = defaultQuota
         self.folders = folders
         self.messages = messages
         self.userId = userId
@@ -154,6 +158,7 @@ class IMAPAccount:
             if folder is None:
                 raise imap4.NoSuchMailbox(name)
             system, keywords = splitFlags(flags)
+            yield self._checkQuota()
         except Exception:
             self._discard(spool)
             raise
@@ -181,6 +186,19 @@ class IMAPAccount:
         if extra:
             yield self._call("setFlags", folder.name, [(uid, uid)], extra, "add")
         return b"[APPENDUID %d %d]" % (folder.uidvalidity, uid)
+
+    @inlineCallbacks
+    def _checkQuota(self):
+        """RFC 9208: an account at or past its limit takes no more (as RCPT)."""
+        if self._quotas is None:
+            return
+        usage = yield self._quotas.quota(self.email)
+        if usage is None:
+            return
+        used, own = usage
+        limit = self._defaultQuota if own is None else own
+        if limit and used >= limit:
+            raise imap4.MailboxException("[OVERQUOTA] Mailbox is full")
 
 
 class SelectedFolder:
