@@ -6,6 +6,7 @@ from __future__ import annotations
 import imaplib
 import re
 import smtplib
+import socket
 import ssl
 import threading
 
@@ -337,3 +338,31 @@ class QuotaTests(TestCase):
         self.assertEqual(first[0], "OK")
         self.assertEqual(second[0], "NO")
         self.assertIn(b"[OVERQUOTA]", second[1][0])
+
+
+def injectAfterSTARTTLS(port: int) -> list[bytes]:
+    """Blocking: STARTTLS with a LOGIN in the same packet, then NOOP in TLS."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    reader = raw.makefile("rb")
+    reader.readline()  # greeting
+    raw.sendall(
+        b"a STARTTLS\r\nb LOGIN alice@example.test " + b'"%s"\r\n' % PASSWORD.encode()
+    )
+    started = reader.readline()
+    with _context().wrap_socket(raw) as tls:
+        tls.sendall(b"c NOOP\r\nd LOGOUT\r\n")
+        lines = tls.makefile("rb").read().splitlines()
+    return [started, *lines]
+
+
+class InjectionTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_commandsPipelinedAfterSTARTTLSNeverRunInTLS(self):
+        server = RunningServer(self)
+        yield server.addUser("alice@example.test")
+        lines = yield deferToThread(injectAfterSTARTTLS, server.imapPort)
+        self.assertTrue(lines[0].startswith(b"a OK "), lines)
+        self.assertTrue(lines[1].startswith(b"c OK "), lines)
+        self.assertFalse([line for line in lines if line.startswith(b"b ")], lines)
