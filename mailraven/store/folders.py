@@ -369,6 +369,16 @@ def subscribeFolder(
         raise NoSuchFolder(name)
 
 
+def _largestUid(conn: sqlite3.Connection, userId: int, mailbox: str) -> int:
+    """The "*" of a UID set: the largest UID in the folder, 0 when empty."""
+    (largest,) = conn.execute(
+        "SELECT coalesce(max(uid), 0) FROM mailbox_entries"
+        " WHERE user_id = ? AND mailbox = ?",
+        (userId, mailbox),
+    ).fetchone()
+    return largest
+
+
 def _entriesIn(
     conn: sqlite3.Connection, userId: int, mailbox: str, uids: UidSet | None
 ) -> list[sqlite3.Row]:
@@ -383,12 +393,7 @@ def _entriesIn(
     )
     if uids is None:
         return conn.execute(f"{source} ORDER BY e.uid", (userId, mailbox)).fetchall()
-    (largest,) = conn.execute(
-        "SELECT coalesce(max(uid), 0) FROM mailbox_entries"
-        " WHERE user_id = ? AND mailbox = ?",
-        (userId, mailbox),
-    ).fetchone()
-    ranges = resolveUidSet(uids, largest)
+    ranges = resolveUidSet(uids, _largestUid(conn, userId, mailbox))
     if len(ranges) == 1:  # 1:*, a resync's: in index order, nothing to sort
         return conn.execute(
             f"{source} AND e.uid BETWEEN ? AND ? ORDER BY e.uid",
@@ -566,11 +571,20 @@ def expungeMessages(
     for UID EXPUNGE); their UIDs, ascending. UIDNEXT stays: never reused.
     """
     mailbox = _mailboxOf(conn, userId, name)
-    doomed = [row for row in _entriesIn(conn, userId, mailbox, uids) if row["deleted"]]
-    conn.executemany(
-        "DELETE FROM mailbox_entries WHERE id = ?", [(row["id"],) for row in doomed]
+    delete = (
+        "DELETE FROM mailbox_entries WHERE user_id = ? AND mailbox = ? AND deleted = 1"
     )
-    return [row["uid"] for row in doomed]
+    if uids is None:
+        ranges = [(1, 2**63 - 1)]
+    else:
+        ranges = resolveUidSet(uids, _largestUid(conn, userId, mailbox))
+    gone = []
+    for low, high in ranges:
+        gone += conn.execute(
+            f"{delete} AND uid BETWEEN ? AND ? RETURNING uid",
+            (userId, mailbox, low, high),
+        ).fetchall()
+    return sorted(uid for (uid,) in gone)
 
 
 @implementer(IFolderStore)
