@@ -55,6 +55,7 @@ from mailraven.store.aliases import SQLiteAliasStore
 from mailraven.store.db import Database
 from mailraven.store.domains import SQLiteDomainStore
 from mailraven.store.files import SYNCER, Syncer
+from mailraven.store.folders import SQLiteFolderStore
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.quotas import SQLiteQuotaStore
 from mailraven.store.users import SQLiteUserStore
@@ -244,6 +245,7 @@ def makeService(
     root.aliases = SQLiteAliasStore(db)
     root.quotas = SQLiteQuotaStore(db)
     root.domains = SQLiteDomainStore(db)
+    root.folders = SQLiteFolderStore(db)  # for IMAP (issue 19)
     tmpDir = os.path.join(dataDir, "tmp")
     root.spoolBudget = spoolBudget = MemoryBudget(config["smtp.spool_memory"])
 

@@ -26,6 +26,9 @@ from mailraven.store.folders import (
 )
 from mailraven.store.users import addUser, removeUser
 from mailraven.testing import MemoryFolderStore, MemoryMessageStore
+from tests.helpers import RunningServer
+from tests.test_mobile_api import APIClient
+from tests.test_recipient_addresses import send
 from tests.test_store import MESSAGE, SQLiteFixture, envelope
 from tests.test_workers import WorkerFixture
 
@@ -436,6 +439,41 @@ class WorkerFolderStoreTests(WorkerFixture, FolderStoreContract, TestCase):
         )
         self.assertEqual(sorted((yield self.uids())), list(range(1, 13)))
         self.assertEqual((yield self.folder("INBOX")).uidnext, 13)
+
+
+class ServerFolderTests(TestCase):
+    """A running server: mail from a real SMTP client takes UIDs in INBOX, and
+    the mobile API and the folder store show one state."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_smtpMailAndApiChangesReachTheFolders(self):
+        server = RunningServer(self)
+        userId = yield server.addUser("alice@example.test")
+        folders = server.root.folders
+        self.assertTrue(verifyObject(IFolderStore, folders))
+        for _ in range(2):
+            refused, (code, _) = yield send(server, ["alice@example.test"])
+            self.assertEqual((refused, code), ({}, 250))
+        listed = yield folders.messages(userId, "INBOX")
+        self.assertEqual([m.uid for m in listed], [1, 2])
+        api = APIClient(self, server.apiPort)
+        yield api.login()
+        page = yield api.json("GET", "/messages")
+        newest, oldest = page["messages"]
+        yield api.json("PATCH", f"/messages/{newest['id']}", {"mailbox": "junk"})
+        yield api.json("PATCH", f"/messages/{oldest['id']}", {"read_state": True})
+        [kept] = yield folders.messages(userId, "INBOX")
+        self.assertEqual(
+            (kept.uid, kept.entryId, kept.flags), (1, oldest["id"], {"\\Seen"})
+        )
+        self.assertGreater(kept.modseq, listed[0].modseq)
+        [junk] = yield folders.messages(userId, "Junk")
+        self.assertEqual((junk.uid, junk.entryId), (1, newest["id"]))
+        yield folders.setFlags(userId, "Junk", ALL, ["\\Flagged"], "add")
+        found = yield api.json("GET", f"/messages/{newest['id']}")
+        self.assertTrue(found["starred"])
 
 
 class MessageSetTests(SynchronousTestCase):

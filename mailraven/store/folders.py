@@ -222,7 +222,8 @@ _FOLDER_FROM = """
     FROM folders f LEFT JOIN mailbox_counts c
     ON c.user_id = f.user_id AND c.mailbox = f.mailbox
 """
-_FLAG_COLUMNS = "e.read_state, e.answered, e.starred, e.deleted, e.draft, e.keywords"
+_FLAG_COLUMNS = ", ".join(f"e.{column}" for column in SYSTEM_FLAGS.values())
+_SET_FLAGS = ", ".join(f"{column} = ?" for column in SYSTEM_FLAGS.values())
 
 
 def _folder(row: Any) -> Folder:
@@ -384,7 +385,7 @@ def _entriesIn(
 ) -> list[sqlite3.Row]:
     """The folder's entries (all, or those C{uids} names) in UID order."""
     columns = (
-        f"e.id, e.uid, {_FLAG_COLUMNS}, e.modseq, m.size, e.received_at,"
+        f"e.id, e.uid, {_FLAG_COLUMNS}, e.keywords, e.modseq, m.size, e.received_at,"
         " e.message_id, e.recipient, e.tag"
     )
     source = (
@@ -411,22 +412,9 @@ def _entriesIn(
 
 
 def _flagsOf(row: Any) -> tuple[frozenset[str], frozenset[str]]:
-    seen, answered, flagged, deleted, draft, keywords = (
-        row["read_state"],
-        row["answered"],
-        row["starred"],
-        row["deleted"],
-        row["draft"],
-        row["keywords"],
-    )
-    system = frozenset(
-        name
-        for name, on in zip(
-            SYSTEM_FLAGS, (seen, answered, flagged, deleted, draft), strict=True
-        )
-        if on
-    )
-    return system, frozenset(keywords.split())
+    """(system flags, keywords) of an entry row."""
+    system = frozenset(flag for flag, column in SYSTEM_FLAGS.items() if row[column])
+    return system, frozenset(row["keywords"].split())
 
 
 def _message(row: Any) -> FolderMessage:
@@ -474,8 +462,8 @@ def setFolderFlags(
         if (system, keywords) == current:
             continue
         conn.execute(
-            "UPDATE mailbox_entries SET read_state = ?, answered = ?, starred = ?,"
-            " deleted = ?, draft = ?, keywords = ?, updated_at = ? WHERE id = ?",
+            f"UPDATE mailbox_entries SET {_SET_FLAGS}, keywords = ?, updated_at = ?"
+            " WHERE id = ?",
             (
                 *(flag in system for flag in SYSTEM_FLAGS),
                 " ".join(sorted(keywords)),
