@@ -4,7 +4,7 @@ delivery through a running server gives a folder."""
 
 from __future__ import annotations
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
@@ -24,8 +24,13 @@ from mailraven.store.folders import (
     sequenceUids,
     uidsIn,
 )
+from mailraven.store.users import addUser, removeUser
 from mailraven.testing import MemoryFolderStore, MemoryMessageStore
+from tests.helpers import RunningServer
+from tests.test_mobile_api import APIClient
+from tests.test_recipient_addresses import send
 from tests.test_store import MESSAGE, SQLiteFixture, envelope
+from tests.test_workers import WorkerFixture
 
 ALICE = 1
 CAROL = 2
@@ -360,6 +365,115 @@ class SQLiteFolderStoreTests(SQLiteFixture, FolderStoreContract, TestCase):
 
     def settled(self):
         return self.db.write(lambda conn: None)  # after the fixture's accounts
+
+
+class SQLiteFolderCountingTests(SQLiteFixture, TestCase):
+    """What the database's triggers keep beside the folders."""
+
+    @inlineCallbacks
+    def setUp(self):
+        self.messages = self.sqliteStore()
+        self.folders = SQLiteFolderStore(self.db)
+        yield self.messages.deliver(
+            envelope(Recipient("alice@example.test", ALICE)), memorySpool(MESSAGE)
+        )
+
+    def used(self):
+        return self.db.read(
+            lambda c: c.execute("SELECT quota_used FROM users WHERE id = 1").fetchone()[
+                0
+            ]
+        )
+
+    @inlineCallbacks
+    def test_quotaCountsCopiesAndFreesExpungedMail(self):
+        self.assertEqual((yield self.used()), len(MESSAGE))
+        yield self.folders.copy(ALICE, "INBOX", ALL, "Archive")
+        self.assertEqual((yield self.used()), 2 * len(MESSAGE))
+        yield self.folders.setFlags(ALICE, "Archive", ALL, ["\\Deleted"], "add")
+        yield self.folders.expunge(ALICE, "Archive")
+        self.assertEqual((yield self.used()), len(MESSAGE))
+        yield self.folders.move(ALICE, "INBOX", ALL, "Trash")  # trash is free
+        self.assertEqual((yield self.used()), 0)
+
+    @inlineCallbacks
+    def test_anAccountGivenARemovedOnesIdStartsAfresh(self):
+        """Ids of removed accounts come back: never their folders or UIDs."""
+        # the newest account's id is the one handed out again
+        yield self.folders.create(CAROL, "Private")
+        old = yield self.folders.folder(CAROL, "INBOX")
+        yield self.db.write(lambda c: removeUser(c, "carol@example.test"))
+        userId = yield self.db.write(lambda c: addUser(c, "eve@example.test", "x"))
+        self.assertEqual(userId, CAROL)
+        found = yield self.folders.folders(userId)
+        self.assertEqual(len(found), 6)
+        self.assertNotIn("Private", [f.name for f in found])
+        inbox = found[0]
+        self.assertEqual((inbox.uidnext, inbox.total), (1, 0))
+        self.assertGreater(inbox.uidvalidity, old.uidvalidity)
+
+
+class WorkerFolderStoreTests(WorkerFixture, FolderStoreContract, TestCase):
+    """The contract again with the rows committed by store worker processes
+    (the server's default path), which take UIDs under the writers' lock."""
+
+    def makeStores(self):
+        self.startWorkers()
+        return self.store, SQLiteFolderStore(self.db)
+
+    def settled(self):
+        started = self.ready()
+        started.addCallback(lambda _: self.db.write(lambda conn: None))
+        return started
+
+    @inlineCallbacks
+    def test_mailArrivingTogetherGetsDistinctUids(self):
+        yield gatherResults(
+            [
+                self.messages.deliver(
+                    envelope(Recipient("alice@example.test", ALICE)),
+                    memorySpool(MESSAGE),
+                )
+                for _ in range(12)
+            ]
+        )
+        self.assertEqual(sorted((yield self.uids())), list(range(1, 13)))
+        self.assertEqual((yield self.folder("INBOX")).uidnext, 13)
+
+
+class ServerFolderTests(TestCase):
+    """A running server: mail from a real SMTP client takes UIDs in INBOX, and
+    the mobile API and the folder store show one state."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_smtpMailAndApiChangesReachTheFolders(self):
+        server = RunningServer(self)
+        userId = yield server.addUser("alice@example.test")
+        folders = server.root.folders
+        self.assertTrue(verifyObject(IFolderStore, folders))
+        for _ in range(2):
+            refused, (code, _) = yield send(server, ["alice@example.test"])
+            self.assertEqual((refused, code), ({}, 250))
+        listed = yield folders.messages(userId, "INBOX")
+        self.assertEqual([m.uid for m in listed], [1, 2])
+        api = APIClient(self, server.apiPort)
+        yield api.login()
+        page = yield api.json("GET", "/messages")
+        newest, oldest = page["messages"]
+        yield api.json("PATCH", f"/messages/{newest['id']}", {"mailbox": "junk"})
+        yield api.json("PATCH", f"/messages/{oldest['id']}", {"read_state": True})
+        [kept] = yield folders.messages(userId, "INBOX")
+        self.assertEqual(
+            (kept.uid, kept.entryId, kept.flags), (1, oldest["id"], {"\\Seen"})
+        )
+        self.assertGreater(kept.modseq, listed[0].modseq)
+        [junk] = yield folders.messages(userId, "Junk")
+        self.assertEqual((junk.uid, junk.entryId), (1, newest["id"]))
+        yield folders.setFlags(userId, "Junk", ALL, ["\\Flagged"], "add")
+        found = yield api.json("GET", f"/messages/{newest['id']}")
+        self.assertTrue(found["starred"])
 
 
 class MessageSetTests(SynchronousTestCase):

@@ -222,7 +222,8 @@ _FOLDER_FROM = """
     FROM folders f LEFT JOIN mailbox_counts c
     ON c.user_id = f.user_id AND c.mailbox = f.mailbox
 """
-_FLAG_COLUMNS = "e.read_state, e.answered, e.starred, e.deleted, e.draft, e.keywords"
+_FLAG_COLUMNS = ", ".join(f"e.{column}" for column in SYSTEM_FLAGS.values())
+_SET_FLAGS = ", ".join(f"{column} = ?" for column in SYSTEM_FLAGS.values())
 
 
 def _folder(row: Any) -> Folder:
@@ -369,12 +370,22 @@ def subscribeFolder(
         raise NoSuchFolder(name)
 
 
+def _largestUid(conn: sqlite3.Connection, userId: int, mailbox: str) -> int:
+    """The "*" of a UID set: the largest UID in the folder, 0 when empty."""
+    (largest,) = conn.execute(
+        "SELECT coalesce(max(uid), 0) FROM mailbox_entries"
+        " WHERE user_id = ? AND mailbox = ?",
+        (userId, mailbox),
+    ).fetchone()
+    return largest
+
+
 def _entriesIn(
     conn: sqlite3.Connection, userId: int, mailbox: str, uids: UidSet | None
 ) -> list[sqlite3.Row]:
     """The folder's entries (all, or those C{uids} names) in UID order."""
     columns = (
-        f"e.id, e.uid, {_FLAG_COLUMNS}, e.modseq, m.size, e.received_at,"
+        f"e.id, e.uid, {_FLAG_COLUMNS}, e.keywords, e.modseq, m.size, e.received_at,"
         " e.message_id, e.recipient, e.tag"
     )
     source = (
@@ -383,12 +394,7 @@ def _entriesIn(
     )
     if uids is None:
         return conn.execute(f"{source} ORDER BY e.uid", (userId, mailbox)).fetchall()
-    (largest,) = conn.execute(
-        "SELECT coalesce(max(uid), 0) FROM mailbox_entries"
-        " WHERE user_id = ? AND mailbox = ?",
-        (userId, mailbox),
-    ).fetchone()
-    ranges = resolveUidSet(uids, largest)
+    ranges = resolveUidSet(uids, _largestUid(conn, userId, mailbox))
     if len(ranges) == 1:  # 1:*, a resync's: in index order, nothing to sort
         return conn.execute(
             f"{source} AND e.uid BETWEEN ? AND ? ORDER BY e.uid",
@@ -406,22 +412,9 @@ def _entriesIn(
 
 
 def _flagsOf(row: Any) -> tuple[frozenset[str], frozenset[str]]:
-    seen, answered, flagged, deleted, draft, keywords = (
-        row["read_state"],
-        row["answered"],
-        row["starred"],
-        row["deleted"],
-        row["draft"],
-        row["keywords"],
-    )
-    system = frozenset(
-        name
-        for name, on in zip(
-            SYSTEM_FLAGS, (seen, answered, flagged, deleted, draft), strict=True
-        )
-        if on
-    )
-    return system, frozenset(keywords.split())
+    """(system flags, keywords) of an entry row."""
+    system = frozenset(flag for flag, column in SYSTEM_FLAGS.items() if row[column])
+    return system, frozenset(row["keywords"].split())
 
 
 def _message(row: Any) -> FolderMessage:
@@ -469,8 +462,8 @@ def setFolderFlags(
         if (system, keywords) == current:
             continue
         conn.execute(
-            "UPDATE mailbox_entries SET read_state = ?, answered = ?, starred = ?,"
-            " deleted = ?, draft = ?, keywords = ?, updated_at = ? WHERE id = ?",
+            f"UPDATE mailbox_entries SET {_SET_FLAGS}, keywords = ?, updated_at = ?"
+            " WHERE id = ?",
             (
                 *(flag in system for flag in SYSTEM_FLAGS),
                 " ".join(sorted(keywords)),
@@ -566,11 +559,20 @@ def expungeMessages(
     for UID EXPUNGE); their UIDs, ascending. UIDNEXT stays: never reused.
     """
     mailbox = _mailboxOf(conn, userId, name)
-    doomed = [row for row in _entriesIn(conn, userId, mailbox, uids) if row["deleted"]]
-    conn.executemany(
-        "DELETE FROM mailbox_entries WHERE id = ?", [(row["id"],) for row in doomed]
+    delete = (
+        "DELETE FROM mailbox_entries WHERE user_id = ? AND mailbox = ? AND deleted = 1"
     )
-    return [row["uid"] for row in doomed]
+    if uids is None:
+        ranges = [(1, 2**63 - 1)]
+    else:
+        ranges = resolveUidSet(uids, _largestUid(conn, userId, mailbox))
+    gone = []
+    for low, high in ranges:
+        gone += conn.execute(
+            f"{delete} AND uid BETWEEN ? AND ? RETURNING uid",
+            (userId, mailbox, low, high),
+        ).fetchall()
+    return sorted(uid for (uid,) in gone)
 
 
 @implementer(IFolderStore)
