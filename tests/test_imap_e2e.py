@@ -209,6 +209,12 @@ class IMAPEndToEndTests(TestCase):
             expunged = ok(client.expunge())
             trash = ok(client.status("Trash", "(MESSAGES)"))
             archive = ok(client.status("Archive", "(MESSAGES)"))
+            # UIDPLUS: UID EXPUNGE removes only the UIDs it names
+            ok(client.select("Archive"))
+            ok(client.append("Archive", None, None, message))
+            ok(client.uid("STORE", "1:*", "+FLAGS", "(\\Deleted)"))
+            ok(client.uid("EXPUNGE", "1"))
+            archived = ok(client.uid("SEARCH", "ALL"))
             client.logout()
             return (
                 missing,
@@ -221,6 +227,7 @@ class IMAPEndToEndTests(TestCase):
                 expunged,
                 trash,
                 archive,
+                archived,
             )
 
         (
@@ -234,6 +241,7 @@ class IMAPEndToEndTests(TestCase):
             expunged,
             trash,
             archive,
+            archived,
         ) = yield self.run_(session)
         self.assertEqual(missing[0], "NO")
         self.assertIn(b"TRYCREATE", missing[1][0])
@@ -248,6 +256,7 @@ class IMAPEndToEndTests(TestCase):
         self.assertEqual(expunged, [b"1"])
         self.assertIn(b"(MESSAGES 0)", trash[0])
         self.assertIn(b"(MESSAGES 1)", archive[0])
+        self.assertEqual(archived, [b"2"])
 
     @inlineCallbacks
     def test_searchAndNoopSeeOtherSessionsChanges(self):

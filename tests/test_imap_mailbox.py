@@ -92,3 +92,45 @@ class FolderViewTests(SynchronousTestCase):
         self.assertIn("\\Sent", byName["Sent"])
         self.assertIn("\\HasChildren", byName["Work"])
         self.assertIn("\\HasNoChildren", byName["Work/2026"])
+
+
+class RacingStore(MemoryMessageStore):
+    """Another message lands in the same folder right after each delivery."""
+
+    racing = False
+
+    def deliver(self, envelope, spool):
+        d = super().deliver(envelope, spool)
+        if self.racing:
+            other = Envelope("carol@example.org", recipients=envelope.recipients)
+            super().deliver(other, memorySpool(b"Subject: racing\r\n\r\nx\r\n"))
+        return d
+
+
+class AppendTests(SynchronousTestCase):
+    def test_appendUidNamesOurMessageWhenAnotherArrivesAtOnce(self):
+        store = RacingStore()
+        folders = MemoryFolderStore(store)
+        account = IMAPAccount(folders, store, 1, "alice@example.test")
+        self.successResultOf(account.listFolders())
+        store.racing = True
+        raw = b"Subject: mine\r\n\r\nappended\r\n"
+        code = self.successResultOf(
+            account.append("INBOX", memorySpool(raw), ["$Mine"], None)
+        )
+        view = self.successResultOf(account.select("INBOX", True))
+        self.assertEqual(len(view.uids), 2)
+        self.assertEqual(code, b"[APPENDUID %d 1]" % view.uidValidity)
+        self.assertEqual(sorted(view.rows[1].keywords), ["$Mine"])
+        self.assertEqual(sorted(view.rows[2].keywords), [])
+
+    def test_appendToAMissingFolderDiscardsTheSpool(self):
+        store = MemoryMessageStore()
+        discarded = []
+        account = IMAPAccount(
+            MemoryFolderStore(store), store, 1, "a@x", discard=discarded.append
+        )
+        spool = memorySpool(b"Subject: x\r\n\r\ny\r\n")
+        failure = self.failureResultOf(account.append("Nowhere", spool, [], None))
+        self.assertEqual(failure.type.__name__, "NoSuchMailbox")
+        self.assertEqual(discarded, [spool])

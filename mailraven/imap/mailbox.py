@@ -174,18 +174,32 @@ class IMAPAccount:
             outbound=[],
             authenticatedAs=self.email,
         )
-        yield self.messages.deliver(envelope, spool)
-        # The store does not say which UID the entry got: the new ones since
-        # UIDNEXT are read; only when there is exactly one is it known ours.
-        rows = yield self._call("messages", folder.name, [(folder.uidnext, None)])
-        rows = [r for r in rows if r.uid >= folder.uidnext]
-        if len(rows) != 1:
+        messageId = yield self.messages.deliver(envelope, spool)
+        uid = yield self._appendedUid(folder, messageId)
+        if uid is None:  # expunged already by another session
             return None
-        uid = rows[0].uid
         extra = [f for f in flags if f.lower() != "\\seen"]
         if extra:
             yield self._call("setFlags", folder.name, [(uid, uid)], extra, "add")
         return b"[APPENDUID %d %d]" % (folder.uidvalidity, uid)
+
+    @inlineCallbacks
+    def _appendedUid(self, folder: Any, messageId: str):
+        """
+        The UID our entry got: the store's deliver names the message, not
+        the entry, so it is the one new row since UIDNEXT, or (when mail
+        arrived in the same moment) the new row whose entry holds
+        C{messageId}.
+        """
+        rows = yield self._call("messages", folder.name, [(folder.uidnext, None)])
+        rows = [r for r in rows if r.uid >= folder.uidnext]
+        if len(rows) == 1:
+            return rows[0].uid
+        for row in rows:
+            entry = yield self.messages.get(row.entryId, self.userId)
+            if entry is not None and entry.get("file_id") == messageId:
+                return row.uid
+        return None
 
     @inlineCallbacks
     def _checkQuota(self):

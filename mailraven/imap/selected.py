@@ -180,7 +180,8 @@ class MessageCommands:
                 code = b""
             for seq in self.mbox.forget(p[0] for p in pairs):
                 self.sendUntaggedResponse(b"%d EXPUNGE" % seq)
-        self.sendPositiveResponse(tag, code + method.upper().encode() + b" completed")
+        done = code + method.upper().encode() + b" completed"
+        yield self.reportChangesIn(destination, tag, done)
 
     select_COPY = (do_COPY, _seqset, _finalastring)
     select_MOVE = (do_MOVE, _seqset, _finalastring)
@@ -257,6 +258,19 @@ class MessageCommands:
         d = self.mbox.refresh()
         d.addCallback(self._reported, tag, done)
         d.addErrback(self._selectedFailed, tag)
+
+    def reportChangesIn(self, name: str, tag: bytes, done: bytes) -> Any:
+        """
+        Answer C{done}; first, when C{name} is the selected folder (an APPEND
+        or COPY into it), what changed there (RFC 3501 6.3.11: the new message
+        shows as EXISTS).
+        """
+        if self.mbox is None or self.mbox.name != name:
+            self.sendPositiveResponse(tag, done)
+            return None
+        d = self.mbox.refresh()
+        d.addCallback(self._reported, tag, done)
+        return d
 
     def _reported(self, changes: tuple, tag: bytes, done: bytes) -> None:
         expunged, exists, flags = changes

@@ -280,6 +280,7 @@ class MailRavenIMAPServer(MessageCommands, FolderCommands, imap4.IMAP4Server):
             b"APPENDLIMIT": [b"%d" % self.settings.maxMessageSize],
             b"MOVE": None,
             b"SPECIAL-USE": None,
+            b"UIDPLUS": None,
             b"UNSELECT": None,
         }
 
@@ -493,13 +494,14 @@ class MailRavenIMAPServer(MessageCommands, FolderCommands, imap4.IMAP4Server):
             self.sendBadResponse(tag, b"Unexpected text after the message literal")
             return None
         d = maybeDeferred(self.account.append, name, spool, flags, date)
-        d.addCallback(self._appended, tag)
+        d.addCallback(self._appended, tag, name)
         return d
 
-    def _appended(self, result: Any, tag: bytes) -> None:
-        if not self._closing:
-            code = b"" if result is None else result + b" "
-            self.sendPositiveResponse(tag, code + b"APPEND completed")
+    def _appended(self, result: Any, tag: bytes, name: str) -> Deferred | None:
+        if self._closing:
+            return None
+        done = (b"" if result is None else result + b" ") + b"APPEND completed"
+        return self.reportChangesIn(name, tag, done)
 
     def _appendFailed(self, failure: Failure, tag: bytes) -> None:
         if self._closing:
