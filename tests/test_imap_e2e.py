@@ -375,3 +375,18 @@ class InjectionTests(TestCase):
         self.assertTrue(lines[0].startswith(b"a OK "), lines)
         self.assertTrue(lines[1].startswith(b"c OK "), lines)
         self.assertFalse([line for line in lines if line.startswith(b"b ")], lines)
+
+
+class ShutdownTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_openSessionsAreToldWhenTheServerStops(self):
+        server = RunningServer(self)
+        yield server.addUser("alice@example.test")
+        client = yield deferToThread(starttls, server.imapPort)
+        yield deferToThread(client.login, "alice@example.test", PASSWORD)
+        self.addCleanup(client.shutdown)
+        yield server.stop()
+        line = yield deferToThread(client.readline)
+        self.assertEqual(line, b"* BYE Server shutting down\r\n")
