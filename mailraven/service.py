@@ -348,6 +348,7 @@ def makeService(
         discardSpool=discardSpool,
         tlsCreator=tlsCreator,
         onListenFailure=onListenFailure,
+        metrics=metrics,
     ).setServiceParent(root)
 
     backups = BackupJobs(

@@ -10,11 +10,13 @@ import socket
 import ssl
 import threading
 
+import treq
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.internet.threads import deferToThread, deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
+from twisted.web.client import HTTPConnectionPool
 
 from tests.helpers import PASSWORD, CountingPasswordChecks, RunningServer
 from tests.test_mobile_api import APIClient
@@ -387,6 +389,12 @@ class ShutdownTests(TestCase):
         client = yield deferToThread(starttls, server.imapPort)
         yield deferToThread(client.login, "alice@example.test", PASSWORD)
         self.addCleanup(client.shutdown)
+        response = yield treq.get(
+            f"http://127.0.0.1:{server.apiPort}/metrics",
+            pool=HTTPConnectionPool(reactor, persistent=False),
+        )
+        metrics = yield response.text()
+        self.assertIn("mailraven_imap_active_sessions 1.0", metrics)
         yield server.stop()
         line = yield deferToThread(client.readline)
         self.assertEqual(line, b"* BYE Server shutting down\r\n")

@@ -30,7 +30,9 @@ class IMAPFactory(ServerFactory):
         discardSpool: Callable[[Any], None],
         clock: Any,
         tlsContext: Any = None,
+        metrics: Any = None,
     ) -> None:
+        self.metrics = metrics
         self.settings = settings
         self.users = users
         self.logins = logins
@@ -52,6 +54,8 @@ class IMAPFactory(ServerFactory):
         if len(self.sessions) >= self.settings.maxSessions:
             return False
         self.sessions.add(proto)
+        if self.metrics is not None:
+            self.metrics.imapActive.inc()
         return True
 
     def loggedIn(self, proto: MailRavenIMAPServer, userId: int) -> bool:
@@ -66,7 +70,10 @@ class IMAPFactory(ServerFactory):
         return True
 
     def sessionEnded(self, proto: MailRavenIMAPServer) -> None:
-        self.sessions.discard(proto)
+        if proto in self.sessions:
+            self.sessions.discard(proto)
+            if self.metrics is not None:
+                self.metrics.imapActive.dec()
         sessions = self.byAccount.get(proto.userId)  # type: ignore[arg-type]
         if sessions is not None:
             sessions.discard(proto)

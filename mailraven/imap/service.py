@@ -36,6 +36,7 @@ def makeIMAPService(
     discardSpool: Callable[[Any], None],
     tlsCreator: Any,
     onListenFailure: Callable[[str], None] | None = None,
+    metrics: Any = None,
 ) -> IMAPService:
     """
     One factory behind C{imap.listen} (STARTTLS) and C{imaps.listen}
@@ -55,6 +56,7 @@ def makeIMAPService(
         discardSpool=discardSpool,
         clock=reactor,
         tlsContext=tlsCreator,
+        metrics=metrics,
     )
     service = IMAPService(factory)
     service.setName("imap")
