@@ -398,3 +398,58 @@ class ShutdownTests(TestCase):
         yield server.stop()
         line = yield deferToThread(client.readline)
         self.assertEqual(line, b"* BYE Server shutting down\r\n")
+
+
+class CondstoreTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_modseqsOverFetchStoreSearchAndStatus(self):
+        server = RunningServer(self)
+        yield server.addUser("alice@example.test")
+        for _ in range(2):
+            yield deferToThread(sendBySMTP, server.smtpPort, ORIGINAL)
+
+        def session():
+            client = starttls(server.imapPort)
+            ok(client.login("alice@example.test", PASSWORD))
+            ok(client._simple_command("ENABLE", "CONDSTORE"))
+            enabled = client.untagged_responses.pop("ENABLED")
+            ok(client.select("INBOX"))
+            highest = int(client.untagged_responses["HIGHESTMODSEQ"][-1])
+            before = ok(client.fetch("1:*", "(FLAGS MODSEQ)"))
+            stored = ok(client.store("1", "+FLAGS", "(\\Flagged)"))
+            changed = ok(client.fetch("1:*", f"(FLAGS) (CHANGEDSINCE {highest})"))
+            refused = client._simple_command(
+                "STORE", "2", "(UNCHANGEDSINCE 1) +FLAGS", "(\\Seen)"
+            )
+            found = ok(client.search(None, "MODSEQ", str(highest + 1)))
+            status = ok(client.status("INBOX", "(HIGHESTMODSEQ MESSAGES)"))
+            client.logout()
+            return enabled, highest, before, stored, changed, refused, found, status
+
+        (
+            enabled,
+            highest,
+            before,
+            stored,
+            changed,
+            refused,
+            found,
+            status,
+        ) = yield deferToThread(session)
+        self.assertEqual(enabled, [b"CONDSTORE"])
+        modseqs = [
+            int(re.search(rb"MODSEQ \((\d+)\)", line).group(1)) for line in before
+        ]
+        self.assertEqual(len(modseqs), 2)
+        self.assertLessEqual(max(modseqs), highest)
+        [line] = stored
+        after = int(re.search(rb"MODSEQ \((\d+)\)", line).group(1))
+        self.assertGreater(after, highest)
+        self.assertEqual(len(changed), 1)
+        self.assertTrue(changed[0].startswith(b"1 (FLAGS (\\Flagged) MODSEQ"), changed)
+        self.assertEqual(refused[0], "OK")
+        self.assertIn(b"[MODIFIED 2]", refused[1][-1])
+        self.assertEqual(found, [b"1 (MODSEQ %d)" % after])
+        self.assertIn(b"HIGHESTMODSEQ %d" % after, status[0])

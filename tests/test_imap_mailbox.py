@@ -42,7 +42,7 @@ class FolderViewTests(SynchronousTestCase):
         flags = self.successResultOf(
             other.store(MessageSet(1, 1) + MessageSet(3, 3), ["\\Deleted"], 1, False)
         )
-        self.assertEqual(flags, {1: ["\\Deleted"], 3: ["\\Deleted"]})
+        self.assertEqual(flags, ({1: ["\\Deleted"], 3: ["\\Deleted"]}, []))
         self.assertEqual(self.successResultOf(other.expunge()), [3, 1])
         self.assertEqual(other.uids, [2])
         # the first session still numbers 1..3 until it reports the change

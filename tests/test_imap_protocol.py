@@ -9,10 +9,11 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.mail.imap4 import MailboxCollision, NoSuchMailbox
+from twisted.mail.imap4 import IllegalClientResponse, MailboxCollision, NoSuchMailbox
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
+from mailraven.imap.condstore import parseFetchArguments, parseStoreMode
 from mailraven.imap.factory import IMAPFactory
 from mailraven.imap.server import IMAPSettings
 from mailraven.policy.logins import LoginLimiter
@@ -41,6 +42,7 @@ class FakeMailbox:
     keywords: list[str] = []
     uidValidity = 7
     uidNext = 1
+    highestModseq = 5
 
     def __init__(self, writeable):
         self.writeable = writeable
@@ -578,6 +580,7 @@ class FolderCommandTests(IMAPTestCase):
         lines = self.replies()
         self.assertIn("* OK [UIDVALIDITY 7] UIDs valid", lines)
         self.assertIn("* OK [UIDNEXT 1] Predicted next UID", lines)
+        self.assertIn("* OK [HIGHESTMODSEQ 5] Highest", lines)
         self.assertIn("* 0 EXISTS", lines)
         self.assertIn(
             "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen"
@@ -638,3 +641,43 @@ class FolderCommandTests(IMAPTestCase):
     def test_selectMissingFolder(self):
         self.send(b"a SELECT Nope\r\n")
         self.assertEqual(self.replies(), ["a NO No such mailbox"])
+
+
+class CondstoreParsingTests(SynchronousTestCase):
+    def test_fetchItemsAndModifier(self):
+        query, modseq, since = parseFetchArguments(b"(FLAGS MODSEQ) (CHANGEDSINCE 12)")
+        self.assertEqual(
+            ([p.type for p in query], modseq, since), (["flags"], True, 12)
+        )
+        self.assertEqual(parseFetchArguments(b"MODSEQ"), ([], True, None))
+        query, modseq, since = parseFetchArguments(b"(UID BODY.PEEK[])")
+        self.assertEqual(
+            ([p.type for p in query], modseq, since), (["uid", "body"], False, None)
+        )
+        self.assertRaises(IllegalClientResponse, parseFetchArguments, b"()")
+
+    def test_storeUnchangedSince(self):
+        self.assertEqual(
+            parseStoreMode(b"(UNCHANGEDSINCE 3) +FLAGS (\\Seen)"),
+            ((b"+FLAGS", 3), b"(\\Seen)"),
+        )
+        self.assertEqual(parseStoreMode(b"FLAGS ()"), ((b"FLAGS", None), b"()"))
+
+
+class EnableTests(IMAPTestCase):
+    def test_enableCondstoreOnlyBeforeSelect(self):
+        self.login()
+        self.send(b"a ENABLE CONDSTORE\r\nb ENABLE UTF8=ACCEPT\r\n")
+        self.send(b"c SELECT INBOX\r\nd ENABLE CONDSTORE\r\n")
+        lines = self.replies()
+        self.assertEqual(
+            lines[:4],
+            [
+                "* ENABLED CONDSTORE",
+                "a OK ENABLE completed",
+                "* ENABLED",
+                "b OK ENABLE completed",
+            ],
+        )
+        self.assertEqual(lines[-1], "d BAD Unsupported command")
+        self.assertTrue(self.proto.condstore)

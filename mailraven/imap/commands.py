@@ -42,8 +42,25 @@ _astring = safe(imap4.IMAP4Server.arg_astring)
 _finalastring = safe(imap4.IMAP4Server.arg_finalastring)
 _plist = safe(imap4.IMAP4Server.arg_plist)
 
+
+def _optionalList(self: Any, line: bytes) -> tuple[list | None, bytes]:
+    """SELECT's optional parameter list (RFC 4466), e.g. C{(CONDSTORE)}."""
+    if not line or not line.strip():
+        return None, b""
+    return imap4.IMAP4Server.arg_plist(self, line.strip())
+
+
+_optPlist = safe(_optionalList)
+
 SYSTEM_FLAGS = (b"\\Answered", b"\\Flagged", b"\\Deleted", b"\\Seen", b"\\Draft")
-STATUS_ITEMS = (b"MESSAGES", b"RECENT", b"UIDNEXT", b"UIDVALIDITY", b"UNSEEN")
+STATUS_ITEMS = (
+    b"MESSAGES",
+    b"RECENT",
+    b"UIDNEXT",
+    b"UIDVALIDITY",
+    b"UNSEEN",
+    b"HIGHESTMODSEQ",
+)
 
 
 def decodeName(raw: bytes | str) -> str:
@@ -174,7 +191,16 @@ class FolderCommands:
 
     # -- SELECT, EXAMINE, CLOSE, UNSELECT --------------------------------------
 
-    def _selectWork(self, tag: bytes, name: bytes, rw: int, cmd: bytes) -> None:
+    def _selectWork(
+        self, tag: bytes, name: bytes, params: list | None, rw: int, cmd: bytes
+    ) -> None:
+        if params is not None:
+            if [p.upper() if isinstance(p, bytes) else p for p in params] != [
+                b"CONDSTORE"
+            ]:
+                self.sendBadResponse(tag, b"Unknown SELECT parameter")
+                return
+            self.condstore = True  # RFC 7162 3.1.8
         self._leaveFolder()
         d = maybeDeferred(self.account.select, decodeName(name), bool(rw))
         d.addCallback(self._selected, tag, cmd)
@@ -199,13 +225,16 @@ class FolderCommands:
         self.sendPositiveResponse(
             None, b"[UIDNEXT %d] Predicted next UID" % mbox.uidNext
         )
+        self.sendPositiveResponse(
+            None, b"[HIGHESTMODSEQ %d] Highest" % mbox.highestModseq
+        )
         mode = b"READ-WRITE" if mbox.isWriteable() else b"READ-ONLY"
         self.mbox = mbox
         self.state = "select"
         self.sendPositiveResponse(tag, b"[%s] %s completed" % (mode, cmd))
 
-    auth_SELECT = select_SELECT = (_selectWork, _astring, 1, b"SELECT")
-    auth_EXAMINE = select_EXAMINE = (_selectWork, _astring, 0, b"EXAMINE")
+    auth_SELECT = select_SELECT = (_selectWork, _astring, _optPlist, 1, b"SELECT")
+    auth_EXAMINE = select_EXAMINE = (_selectWork, _astring, _optPlist, 0, b"EXAMINE")
 
     def _leaveFolder(self) -> None:
         self.mbox = None

@@ -119,6 +119,7 @@ class IMAPAccount:
                 "UIDNEXT": folder.uidnext,
                 "UIDVALIDITY": folder.uidvalidity,
                 "UNSEEN": folder.unseen,
+                "HIGHESTMODSEQ": folder.highestModseq,
             }
 
         return self._call("folder", name).addCallback(described)
@@ -225,6 +226,7 @@ class SelectedFolder:
         self.name = folder.name
         self.uidValidity = folder.uidvalidity
         self.uidNext = folder.uidnext
+        self.highestModseq = folder.highestModseq
         self.writeable = writeable
         self.uids: list[int] = [r.uid for r in rows]
         self.rows: dict[int, Any] = {r.uid: r for r in rows}
@@ -284,6 +286,7 @@ class SelectedFolder:
             lambda: account.messages.get(row.entryId, account.userId).addCallback(
                 _rawOf
             ),
+            row.modseq,
         )
 
     # -- the IMailbox calls of twisted's FETCH, STORE and EXPUNGE ---------------
@@ -292,19 +295,38 @@ class SelectedFolder:
         return [(seq, self.message(seq, u)) for seq, u in self.resolve(messages, uid)]
 
     @inlineCallbacks
-    def store(self, messages: Any, flags: list[str], mode: int, uid: bool):
+    def store(
+        self,
+        messages: Any,
+        flags: list[str],
+        mode: int,
+        uid: bool,
+        unchangedSince: int | None = None,
+    ):
+        """
+        Change the flags; ({sequence number: flags} of the messages changed,
+        [(sequence number, UID)] of those left alone because their MODSEQ is
+        above C{unchangedSince}).
+        """
         if not self.writeable:
             raise imap4.ReadOnlyMailbox("The folder is read-only (EXAMINE)")
         chosen = self.resolve(messages, uid)
         if not chosen:
-            return {}
+            return {}, []
         uids = uidRanges(u for _, u in chosen)
-        yield self.account._call("setFlags", self.name, uids, flags, MODES[mode])
+        change = yield self.account._call(
+            "setFlags", self.name, uids, flags, MODES[mode], unchangedSince
+        )
         rows = yield self.account._call("messages", self.name, uids)
         for row in rows:
             if row.uid in self.rows:
                 self.rows[row.uid] = row
-        return {seq: flagsOf(self.rows[u]) for seq, u in chosen}
+                self.highestModseq = max(self.highestModseq, row.modseq)
+        left = set(change.modified)
+        return (
+            {seq: flagsOf(self.rows[u]) for seq, u in chosen if u not in left},
+            [(seq, u) for seq, u in chosen if u in left],
+        )
 
     @inlineCallbacks
     def expunge(self, uids: list[tuple[int, int]] | None = None):
@@ -336,6 +358,8 @@ class SelectedFolder:
         current = {r.uid: r for r in rows}
         expunged = self.forget([u for u in self.uids if u not in current])
         changed = {}
+        for row in rows:
+            self.highestModseq = max(self.highestModseq, row.modseq)
         for seq, uid in enumerate(self.uids, 1):
             if current[uid].modseq != self.rows[uid].modseq:
                 self.rows[uid] = current[uid]

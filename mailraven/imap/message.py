@@ -103,8 +103,10 @@ class IMAPMessage:
         size: int,
         internalDate: datetime,
         loader: Callable[[], Deferred],
+        modseq: int = 0,
     ) -> None:
         self.uid = uid
+        self.modseq = modseq
         self.flags = flags
         self.size = size
         self.internalDate = internalDate

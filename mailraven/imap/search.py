@@ -74,6 +74,7 @@ class Search:
     def __init__(self, mbox: Any) -> None:
         self.mbox = mbox
         self.needsContent = False
+        self.usesModseq = False
 
     def parse(self, tokens: list) -> Predicate:
         predicates = []
@@ -125,6 +126,8 @@ class Search:
             return self._content(key, self._arg(tokens))
         if key == "UID":
             return self._sequences(self._pop(tokens), uid=True)
+        if key == "MODSEQ":
+            return self._modseq(tokens)
         if key == "NOT":
             inner = self._one(tokens)
             return lambda *a: not inner(*a)
@@ -132,6 +135,14 @@ class Search:
             left, right = self._one(tokens), self._one(tokens)
             return lambda *a: left(*a) or right(*a)
         raise SearchError(f"Unknown search key {key[:40]}")
+
+    def _modseq(self, tokens: list) -> Predicate:
+        """RFC 7162 3.1.5: MODSEQ [entry-name entry-type] n."""
+        if len(tokens) >= 3 and not _text(tokens[0]).isdigit():
+            del tokens[:2]  # per-flag MODSEQs are not kept: the message's
+        least = self._number(tokens)
+        self.usesModseq = True
+        return lambda seq, uid, row, msg: row.modseq >= least
 
     def _pop(self, tokens: list) -> Any:
         if not tokens:
@@ -215,6 +226,7 @@ class Search:
 class ParsedSearch:
     def __init__(self, search: Search, predicate: Predicate) -> None:
         self._search, self._predicate = search, predicate
+        self.usesModseq = search.usesModseq
 
     def run(self):
         return self._search.run(self._predicate)

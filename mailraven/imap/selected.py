@@ -19,6 +19,7 @@ from twisted.mail import imap4
 from twisted.python.failure import Failure
 
 from mailraven.imap.commands import decodeName, safe
+from mailraven.imap.condstore import parseStoreMode
 from mailraven.imap.literals import parseFlags
 from mailraven.imap.mailbox import uidRanges
 from mailraven.imap.message import selectHeaders, splitHeader
@@ -28,8 +29,8 @@ _seqset = safe(imap4.IMAP4Server.arg_seqset)
 _atom = safe(imap4.IMAP4Server.arg_atom)
 _line = safe(imap4.IMAP4Server.arg_line)
 _finalastring = safe(imap4.IMAP4Server.arg_finalastring)
-_fetchatt = safe(imap4.IMAP4Server.arg_fetchatt)
 _flaglist = safe(imap4.IMAP4Server.arg_flaglist)
+_storeMode = safe(lambda self, line: parseStoreMode(line))
 
 CONTENT = {"envelope", "rfc822", "rfc822header", "rfc822text", "bodystructure"}
 MARKS_SEEN = {"rfc822", "rfc822text"}
@@ -68,11 +69,12 @@ class MessageCommands:
 
     @inlineCallbacks
     def _markSeen(self, msg: Any):
-        flags = yield self.mbox.store(
+        changed, _ = yield self.mbox.store(
             imap4.MessageSet(msg.uid, msg.uid), ["\\Seen"], 1, True
         )
-        for value in flags.values():
+        for value in changed.values():
             msg.flags = value
+            msg.modseq = self.mbox.rows[msg.uid].modseq
 
     def spew_body(self, part: Any, id: int, msg: Any, _w: Any = None, _f: Any = None):
         if part.part or not _isSection(part) or part.mime:
@@ -99,11 +101,10 @@ class MessageCommands:
         _f()
         return imap4.FileProducer(BytesIO(data)).beginProducing(self.transport)
 
-    select_FETCH = (imap4.IMAP4Server.do_FETCH, _seqset, _fetchatt)
-
     # -- STORE ----------------------------------------------------------------
 
-    def do_STORE(self, tag: bytes, messages: Any, mode: bytes, flags: list, uid=0):
+    def do_STORE(self, tag: bytes, messages: Any, mode: tuple, flags: list, uid=0):
+        mode, unchangedSince = mode
         mode = mode.upper()
         if mode.lstrip(b"+-") not in (b"FLAGS", b"FLAGS.SILENT"):
             self.sendBadResponse(tag, b"Expected FLAGS, +FLAGS or -FLAGS")
@@ -115,19 +116,28 @@ class MessageCommands:
         except imap4.IllegalClientResponse as e:
             self.sendBadResponse(tag, str(e).encode())
             return
-        d = self.mbox.store(messages, names, sign, bool(uid))
+        if unchangedSince is not None:
+            self.condstore = True
+        d = self.mbox.store(messages, names, sign, bool(uid), unchangedSince)
         d.addCallback(self._stored, tag, silent, uid)
         d.addErrback(self._selectedFailed, tag)
 
-    def _stored(self, result: dict, tag: bytes, silent: bool, uid: int) -> None:
-        if not silent:
-            for seq, flags in sorted(result.items()):
-                uidPart = b" UID %d" % self.mbox.getUID(seq) if uid else b""
-                joined = " ".join(flags).encode()
-                self.sendUntaggedResponse(
-                    b"%d FETCH (FLAGS (%s)%s)" % (seq, joined, uidPart)
-                )
-        self.sendPositiveResponse(tag, b"STORE completed")
+    def _stored(self, result: tuple, tag: bytes, silent: bool, uid: int) -> None:
+        changed, left = result
+        for seq, flags in sorted(changed.items()):
+            if silent and not self.condstore:
+                break
+            # RFC 7162 3.1.3: with CONDSTORE, .SILENT still reports the MODSEQ
+            items = b"" if silent else b"FLAGS (%s)" % " ".join(flags).encode()
+            if uid:
+                items += b" UID %d" % self.mbox.getUID(seq)
+            items = (items + self.modseqText(seq)).strip()
+            self.sendUntaggedResponse(b"%d FETCH (%s)" % (seq, items))
+        code = b""
+        if left:
+            numbers = b",".join(b"%d" % (u if uid else seq) for seq, u in left)
+            code = b"[MODIFIED %s] " % numbers
+        self.sendPositiveResponse(tag, code + b"STORE completed")
 
     def _selectedFailed(self, failure: Failure, tag: bytes) -> None:
         if failure.check(imap4.NoSuchMailbox):
@@ -141,7 +151,7 @@ class MessageCommands:
             )
             self.sendNegativeResponse(tag, b"[SERVERBUG] Internal server error")
 
-    select_STORE = (do_STORE, _seqset, _atom, _flaglist)
+    select_STORE = (do_STORE, _seqset, _storeMode, _flaglist)
 
     # -- COPY, MOVE ---------------------------------------------------------------
 
@@ -232,12 +242,20 @@ class MessageCommands:
         except SearchError as e:
             self.sendBadResponse(tag, str(e).encode("ascii", "replace"))
             return
+        if search.usesModseq:
+            self.condstore = True
         d = search.run()
-        d.addCallback(self._found, tag, uid)
+        d.addCallback(self._found, tag, uid, search.usesModseq)
         d.addErrback(self._selectedFailed, tag)
 
-    def _found(self, matches: list[tuple[int, int]], tag: bytes, uid: int) -> None:
+    def _found(
+        self, matches: list[tuple[int, int]], tag: bytes, uid: int, modseq: bool
+    ) -> None:
         numbers = b" ".join(b"%d" % (u if uid else seq) for seq, u in matches)
+        if modseq and matches:
+            # RFC 7162 3.1.5: the highest MODSEQ of the messages found
+            highest = max(self.mbox.rows[u].modseq for _, u in matches)
+            numbers += b" (MODSEQ %d)" % highest
         self.sendUntaggedResponse(b"SEARCH" + (b" " + numbers if numbers else b""))
         self.sendPositiveResponse(tag, b"SEARCH completed")
 

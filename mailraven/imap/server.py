@@ -37,6 +37,7 @@ from twisted.mail.imap4 import IllegalClientResponse, IllegalMailboxEncoding
 from twisted.python.failure import Failure
 
 from mailraven.imap.commands import FolderCommands, decodeName, safe
+from mailraven.imap.condstore import CondstoreCommands
 from mailraven.imap.literals import AppendLiteral, parseAppendArguments
 from mailraven.imap.selected import MessageCommands
 from mailraven.policy.logins import Throttled
@@ -61,7 +62,9 @@ class IMAPSettings:
     maxPerAccount: int = 20  # logged-in sessions of one account
 
 
-class MailRavenIMAPServer(MessageCommands, FolderCommands, imap4.IMAP4Server):
+class MailRavenIMAPServer(
+    CondstoreCommands, MessageCommands, FolderCommands, imap4.IMAP4Server
+):
     """
     One IMAP session. Collaborators come from the factory: C{users}
     (L{IUserStore}), C{logins} (L{ILoginLimiter}), C{accounts} (user id,
@@ -278,6 +281,8 @@ class MailRavenIMAPServer(MessageCommands, FolderCommands, imap4.IMAP4Server):
         """What the mailbox layer adds (a subclass's hook)."""
         return {
             b"APPENDLIMIT": [b"%d" % self.settings.maxMessageSize],
+            b"CONDSTORE": None,
+            b"ENABLE": None,
             b"MOVE": None,
             b"SPECIAL-USE": None,
             b"UIDPLUS": None,
