@@ -32,6 +32,7 @@ from mailraven.backupservice import BackupJobs
 from mailraven.config import Config
 from mailraven.diskguard import DiskGuard
 from mailraven.dnsresolver import ResolverService, makeResolver
+from mailraven.imap.changes import ChangeSignal, NotifyingStore
 from mailraven.imap.mailbox import IMAPAccount
 from mailraven.imap.service import makeIMAPService
 from mailraven.listeners import Listener
@@ -250,6 +251,9 @@ def makeService(
     root.quotas = SQLiteQuotaStore(db)
     root.domains = SQLiteDomainStore(db)
     root.folders = SQLiteFolderStore(db)
+    # deliveries signal IMAP sessions in IDLE (until the change feed exists)
+    root.changes = ChangeSignal()
+    notifying = NotifyingStore(root.store, root.changes)
     tmpDir = os.path.join(dataDir, "tmp")
     root.spoolBudget = spoolBudget = MemoryBudget(config["smtp.spool_memory"])
 
@@ -280,7 +284,7 @@ def makeService(
             defaultQuota=config["quota.default"],
             domainStore=root.domains,
         ),
-        store=root.store,
+        store=notifying,
         spoolFactory=lambda: Spool(tmpDir, reactor, files.pool, budget=spoolBudget),
         discardSpool=discardSpool,
         diskGuard=diskGuard,
@@ -337,18 +341,20 @@ def makeService(
         logins=policy.logins,
         accounts=lambda userId, email: IMAPAccount(
             root.folders,
-            root.store,
+            notifying,
             userId,
             email,
             discard=discardSpool,
             quotas=root.quotas,
             defaultQuota=config["quota.default"],
+            changes=root.changes,
         ),
         spoolFactory=smtpArgs["spoolFactory"],
         discardSpool=discardSpool,
         tlsCreator=tlsCreator,
         onListenFailure=onListenFailure,
         metrics=metrics,
+        changes=root.changes,
     ).setServiceParent(root)
 
     backups = BackupJobs(
@@ -390,7 +396,7 @@ def makeService(
     api.setServiceParent(root)
     apiArgs = (
         db,
-        root.store,
+        notifying,
         dataDir,
         config["server.hostname"],
         reactor,

@@ -3,12 +3,15 @@ mail arrives over SMTP (smtplib), flags are compared with the mobile API."""
 
 from __future__ import annotations
 
+import http.client
 import imaplib
+import json
 import re
 import smtplib
 import socket
 import ssl
 import threading
+import time
 
 import treq
 from twisted.internet import reactor
@@ -453,3 +456,66 @@ class CondstoreTests(TestCase):
         self.assertIn(b"[MODIFIED 2]", refused[1][-1])
         self.assertEqual(found, [b"1 (MODSEQ %d)" % after])
         self.assertIn(b"HIGHESTMODSEQ %d" % after, status[0])
+
+
+def apiCall(port: int, method: str, path: str, body=None, token=None):
+    """Blocking JSON call to the mobile API."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    connection.request(method, "/api/v1" + path, data, headers)
+    response = connection.getresponse()
+    result = json.loads(response.read())
+    connection.close()
+    return result
+
+
+class IdleTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def test_idleSessionSeesSMTPDeliveryAndAPIFlagsAtOnce(self):
+        server = RunningServer(self)
+        yield server.addUser("alice@example.test")
+
+        def session():
+            client = starttls(server.imapPort)
+            ok(client.login("alice@example.test", PASSWORD))
+            ok(client.select("INBOX"))
+            client.send(b"i1 IDLE\r\n")
+            assert client.readline().startswith(b"+ "), "no continuation"
+            sendBySMTP(server.smtpPort, ORIGINAL)
+            delivered = time.monotonic()
+            exists = client.readline()
+            delay = time.monotonic() - delivered
+            token = apiCall(
+                server.apiPort,
+                "POST",
+                "/auth/login",
+                {"email": "alice@example.test", "password": PASSWORD},
+            )["token"]
+            [summary] = apiCall(server.apiPort, "GET", "/messages", token=token)[
+                "messages"
+            ]
+            apiCall(
+                server.apiPort,
+                "PATCH",
+                f"/messages/{summary['id']}",
+                {"starred": True},
+                token,
+            )
+            flagged = client.readline()
+            client.send(b"DONE\r\n")
+            done = client.readline()
+            client.logout()
+            return exists, delay, flagged, done
+
+        exists, delay, flagged, done = yield deferToThread(session)
+        self.assertEqual(exists, b"* 1 EXISTS\r\n")
+        self.assertLess(delay, 1.0)
+        self.assertTrue(
+            flagged.startswith(b"* 1 FETCH (FLAGS (\\Flagged) UID 1"), flagged
+        )
+        self.assertEqual(done, b"i1 OK IDLE terminated\r\n")

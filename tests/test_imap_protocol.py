@@ -43,10 +43,20 @@ class FakeMailbox:
     uidValidity = 7
     uidNext = 1
     highestModseq = 5
+    name = "INBOX"
 
     def __init__(self, writeable):
         self.writeable = writeable
         self.expunged = 0
+        self.changes: list[tuple] = []
+        self.refreshes = 0
+
+    def refresh(self):
+        self.refreshes += 1
+        return succeed(self.changes.pop(0) if self.changes else ([], None, {}))
+
+    def getUID(self, seq):
+        return seq
 
     def getMessageCount(self):
         return 0
@@ -75,6 +85,10 @@ class FakeAccount:
         self.appended: list[tuple] = []
         self.folders = [Folder("INBOX"), Folder("Sent", ["\\Sent"], False)]
         self.selected: list[FakeMailbox] = []
+        self.state = (5, 1)
+
+    def folderState(self, name):
+        return succeed(self.state)
 
     def listFolders(self):
         return succeed(self.folders)
@@ -433,12 +447,9 @@ class InputTests(IMAPTestCase):
             ['* NAMESPACE (("" "/")) NIL NIL', "a OK NAMESPACE completed"],
         )
 
-    def test_idleIsNotOffered(self):
-        self.login()
-        self.send(b"a CAPABILITY\r\nb IDLE\r\n")
-        lines = self.replies()
-        self.assertNotIn("IDLE", lines[0].split())
-        self.assertEqual(lines[-1], "b BAD Unsupported command")
+    def test_idleIsOffered(self):
+        self.send(b"a CAPABILITY\r\n")
+        self.assertIn("IDLE", self.replies()[0].split())
 
 
 class TimeoutTests(IMAPTestCase):
@@ -681,3 +692,53 @@ class EnableTests(IMAPTestCase):
         )
         self.assertEqual(lines[-1], "d BAD Unsupported command")
         self.assertTrue(self.proto.condstore)
+
+
+class IdleTests(IMAPTestCase):
+    def setUp(self):
+        super().setUp()
+        self.login()
+        self.send(b"s SELECT INBOX\r\n")
+        self.replies()
+        self.mbox = self.account.selected[-1]
+
+    def test_changesArePushedUntilDone(self):
+        self.send(b"a IDLE\r\n")
+        self.assertEqual(self.replies(), ["+ idling"])
+        self.mbox.changes.append(([2], 3, {1: ["\\Seen"]}))
+        self.factory.changes.changed(self.proto.userId)
+        self.assertEqual(
+            self.replies(),
+            ["* 2 EXPUNGE", "* 3 EXISTS", "* 1 FETCH (FLAGS (\\Seen) UID 1)"],
+        )
+        self.send(b"DONE\r\nb NOOP\r\n")
+        self.assertEqual(
+            self.replies(), ["a OK IDLE terminated", "b OK NOOP completed"]
+        )
+        refreshes = self.mbox.refreshes
+        self.factory.changes.changed(self.proto.userId)
+        self.assertEqual((self.replies(), self.mbox.refreshes), ([], refreshes))
+
+    def test_anythingButDoneEndsIdleWithBad(self):
+        self.send(b"a IDLE\r\nb NOOP\r\n")
+        self.assertEqual(self.replies(), ["+ idling", "a BAD Expected DONE"])
+
+    def test_pollingFindsChangesNobodySignalled(self):
+        self.send(b"a IDLE\r\n")
+        self.replies()
+        refreshes = self.mbox.refreshes
+        self.clock.advance(self.factory.settings.idlePoll)
+        self.assertEqual(self.mbox.refreshes, refreshes)
+        self.account.state = (6, 2)
+        self.mbox.changes.append(([], 1, {}))
+        self.clock.advance(self.factory.settings.idlePoll)
+        self.assertEqual(self.replies(), ["* 1 EXISTS"])
+
+    def test_idleSessionsAreLoggedOutAfterThirtyMinutes(self):
+        self.send(b"a IDLE\r\n")
+        self.replies()
+        self.clock.advance(30 * 60)
+        self.assertEqual(self.replies(), ["* BYE Autologout; connection idle too long"])
+        self.assertTrue(self.transport.disconnecting)
+        self.proto.connectionLost(None)
+        self.assertEqual(self.clock.getDelayedCalls(), [])

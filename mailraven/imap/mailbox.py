@@ -24,6 +24,7 @@ from mailraven.imap.message import IMAPMessage
 
 DELIMITER = "/"
 MODES = {1: "add", -1: "remove", 0: "replace"}
+CHANGES = {"setFlags", "copy", "move", "expunge", "delete", "rename"}
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,9 @@ class IMAPAccount:
         discard: Any = None,
         quotas: Any = None,
         defaultQuota: int = 0,
+        changes: Any = None,
     ) -> None:
+        self._changes = changes
         self._discard = discard or (lambda spool: spool.discard())
         self._quotas = quotas
         self._defaultQuota = defaultQuota
@@ -91,7 +94,14 @@ class IMAPAccount:
 
     def _call(self, method: str, *args: Any) -> Deferred:
         d = getattr(self.folders, method)(self.userId, *args)
+        if self._changes is not None and method in CHANGES:
+            d.addCallback(self._signal)
         return d.addErrback(mailboxError)
+
+    def _signal(self, result: Any) -> Any:
+        """Other sessions of the account (in IDLE) look at what changed."""
+        self._changes.changed(self.userId)
+        return result
 
     # -- LIST, STATUS, CREATE, DELETE, RENAME, SUBSCRIBE ---------------------
 
@@ -123,6 +133,13 @@ class IMAPAccount:
             }
 
         return self._call("folder", name).addCallback(described)
+
+    def folderState(self, name: str) -> Deferred:
+        """(HIGHESTMODSEQ, UIDNEXT) of the folder, or None: what IDLE polls."""
+        d = self._call("folder", name)
+        return d.addCallback(
+            lambda f: None if f is None else (f.highestModseq, f.uidnext)
+        )
 
     def create(self, name: str) -> Deferred:
         return self._call("create", name)

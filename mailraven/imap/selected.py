@@ -291,6 +291,11 @@ class MessageCommands:
         return d
 
     def _reported(self, changes: tuple, tag: bytes, done: bytes) -> None:
+        self.sendChanges(changes)
+        self.sendPositiveResponse(tag, done)
+
+    def sendChanges(self, changes: tuple) -> None:
+        """The untagged EXPUNGE, EXISTS and FETCH of a L{SelectedFolder.refresh}."""
         expunged, exists, flags = changes
         for seq in expunged:
             self.sendUntaggedResponse(b"%d EXPUNGE" % seq)
@@ -299,10 +304,10 @@ class MessageCommands:
         for seq, value in sorted(flags.items()):
             joined = " ".join(value).encode()
             uid = self.mbox.getUID(seq)
+            more = self.modseqText(seq)
             self.sendUntaggedResponse(
-                b"%d FETCH (FLAGS (%s) UID %d)" % (seq, joined, uid)
+                b"%d FETCH (FLAGS (%s) UID %d%s)" % (seq, joined, uid, more)
             )
-        self.sendPositiveResponse(tag, done)
 
     auth_NOOP = select_NOOP = (do_NOOP,)
     select_CHECK = (do_CHECK,)

@@ -36,8 +36,10 @@ from twisted.mail import imap4
 from twisted.mail.imap4 import IllegalClientResponse, IllegalMailboxEncoding
 from twisted.python.failure import Failure
 
+from mailraven.imap.changes import IDLE_POLL
 from mailraven.imap.commands import FolderCommands, decodeName, safe
 from mailraven.imap.condstore import CondstoreCommands
+from mailraven.imap.idle import IdleCommands
 from mailraven.imap.literals import AppendLiteral, parseAppendArguments
 from mailraven.imap.selected import MessageCommands
 from mailraven.policy.logins import Throttled
@@ -60,10 +62,15 @@ class IMAPSettings:
     idleTimeout: int = 30 * 60
     maxSessions: int = 1000  # open sessions of all IMAP listeners
     maxPerAccount: int = 20  # logged-in sessions of one account
+    idlePoll: float = IDLE_POLL  # seconds between an idle session's checks
 
 
 class MailRavenIMAPServer(
-    CondstoreCommands, MessageCommands, FolderCommands, imap4.IMAP4Server
+    IdleCommands,
+    CondstoreCommands,
+    MessageCommands,
+    FolderCommands,
+    imap4.IMAP4Server,
 ):
     """
     One IMAP session. Collaborators come from the factory: C{users}
@@ -110,6 +117,7 @@ class MailRavenIMAPServer(
 
     def connectionLost(self, reason: Failure = None) -> None:
         self._closing = True
+        self._stopIdling()
         self._settleAbandoned()
         if self._resumeCall is not None and self._resumeCall.active():
             self._resumeCall.cancel()
@@ -119,7 +127,8 @@ class MailRavenIMAPServer(
         super().connectionLost(reason)
 
     def timeoutConnection(self) -> None:
-        if self._inFlight is not None:  # we owe the client an answer
+        if self._inFlight is not None and self._idleTag is None:
+            # we owe the client an answer (IDLE is the client's to end)
             self.setTimeout(self.timeOut)
             return
         self.log.info("imap autologout peer={peer}", peer=self.peerIP)
@@ -283,6 +292,7 @@ class MailRavenIMAPServer(
             b"APPENDLIMIT": [b"%d" % self.settings.maxMessageSize],
             b"CONDSTORE": None,
             b"ENABLE": None,
+            b"IDLE": None,
             b"MOVE": None,
             b"SPECIAL-USE": None,
             b"UIDPLUS": None,
@@ -336,10 +346,6 @@ class MailRavenIMAPServer(
 
     auth_NAMESPACE = (do_NAMESPACE,)
     select_NAMESPACE = auth_NAMESPACE
-
-    # IDLE is not offered until the change feed exists
-    auth_IDLE = None
-    select_IDLE = None
 
     # -- LOGIN and AUTHENTICATE PLAIN ---------------------------------------
 

@@ -37,6 +37,7 @@ def makeIMAPService(
     tlsCreator: Any,
     onListenFailure: Callable[[str], None] | None = None,
     metrics: Any = None,
+    changes: Any = None,
 ) -> IMAPService:
     """
     One factory behind C{imap.listen} (STARTTLS) and C{imaps.listen}
@@ -57,6 +58,7 @@ def makeIMAPService(
         clock=reactor,
         tlsContext=tlsCreator,
         metrics=metrics,
+        changes=changes,
     )
     service = IMAPService(factory)
     service.setName("imap")
