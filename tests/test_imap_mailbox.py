@@ -11,6 +11,7 @@ from mailraven.imap.mailbox import IMAPAccount, uidRanges
 from mailraven.imap.search import SearchError, parseSearch
 from mailraven.spool import memorySpool
 from mailraven.testing import MemoryFolderStore, MemoryMessageStore
+from tests.test_imap_protocol import IMAPTestCase
 
 
 class FolderViewTests(SynchronousTestCase):
@@ -134,3 +135,30 @@ class AppendTests(SynchronousTestCase):
         failure = self.failureResultOf(account.append("Nowhere", spool, [], None))
         self.assertEqual(failure.type.__name__, "NoSuchMailbox")
         self.assertEqual(discarded, [spool])
+
+
+class SessionOverFakesTests(IMAPTestCase):
+    """The protocol over the real account layer and the store fakes."""
+
+    def setUp(self):
+        super().setUp()
+        self.store = MemoryMessageStore()
+        folders = MemoryFolderStore(self.store)
+        for n in range(2):
+            envelope = Envelope("bob@example.org", recipients=[Recipient("a@x", 1)])
+            raw = f"Subject: {n}\r\n\r\nbody {n}\r\n".encode()
+            self.successResultOf(self.store.deliver(envelope, memorySpool(raw)))
+        self.account = IMAPAccount(folders, self.store, 1, "alice@example.test")
+        self.login()
+
+    def test_aMessageExpungedElsewhereIsLeftOutOfFETCH(self):
+        self.send(b"s SELECT INBOX\r\n")
+        self.replies()
+        gone = next(iter(self.store.entries))
+        del self.store.entries[gone]
+        self.send(b"a FETCH 1:* (BODY.PEEK[TEXT])\r\n")
+        lines = self.replies()
+        self.assertEqual(lines[0], "* 2 FETCH (BODY[TEXT] {8}")
+        self.assertEqual(lines[-1], "a OK FETCH completed")
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertFalse(self.transport.disconnecting)

@@ -197,6 +197,10 @@ class IMAPTestCase(SynchronousTestCase):
     def send(self, data: bytes, proto=None) -> None:
         (proto or self.proto).dataReceived(data)
         self.clock.advance(0)
+        # FETCH streams literals through a pull producer, as TCP would pull
+        while self.transport.producer is not None:
+            self.transport.producer.resumeProducing()
+            self.clock.advance(0)
 
     def replies(self, transport=None) -> list[str]:
         transport = transport or self.transport

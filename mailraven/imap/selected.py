@@ -65,7 +65,13 @@ class MessageCommands:
         d.addCallback(
             lambda _: super(MessageCommands, self).spewMessage(id, msg, query, uid)
         )
+        d.addErrback(self._gone)
         return d
+
+    def _gone(self, failure: Failure) -> None:
+        """Expunged by another session since this one looked: no FETCH
+        response for it (RFC 2180 4.1.3), the others still come."""
+        failure.trap(imap4.MailboxException)
 
     @inlineCallbacks
     def _markSeen(self, msg: Any):
