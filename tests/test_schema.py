@@ -427,6 +427,9 @@ class FoldersMigrationTests(TestCase):
             " modseq FROM mailbox_entries"
         ).fetchall()
         self.assertEqual([tuple(r) for r in flags], [(1, 0, 0, 0, 0, "", 1)])
+        # the message's size is copied to its entries: a folder lists alone
+        sizes = self.conn.execute("SELECT DISTINCT size FROM mailbox_entries")
+        self.assertEqual([tuple(r) for r in sizes], [(1,)])
 
     def test_mailAfterTheMigrationContinuesTheUids(self) -> None:
         """An entry inserted by any code (here plain SQL) takes the folder's
@@ -434,6 +437,10 @@ class FoldersMigrationTests(TestCase):
         migrate(self.conn)
         _entry(self.conn, "e8", 1, "inbox", "2026-11-08T10:00:00.000000+00:00")
         self.assertEqual(self._uids(1, "inbox")[-1], ("e8", 5))
+        (size,) = self.conn.execute(
+            "SELECT size FROM mailbox_entries WHERE id = 'e8'"
+        ).fetchone()
+        self.assertEqual(size, 1)
         self.conn.execute(
             "UPDATE mailbox_entries SET mailbox = 'archive' WHERE id = 'e5'"
         )

@@ -15,6 +15,7 @@ L{SQLiteFolderStore} runs them off the reactor thread.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sqlite3
@@ -385,12 +386,11 @@ def _entriesIn(
 ) -> list[sqlite3.Row]:
     """The folder's entries (all, or those C{uids} names) in UID order."""
     columns = (
-        f"e.id, e.uid, {_FLAG_COLUMNS}, e.keywords, e.modseq, m.size, e.received_at,"
+        f"e.id, e.uid, {_FLAG_COLUMNS}, e.keywords, e.modseq, e.size, e.received_at,"
         " e.message_id, e.recipient, e.tag"
     )
     source = (
-        f"SELECT {columns} FROM mailbox_entries e JOIN messages m"
-        " ON m.id = e.message_id WHERE e.user_id = ? AND e.mailbox = ?"
+        f"SELECT {columns} FROM mailbox_entries e WHERE e.user_id = ? AND e.mailbox = ?"
     )
     if uids is None:
         return conn.execute(f"{source} ORDER BY e.uid", (userId, mailbox)).fetchall()
@@ -404,17 +404,29 @@ def _entriesIn(
     # many a client sends
     return conn.execute(
         f"SELECT {columns} FROM json_each(?) r CROSS JOIN mailbox_entries e"
-        " JOIN messages m ON m.id = e.message_id"
         " WHERE e.user_id = ? AND e.mailbox = ?"
         " AND e.uid BETWEEN r.value ->> 0 AND r.value ->> 1 ORDER BY e.uid",
         (json.dumps(ranges), userId, mailbox),
     ).fetchall()
 
 
+_COLUMNS = tuple(SYSTEM_FLAGS.values())
+_NO_KEYWORDS: frozenset[str] = frozenset()
+
+
+@functools.lru_cache(maxsize=64)
+def _systemFlags(*on: int) -> frozenset[str]:
+    """One frozenset per combination (a 100,000-message listing builds few)."""
+    return frozenset(
+        flag for flag, value in zip(SYSTEM_FLAGS, on, strict=True) if value
+    )
+
+
 def _flagsOf(row: Any) -> tuple[frozenset[str], frozenset[str]]:
     """(system flags, keywords) of an entry row."""
-    system = frozenset(flag for flag, column in SYSTEM_FLAGS.items() if row[column])
-    return system, frozenset(row["keywords"].split())
+    system = _systemFlags(*(row[column] for column in _COLUMNS))
+    keywords = row["keywords"]
+    return system, frozenset(keywords.split()) if keywords else _NO_KEYWORDS
 
 
 def _message(row: Any) -> FolderMessage:
@@ -526,8 +538,8 @@ def copyMessages(
         conn.execute(
             "INSERT INTO mailbox_entries (id, message_id, user_id, recipient,"
             " mailbox, read_state, answered, starred, deleted, draft, keywords,"
-            " received_at, updated_at, tag, uid, modseq)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " received_at, updated_at, tag, uid, modseq, size)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 newMessageId(),
                 row["message_id"],
@@ -545,6 +557,7 @@ def copyMessages(
                 row["tag"],
                 uid,
                 modseq,
+                row["size"],
             ),
         )
         pairs.append((row["uid"], uid))

@@ -75,8 +75,8 @@ def insertMessage(conn: Any, prepared: PreparedMessage) -> str:
         uid, modseq = enterFolder(conn, r.userId, mailbox)
         conn.execute(
             "INSERT INTO mailbox_entries (id, message_id, user_id, recipient, mailbox,"
-            " read_state, received_at, updated_at, tag, uid, modseq)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " read_state, received_at, updated_at, tag, uid, modseq, size)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 newMessageId(),
                 prepared.messageId,
@@ -89,6 +89,7 @@ def insertMessage(conn: Any, prepared: PreparedMessage) -> str:
                 r.tag or None,
                 uid,
                 modseq,
+                stored.size,
             ),
         )
     docId = conn.execute(
