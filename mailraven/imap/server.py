@@ -19,7 +19,10 @@ and what this subclass does instead:
 - non-ASCII commands, bad mailbox names and flags raised out of the parser
   (a traceback in the log and C{* BAD Server error}): they get C{BAD};
 - NAMESPACE reported the shared namespace twice; ID (RFC 2971) was missing;
-  APPEND without a flag list or to a missing folder failed with C{BAD}.
+  APPEND without a flag list or to a missing folder failed with C{BAD};
+- IDLE told the session nothing and ended on any line (L{idle});
+- FETCH, STORE, SEARCH and the folder commands: see L{selected},
+  L{commands}, L{condstore}.
 """
 
 from __future__ import annotations
