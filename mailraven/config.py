@@ -276,6 +276,16 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "listen": Key(_listeners, ["tcp:2587"], "submission listeners"),
         "aliases": Key(_aliases, [], '"alias@domain=account@domain" send-as rights'),
     },
+    "imap": {
+        "listen": Key(_listeners, ["tcp:2143"], "IMAP listeners (STARTTLS)"),
+        "max_connections_per_account": Key(
+            _positiveInt, 20, "logged-in IMAP sessions per account"
+        ),
+        "max_sessions": Key(_positiveInt, 1000, "open IMAP sessions, all listeners"),
+    },
+    "imaps": {
+        "listen": Key(_listeners, ["tls:tcp:2993"], "IMAP listeners (implicit TLS)"),
+    },
     "api": {
         "listen": Key(_listeners, ["tcp:8080"], "HTTP API, /health, /metrics"),
         "rate_limit": Key(_positiveInt, 100, "API requests per minute per IP"),

@@ -125,6 +125,8 @@ def lowPortHint(config: configuration.Config) -> None:
     listeners = [
         *config["smtp.listen"],
         *config["submission.listen"],
+        *config["imap.listen"],
+        *config["imaps.listen"],
         *config["api.listen"],
     ]
     if config["acme.enabled"]:

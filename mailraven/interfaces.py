@@ -173,6 +173,94 @@ class IDomainStore(Interface):
         """Deferred firing with the frozenset of names: what the resolver holds."""
 
 
+class IFolderStore(Interface):
+    """
+    An account's folders as IMAP sees them (RFC 3501, UIDPLUS, MOVE,
+    CONDSTORE), over the same entries the mobile API shows. Folders are
+    named by their IMAP name (Unicode; INBOX in any case); C{uids} is a
+    UID set, a sequence of (low, high) pairs with None for "*" (helpers in
+    L{mailraven.store.folders}: L{resolveUidSet}, L{sequenceUids},
+    L{uidsIn}). Every operation on a folder the account does not have fails
+    with L{mailraven.store.folders.NoSuchFolder}; the other failures are
+    L{mailraven.store.folders.FolderError}s too.
+
+    UIDs are assigned when a message enters a folder (delivered, appended,
+    copied, moved), from the folder's UIDNEXT, and are never handed out
+    twice in a folder; every change to a message gives it a new MODSEQ
+    above the folder's HIGHESTMODSEQ, whichever view made the change.
+    """
+
+    def folders(userId):
+        """
+        Deferred list of L{mailraven.store.folders.Folder} (name, mailbox
+        key, special use, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, subscribed,
+        total, unseen): INBOX first, then by name. Every account has INBOX,
+        Sent, Drafts, Junk, Trash and Archive from the start.
+        """
+
+    def folder(userId, name):
+        """Deferred L{mailraven.store.folders.Folder}, or None."""
+
+    def create(userId, name):
+        """
+        Deferred new (unsubscribed) Folder; missing superior names
+        ("a" of "a/b") are created too. Fails with FolderExists or
+        BadFolderName.
+        """
+
+    def rename(userId, old, new):
+        """
+        Deferred None. Inferior names follow; mail, UIDs, UIDVALIDITY and
+        special use stay with the folder. Renaming INBOX moves its mail to a
+        new folder C{new} (new UIDs) and INBOX stays. Fails with FolderExists.
+        """
+
+    def delete(userId, name):
+        """
+        Deferred count of messages removed with the folder (its mail goes
+        with it, RFC 3501 6.3.4). INBOX and the special-use folders fail
+        with FolderRefused.
+        """
+
+    def subscribe(userId, name, subscribed=True):
+        """Deferred None; C{subscribed=False} unsubscribes."""
+
+    def messages(userId, name, uids=None):
+        """
+        Deferred list of L{mailraven.store.folders.FolderMessage} (uid, entry
+        id, system flags, keywords, modseq, size, internal date) in UID
+        order: all of the folder's, or those C{uids} names.
+        """
+
+    def setFlags(userId, name, uids, flags, mode, unchangedSince=None):
+        """
+        Add, remove or replace (C{mode}) C{flags} (system flags, any case,
+        and keywords) on the messages C{uids} names. With C{unchangedSince}
+        (CONDSTORE), messages whose MODSEQ is above it are left alone.
+        Deferred L{mailraven.store.folders.FlagChange}: {uid: new MODSEQ} of
+        those changed, and those left alone. Fails with BadFlag (\\Recent,
+        unknown system flags, keywords that are not atoms), changing nothing.
+        """
+
+    def copy(userId, name, uids, destination):
+        """
+        Copy the messages (flags and internal date kept) to C{destination};
+        Deferred [(old UID, new UID)] in old UID order (UIDPLUS COPYUID).
+        """
+
+    def move(userId, name, uids, destination):
+        """
+        Move the messages (RFC 6851); Deferred [(old UID, new UID)]. Moving
+        into the folder they are in fails with FolderRefused.
+        """
+
+    def expunge(userId, name, uids=None):
+        """
+        Remove the folder's messages flagged \\Deleted (only those C{uids}
+        names: UID EXPUNGE); Deferred list of their UIDs, ascending.
+        """
+
+
 class IPolicyCheck(Interface):
     """
     One check of a stage of the acceptance chain (today the DATA stage:

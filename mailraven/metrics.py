@@ -16,6 +16,9 @@ class Metrics:
         self.smtpActive = Gauge(
             "mailraven_smtp_active_sessions", "SMTP sessions open now", registry=r
         )
+        self.imapActive = Gauge(
+            "mailraven_imap_active_sessions", "IMAP sessions open now", registry=r
+        )
         self.smtpMessages = Counter(
             "mailraven_smtp_messages",
             "Messages at the end of DATA by result",
@@ -104,7 +107,8 @@ class Metrics:
         )
         self.loginAttempts = Counter(
             "mailraven_login_attempts",
-            "Logins by protocol (smtp, api) and outcome (success, failure, throttled)",
+            "Logins by protocol (smtp, api, imap) and outcome"
+            " (success, failure, throttled)",
             ["protocol", "outcome"],
             registry=r,
         )

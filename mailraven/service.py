@@ -32,6 +32,9 @@ from mailraven.backupservice import BackupJobs
 from mailraven.config import Config
 from mailraven.diskguard import DiskGuard
 from mailraven.dnsresolver import ResolverService, makeResolver
+from mailraven.imap.changes import ChangeSignal, NotifyingStore
+from mailraven.imap.mailbox import IMAPAccount
+from mailraven.imap.service import makeIMAPService
 from mailraven.listeners import Listener
 from mailraven.logs import makeObserver
 from mailraven.metrics import Metrics
@@ -55,6 +58,7 @@ from mailraven.store.aliases import SQLiteAliasStore
 from mailraven.store.db import Database
 from mailraven.store.domains import SQLiteDomainStore, domainSelector
 from mailraven.store.files import SYNCER, Syncer
+from mailraven.store.folders import SQLiteFolderStore
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.quotas import SQLiteQuotaStore
 from mailraven.store.users import SQLiteUserStore
@@ -141,7 +145,9 @@ class MailRavenService(MultiService):
 
     def listeners(self) -> list[Listener]:
         names = [
-            n for n in ("smtp", "submission", "api", "acme") if n in self.namedServices
+            n
+            for n in ("smtp", "submission", "imap", "api", "acme")
+            if n in self.namedServices
         ]
         return [
             listener
@@ -244,6 +250,10 @@ def makeService(
     root.aliases = SQLiteAliasStore(db)
     root.quotas = SQLiteQuotaStore(db)
     root.domains = SQLiteDomainStore(db)
+    root.folders = SQLiteFolderStore(db)
+    # deliveries signal IMAP sessions in IDLE (until the change feed exists)
+    root.changes = ChangeSignal()
+    notifying = NotifyingStore(root.store, root.changes)
     tmpDir = os.path.join(dataDir, "tmp")
     root.spoolBudget = spoolBudget = MemoryBudget(config["smtp.spool_memory"])
 
@@ -274,7 +284,7 @@ def makeService(
             defaultQuota=config["quota.default"],
             domainStore=root.domains,
         ),
-        store=root.store,
+        store=notifying,
         spoolFactory=lambda: Spool(tmpDir, reactor, files.pool, budget=spoolBudget),
         discardSpool=discardSpool,
         diskGuard=diskGuard,
@@ -324,6 +334,29 @@ def makeService(
                 key=f"{name}.listen",
             ).setServiceParent(service)
 
+    makeIMAPService(
+        config,
+        reactor,
+        users=root.users,
+        logins=policy.logins,
+        accounts=lambda userId, email: IMAPAccount(
+            root.folders,
+            notifying,
+            userId,
+            email,
+            discard=discardSpool,
+            quotas=root.quotas,
+            defaultQuota=config["quota.default"],
+            changes=root.changes,
+        ),
+        spoolFactory=smtpArgs["spoolFactory"],
+        discardSpool=discardSpool,
+        tlsCreator=tlsCreator,
+        onListenFailure=onListenFailure,
+        metrics=metrics,
+        changes=root.changes,
+    ).setServiceParent(root)
+
     backups = BackupJobs(
         dataDir,
         config["backup.dir"] or os.path.join(dataDir, "backups"),
@@ -363,7 +396,7 @@ def makeService(
     api.setServiceParent(root)
     apiArgs = (
         db,
-        root.store,
+        notifying,
         dataDir,
         config["server.hostname"],
         reactor,

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 import uuid
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from scramp import ScramMechanism
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from zope.interface import implementer
 
 from mailraven.envelope import Envelope
@@ -20,6 +21,7 @@ from mailraven.interfaces import (
     IAliasStore,
     IDiskGuard,
     IDomainStore,
+    IFolderStore,
     IMessageStore,
     IPolicyCheck,
     IQuotaStore,
@@ -35,7 +37,25 @@ from mailraven.store.domains import (
     normaliseDomain,
 )
 from mailraven.store.files import Syncer
+from mailraven.store.folders import (
+    DELIMITER,
+    INBOX,
+    BadFolderName,
+    FlagChange,
+    Folder,
+    FolderExists,
+    FolderMessage,
+    FolderRefused,
+    NoSuchFolder,
+    UidSet,
+    changedFlags,
+    normaliseFolderName,
+    parents,
+    splitFlags,
+    uidsIn,
+)
 from mailraven.store.messages import MAILBOXES
+from mailraven.store.schema import STANDARD_FOLDERS
 from mailraven.store.users import BadAddress, UserExists, normaliseAddress
 
 
@@ -53,6 +73,9 @@ class MemoryMessageStore:
         self.hold = False
         self.pending: list[tuple[Deferred, str]] = []
         self._order = 0
+        # called with the user id after an entry of theirs was added or
+        # changed (MemoryFolderStore follows, as the database's triggers do)
+        self.observers: list[Callable[[int], None]] = []
 
     def deliver(self, envelope: Envelope, spool: Spool) -> Deferred:
         if self.failWith is not None:
@@ -71,6 +94,7 @@ class MemoryMessageStore:
                 "starred": False,
                 "order": self._order,
             }
+            self._changed(recipient.userId)
         if self.hold:
             d: Deferred = Deferred()
             self.pending.append((d, messageId))
@@ -114,7 +138,12 @@ class MemoryMessageStore:
         if entry is None or entry["user_id"] != userId:
             return succeed(False)
         entry.update(flags)
+        self._changed(userId)
         return succeed(True)
+
+    def _changed(self, userId: int) -> None:
+        for observer in self.observers:
+            observer(userId)
 
     def delete(self, entryId: str, userId: int) -> Deferred:
         return self.updateFlags(entryId, userId, {"mailbox": "trash"})
@@ -412,3 +441,362 @@ class MemoryQuotaStore:
                 self.warned.add(userId)
                 claimed.append((userId, email, used, limit))
         return succeed(claimed)
+
+
+@implementer(IFolderStore)
+class MemoryFolderStore:
+    """
+    Folders over a L{MemoryMessageStore}'s entries. The database's triggers
+    give an entry its UID and MODSEQ the moment it is delivered, moved or
+    flagged; here every call first catches up with what the message store
+    did meanwhile (L{_catchUp}), which a caller cannot tell apart.
+    """
+
+    def __init__(self, messages: MemoryMessageStore) -> None:
+        self._messages = messages
+        messages.observers.append(self._account)
+        self._folders: dict[int, dict[str, dict[str, Any]]] = {}
+        # entry id -> its IMAP state: mailbox, uid, modseq, flags, keywords
+        self._state: dict[str, dict[str, Any]] = {}
+        self._validity = 0
+
+    def _nextValidity(self) -> int:
+        self._validity = max(self._validity + 1, int(time.time()))
+        return self._validity
+
+    def _account(self, userId: int) -> dict[str, dict[str, Any]]:
+        if userId not in self._folders:
+            validity = self._nextValidity()
+            self._folders[userId] = {
+                key: self._newFolder(key, name, use, validity, True)
+                for key, name, use in STANDARD_FOLDERS
+            }
+        self._catchUp(userId)
+        return self._folders[userId]
+
+    @staticmethod
+    def _newFolder(
+        key: str, name: str, use: str | None, validity: int, subscribed: bool
+    ) -> dict[str, Any]:
+        return {
+            "name": name,
+            "mailbox": key,
+            "specialUse": use,
+            "uidvalidity": validity,
+            "uidnext": 1,
+            "highestModseq": 1,
+            "subscribed": subscribed,
+        }
+
+    def _enter(self, userId: int, mailbox: str) -> tuple[int, int]:
+        folder = self._folders[userId][mailbox]
+        folder["uidnext"] += 1
+        folder["highestModseq"] += 1
+        return folder["uidnext"] - 1, folder["highestModseq"]
+
+    def _bump(self, userId: int, mailbox: str) -> int:
+        folder = self._folders[userId].get(mailbox)
+        if folder is None:
+            return 0
+        folder["highestModseq"] += 1
+        return folder["highestModseq"]
+
+    def _catchUp(self, userId: int) -> None:
+        entries = self._messages.entries
+        mine = sorted(
+            (e["order"], entryId)
+            for entryId, e in entries.items()
+            if e["user_id"] == userId
+        )
+        for _, entryId in mine:
+            entry, state = entries[entryId], self._state.get(entryId)
+            if state is None:
+                uid, modseq = self._enter(userId, entry["mailbox"])
+                self._state[entryId] = {
+                    "user_id": userId,
+                    "mailbox": entry["mailbox"],
+                    "uid": uid,
+                    "modseq": modseq,
+                    "seen": (entry["read_state"], entry["starred"]),
+                    "answered": False,
+                    "deleted": False,
+                    "draft": False,
+                    "keywords": frozenset(),
+                }
+            elif state["mailbox"] != entry["mailbox"]:
+                self._bump(userId, state["mailbox"])
+                state["uid"], state["modseq"] = self._enter(userId, entry["mailbox"])
+                state["mailbox"] = entry["mailbox"]
+                state["seen"] = (entry["read_state"], entry["starred"])
+            elif state["seen"] != (entry["read_state"], entry["starred"]):
+                state["seen"] = (entry["read_state"], entry["starred"])
+                state["modseq"] = self._bump(userId, entry["mailbox"])
+        for entryId, state in list(self._state.items()):
+            if state["user_id"] == userId and entryId not in entries:
+                del self._state[entryId]
+                self._bump(userId, state["mailbox"])
+
+    def _byName(self, userId: int, name: str) -> dict[str, Any]:
+        try:
+            name = normaliseFolderName(name)
+        except BadFolderName:
+            raise NoSuchFolder(name) from None
+        for folder in self._account(userId).values():
+            if folder["name"] == name:
+                return folder
+        raise NoSuchFolder(name)
+
+    def _public(self, userId: int, folder: dict[str, Any]) -> Folder:
+        inside = [
+            self._messages.entries[i]
+            for i, s in self._state.items()
+            if s["user_id"] == userId and s["mailbox"] == folder["mailbox"]
+        ]
+        unseen = sum(not e["read_state"] for e in inside)
+        return Folder(**folder, total=len(inside), unseen=unseen)
+
+    def folders(self, userId: int) -> Deferred:
+        found = sorted(
+            self._account(userId).values(),
+            key=lambda f: (f["name"] != INBOX, f["name"]),
+        )
+        return succeed([self._public(userId, f) for f in found])
+
+    def folder(self, userId: int, name: str) -> Deferred:
+        try:
+            return succeed(self._public(userId, self._byName(userId, name)))
+        except NoSuchFolder:
+            return succeed(None)
+
+    def _exists(self, userId: int, name: str) -> bool:
+        return any(f["name"] == name for f in self._account(userId).values())
+
+    def _add(self, userId: int, name: str) -> None:
+        validity = self._nextValidity()
+        key = f"folder-{validity}"
+        self._folders[userId][key] = self._newFolder(key, name, None, validity, False)
+
+    def _create(self, userId: int, name: str) -> Folder:
+        name = normaliseFolderName(name)
+        if self._exists(userId, name):
+            raise FolderExists(name)
+        for parent in parents(name):
+            if not self._exists(userId, normaliseFolderName(parent)):
+                self._add(userId, normaliseFolderName(parent))
+        self._add(userId, name)
+        return self._public(userId, self._byName(userId, name))
+
+    def create(self, userId: int, name: str) -> Deferred:
+        return maybeDeferred(self._create, userId, name)
+
+    def _rename(self, userId: int, old: str, new: str) -> None:
+        old, new = normaliseFolderName(old), normaliseFolderName(new)
+        source = self._byName(userId, old)
+        if self._exists(userId, new):
+            raise FolderExists(new)
+        if old == INBOX:
+            self._create(userId, new)
+            self._moveUids(userId, source, None, self._byName(userId, new))
+            return
+        if new.startswith(old + DELIMITER):
+            raise BadFolderName(f"{new!r} is inside {old!r}")
+        folders = self._account(userId).values()
+        inferiors = [f for f in folders if f["name"].startswith(old + DELIMITER)]
+        for folder in inferiors:
+            if self._exists(userId, new + folder["name"][len(old) :]):
+                raise FolderExists(new + folder["name"][len(old) :])
+        for parent in parents(new):
+            if not self._exists(userId, parent):
+                self._add(userId, parent)
+        for folder in inferiors:
+            folder["name"] = new + folder["name"][len(old) :]
+        source["name"] = new
+
+    def rename(self, userId: int, old: str, new: str) -> Deferred:
+        return maybeDeferred(self._rename, userId, old, new)
+
+    def _delete(self, userId: int, name: str) -> int:
+        folder = self._byName(userId, name)
+        if folder["name"] == INBOX or folder["specialUse"] is not None:
+            raise FolderRefused(f"{folder['name']} cannot be deleted")
+        doomed = self._inside(userId, folder, None)
+        for entryId, _ in doomed:
+            del self._messages.entries[entryId]
+            del self._state[entryId]
+        del self._folders[userId][folder["mailbox"]]
+        return len(doomed)
+
+    def delete(self, userId: int, name: str) -> Deferred:
+        return maybeDeferred(self._delete, userId, name)
+
+    def _subscribe(self, userId: int, name: str, subscribed: bool) -> None:
+        self._byName(userId, name)["subscribed"] = subscribed
+
+    def subscribe(self, userId: int, name: str, subscribed: bool = True) -> Deferred:
+        return maybeDeferred(self._subscribe, userId, name, subscribed)
+
+    def _inside(
+        self, userId: int, folder: dict[str, Any], uids: UidSet | None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(entry id, state) of the folder's messages C{uids} names, by UID."""
+        found = sorted(
+            (
+                (entryId, state)
+                for entryId, state in self._state.items()
+                if state["user_id"] == userId and state["mailbox"] == folder["mailbox"]
+            ),
+            key=lambda item: item[1]["uid"],
+        )
+        if uids is None:
+            return found
+        wanted = set(uidsIn(uids, [state["uid"] for _, state in found]))
+        return [(i, s) for i, s in found if s["uid"] in wanted]
+
+    def _flags(self, entryId: str, state: dict[str, Any]) -> frozenset[str]:
+        entry = self._messages.entries[entryId]
+        on = {
+            "\\Seen": entry["read_state"],
+            "\\Answered": state["answered"],
+            "\\Flagged": entry["starred"],
+            "\\Deleted": state["deleted"],
+            "\\Draft": state["draft"],
+        }
+        return frozenset(flag for flag, value in on.items() if value)
+
+    def _message(self, entryId: str, state: dict[str, Any]) -> FolderMessage:
+        envelope, raw = self._messages.messages[
+            self._messages.entries[entryId]["file_id"]
+        ]
+        return FolderMessage(
+            state["uid"],
+            entryId,
+            self._flags(entryId, state),
+            state["keywords"],
+            state["modseq"],
+            len(raw),
+            envelope.receivedAt.isoformat(timespec="microseconds"),
+        )
+
+    def _list(self, userId: int, name: str, uids: UidSet | None) -> list:
+        folder = self._byName(userId, name)
+        return [self._message(i, s) for i, s in self._inside(userId, folder, uids)]
+
+    def messages(self, userId: int, name: str, uids: UidSet | None = None) -> Deferred:
+        return maybeDeferred(self._list, userId, name, uids)
+
+    def _setFlags(
+        self,
+        userId: int,
+        name: str,
+        uids: UidSet,
+        flags: Iterable[str],
+        mode: str,
+        unchangedSince: int | None,
+    ) -> FlagChange:
+        given = splitFlags(flags)
+        folder = self._byName(userId, name)
+        result = FlagChange()
+        for entryId, state in self._inside(userId, folder, uids):
+            if unchangedSince is not None and state["modseq"] > unchangedSince:
+                result.modified.append(state["uid"])
+                continue
+            current = (self._flags(entryId, state), state["keywords"])
+            system, keywords = changedFlags(current, given, mode)
+            if (system, keywords) == current:
+                continue
+            entry = self._messages.entries[entryId]
+            entry["read_state"] = "\\Seen" in system
+            entry["starred"] = "\\Flagged" in system
+            state["seen"] = (entry["read_state"], entry["starred"])
+            state["answered"] = "\\Answered" in system
+            state["deleted"] = "\\Deleted" in system
+            state["draft"] = "\\Draft" in system
+            state["keywords"] = keywords
+            state["modseq"] = self._bump(userId, folder["mailbox"])
+            result.changed[state["uid"]] = state["modseq"]
+        return result
+
+    def setFlags(
+        self,
+        userId: int,
+        name: str,
+        uids: UidSet,
+        flags: Iterable[str],
+        mode: str,
+        unchangedSince: int | None = None,
+    ) -> Deferred:
+        if mode not in ("add", "remove", "replace"):
+            return fail(ValueError(f"bad mode {mode!r}"))
+        return maybeDeferred(
+            self._setFlags, userId, name, uids, list(flags), mode, unchangedSince
+        )
+
+    def _moveUids(
+        self,
+        userId: int,
+        source: dict[str, Any],
+        uids: UidSet | None,
+        target: dict[str, Any],
+    ) -> list[tuple[int, int]]:
+        pairs = []
+        for entryId, state in self._inside(userId, source, uids):
+            old = state["uid"]
+            self._messages.entries[entryId]["mailbox"] = target["mailbox"]
+            self._bump(userId, source["mailbox"])
+            state["mailbox"] = target["mailbox"]
+            state["uid"], state["modseq"] = self._enter(userId, target["mailbox"])
+            pairs.append((old, state["uid"]))
+        return pairs
+
+    def _move(
+        self, userId: int, name: str, uids: UidSet, destination: str
+    ) -> list[tuple[int, int]]:
+        source = self._byName(userId, name)
+        target = self._byName(userId, destination)
+        if source is target:
+            raise FolderRefused("the messages are in that folder already")
+        return self._moveUids(userId, source, uids, target)
+
+    def move(self, userId: int, name: str, uids: UidSet, destination: str) -> Deferred:
+        return maybeDeferred(self._move, userId, name, uids, destination)
+
+    def _copy(
+        self, userId: int, name: str, uids: UidSet, destination: str
+    ) -> list[tuple[int, int]]:
+        source = self._byName(userId, name)
+        target = self._byName(userId, destination)
+        pairs = []
+        for entryId, state in self._inside(userId, source, uids):
+            self._messages._order += 1
+            copyId = str(uuid.uuid4())
+            self._messages.entries[copyId] = {
+                **self._messages.entries[entryId],
+                "mailbox": target["mailbox"],
+                "order": self._messages._order,
+            }
+            uid, modseq = self._enter(userId, target["mailbox"])
+            self._state[copyId] = {
+                **state,
+                "mailbox": target["mailbox"],
+                "uid": uid,
+                "modseq": modseq,
+            }
+            pairs.append((state["uid"], uid))
+        return pairs
+
+    def copy(self, userId: int, name: str, uids: UidSet, destination: str) -> Deferred:
+        return maybeDeferred(self._copy, userId, name, uids, destination)
+
+    def _expunge(self, userId: int, name: str, uids: UidSet | None) -> list[int]:
+        folder = self._byName(userId, name)
+        gone = []
+        for entryId, state in self._inside(userId, folder, uids):
+            if state["deleted"]:
+                del self._messages.entries[entryId]
+                del self._state[entryId]
+                self._bump(userId, folder["mailbox"])
+                gone.append(state["uid"])
+        return gone
+
+    def expunge(self, userId: int, name: str, uids: UidSet | None = None) -> Deferred:
+        return maybeDeferred(self._expunge, userId, name, uids)

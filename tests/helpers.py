@@ -28,6 +28,8 @@ def testConfig(dataDir: str, **overrides: Any):
         smtp__listen=["tcp:0:interface=127.0.0.1"],
         submission__listen=["tcp:0:interface=127.0.0.1"],
         api__listen=["tcp:0:interface=127.0.0.1"],
+        imap__listen=["tcp:0:interface=127.0.0.1"],
+        imaps__listen=["tls:tcp:0:interface=127.0.0.1"],
         log__level="warn",
         # No real DNS from tests: the outbound queue's lookups go nowhere.
         dns__nameservers=["127.0.0.1:9"],
@@ -76,6 +78,15 @@ class RunningServer:
     @property
     def apiPort(self) -> int:
         return self._port("api")
+
+    @property
+    def imapPort(self) -> int:
+        return self._port("imap")
+
+    @property
+    def imapsPort(self) -> int:
+        listeners = list(self.root.getServiceNamed("imap"))
+        return listeners[1].address.port
 
     @inlineCallbacks
     def addUser(self, email: str, password: str = PASSWORD, admin: bool = False):

@@ -29,7 +29,9 @@ def environment(**extra: str) -> dict[str, str]:
 
 def writeConfig(directory: str, **sections: dict) -> tuple[str, dict[str, int]]:
     """A config with free loopback ports; returns (path, ports by listener)."""
-    ports = {name: freePort() for name in ("smtp", "submission", "api")}
+    ports = {
+        name: freePort() for name in ("smtp", "submission", "api", "imap", "imaps")
+    }
     merged: dict[str, dict] = {
         "server": {
             "hostname": "mx.mailraven.test",
@@ -38,7 +40,8 @@ def writeConfig(directory: str, **sections: dict) -> tuple[str, dict[str, int]]:
         }
     }
     for name, port in ports.items():
-        merged[name] = {"listen": [f"tcp:{port}:interface=127.0.0.1"]}
+        tls = "tls:" if name == "imaps" else ""
+        merged[name] = {"listen": [f"{tls}tcp:{port}:interface=127.0.0.1"]}
     merged["mailauth"] = {"enabled": False}  # no real DNS from tests
     for section, values in sections.items():
         merged.setdefault(section, {}).update(values)

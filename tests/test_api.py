@@ -155,6 +155,7 @@ class PluginTests(SynchronousTestCase):
                 "backup",
                 "smtp",
                 "submission",
+                "imap",
                 "api",
                 "queue",
                 "quotawarnings",

@@ -98,7 +98,7 @@ class QuickStartTests(SynchronousTestCase):
                 ".git", ".tox", ".venv*", "_trial_temp*", "mailraven-data", "build"
             ),
         )
-        self.smtp, self.api = freePort(), freePort()
+        self.smtp, self.api, self.imap = freePort(), freePort(), freePort()
         self.env = {
             k: v
             for k, v in os.environ.items()
@@ -114,6 +114,8 @@ class QuickStartTests(SynchronousTestCase):
             MAILRAVEN_SMTP_LISTEN=f"tcp:interface=127.0.0.1:port={self.smtp}",
             MAILRAVEN_SUBMISSION_LISTEN=f"tcp:interface=127.0.0.1:port={freePort()}",
             MAILRAVEN_API_LISTEN=f"tcp:interface=127.0.0.1:port={self.api}",
+            MAILRAVEN_IMAP_LISTEN=f"tcp:interface=127.0.0.1:port={self.imap}",
+            MAILRAVEN_IMAPS_LISTEN=f"tls:tcp:interface=127.0.0.1:port={freePort()}",
             # as in the image, so that the log recipe gets real events
             MAILRAVEN_LOG_FORMAT="json",
         )
@@ -122,7 +124,9 @@ class QuickStartTests(SynchronousTestCase):
         return (
             command.replace(":2525", f":{self.smtp}")
             .replace(":8080", f":{self.api}")
+            .replace(":2143", f":{self.imap}")
             .replace('"password": "..."', f'"password": "{PASSWORD}"')
+            .replace("alice@localhost:...", f"'alice@localhost:{PASSWORD}'")
         )
 
     def run_(self, command: str, **kwargs) -> subprocess.CompletedProcess:
@@ -206,7 +210,7 @@ class QuickStartTests(SynchronousTestCase):
         installSeconds = time.monotonic() - started
         self.startServer(serve)
 
-        userAdd, swaks, login, listing = blocks[1]
+        userAdd, swaks, login, listing, imap = blocks[1]
         self.assertIn(
             "added alice@localhost (data dir ", self.addUserAtATerminal(userAdd)
         )
@@ -215,6 +219,8 @@ class QuickStartTests(SynchronousTestCase):
         listed = self.run_(f"{self.ported(login)}; {self.ported(listing)}", timeout=60)
         self.assertIn('"sender"', listed.stdout)
         self.assertIn("alice@localhost", listed.stdout)
+        fetched = self.run_(self.ported(imap), timeout=60)
+        self.assertIn("Received: from ", fetched.stdout)
         # the README's log recipe over this server's real output
         requireTool("jq", "the README's log recipe")
         recipe = re.search(r"\| (jq [^`]*)`", readme()).group(1)

@@ -320,6 +320,146 @@ class DomainsMigrationTests(TestCase):
             )
 
 
+BEFORE_FOLDERS = 15  # the last schema without folders, UIDs and MODSEQs
+
+
+def _entry(
+    conn: sqlite3.Connection, entryId: str, userId: int, mailbox: str, at: str
+) -> None:
+    """An entry as schema 15 stored it, of a message arrived at C{at}."""
+    conn.execute(
+        "INSERT OR IGNORE INTO messages (id, path, size, stored_size, sha256,"
+        " received_at, mail_from, rcpt_to) VALUES (?, 'p', 1, 1, 's', ?, 'a@x', '[]')",
+        (f"m-{at}", at),
+    )
+    conn.execute(
+        "INSERT INTO mailbox_entries (id, message_id, user_id, recipient, mailbox,"
+        " read_state, received_at, updated_at) VALUES (?, ?, ?, 'u@x', ?, 1, ?, ?)",
+        (entryId, f"m-{at}", userId, mailbox, at, at),
+    )
+
+
+class FoldersMigrationTests(TestCase):
+    """Schema 16: every account has the six standard folders, and existing
+    mail gets UIDs per folder in arrival order."""
+
+    def setUp(self) -> None:
+        self.conn = _twoAccounts(self, BEFORE_FOLDERS)
+        day = "2026-11-{:02}T10:00:00.000000+00:00".format
+        # out of arrival order on purpose; e3b and e3a arrived together
+        for entryId, userId, mailbox, at in [
+            ("e5", 1, "inbox", day(5)),
+            ("e1", 1, "inbox", day(1)),
+            ("e3b", 1, "inbox", day(3)),
+            ("e3a", 1, "inbox", day(3)),
+            ("e2", 1, "archive", day(2)),
+            ("e4", 1, "archive", day(4)),
+            ("e6", 1, "trash", day(6)),
+            ("e7", 1, "sent", day(7)),
+            ("f1", 2, "junk", day(1)),
+            ("f2", 2, "inbox", day(2)),
+        ]:
+            _entry(self.conn, entryId, userId, mailbox, at)
+
+    def _uids(self, userId: int, mailbox: str) -> list[tuple[str, int]]:
+        rows = self.conn.execute(
+            "SELECT id, uid FROM mailbox_entries WHERE user_id = ? AND mailbox = ?"
+            " ORDER BY uid",
+            (userId, mailbox),
+        )
+        return [tuple(r) for r in rows]
+
+    def _folders(self, userId: int) -> dict[str, tuple]:
+        rows = self.conn.execute(
+            "SELECT mailbox, name, special_use, uidnext, uidvalidity, subscribed"
+            " FROM folders WHERE user_id = ?",
+            (userId,),
+        )
+        return {r[0]: tuple(r)[1:] for r in rows}
+
+    def test_existingMailGetsUidsInArrivalOrderPerFolder(self) -> None:
+        migrate(self.conn)
+        self.assertEqual(
+            self._uids(1, "inbox"), [("e1", 1), ("e3a", 2), ("e3b", 3), ("e5", 4)]
+        )
+        self.assertEqual(self._uids(1, "archive"), [("e2", 1), ("e4", 2)])
+        self.assertEqual(self._uids(1, "trash"), [("e6", 1)])
+        self.assertEqual(self._uids(1, "sent"), [("e7", 1)])
+        self.assertEqual(self._uids(2, "junk"), [("f1", 1)])
+        self.assertEqual(self._uids(2, "inbox"), [("f2", 1)])
+
+    def test_everyAccountHasTheSixFoldersWithUidnextPastItsMail(self) -> None:
+        migrate(self.conn)
+        for userId in (1, 2):
+            folders = self._folders(userId)
+            self.assertEqual(
+                {key: row[:2] for key, row in folders.items()},
+                {
+                    "inbox": ("INBOX", None),
+                    "sent": ("Sent", "\\Sent"),
+                    "drafts": ("Drafts", "\\Drafts"),
+                    "junk": ("Junk", "\\Junk"),
+                    "trash": ("Trash", "\\Trash"),
+                    "archive": ("Archive", "\\Archive"),
+                },
+            )
+            for row in folders.values():
+                self.assertGreater(row[3], 0)  # uidvalidity
+                self.assertEqual(row[4], 1)  # subscribed
+        uidnext = {key: row[2] for key, row in self._folders(1).items()}
+        self.assertEqual(
+            uidnext,
+            {"inbox": 5, "archive": 3, "trash": 2, "sent": 2, "junk": 1, "drafts": 1},
+        )
+
+    def test_flagsAndCountsComeThroughUnchanged(self) -> None:
+        """Read state, counts and quota usage are what they were."""
+        before = self.conn.execute(
+            "SELECT user_id, mailbox, total, unread FROM mailbox_counts ORDER BY 1, 2"
+        ).fetchall()
+        migrate(self.conn)
+        after = self.conn.execute(
+            "SELECT user_id, mailbox, total, unread FROM mailbox_counts ORDER BY 1, 2"
+        ).fetchall()
+        self.assertEqual([tuple(r) for r in after], [tuple(r) for r in before])
+        flags = self.conn.execute(
+            "SELECT DISTINCT read_state, starred, answered, draft, deleted, keywords,"
+            " modseq FROM mailbox_entries"
+        ).fetchall()
+        self.assertEqual([tuple(r) for r in flags], [(1, 0, 0, 0, 0, "", 1)])
+        # the message's size is copied to its entries: a folder lists alone
+        sizes = self.conn.execute("SELECT DISTINCT size FROM mailbox_entries")
+        self.assertEqual([tuple(r) for r in sizes], [(1,)])
+
+    def test_mailAfterTheMigrationContinuesTheUids(self) -> None:
+        """An entry inserted by any code (here plain SQL) takes the folder's
+        UIDNEXT; a move takes the destination's; UIDNEXT never goes back."""
+        migrate(self.conn)
+        _entry(self.conn, "e8", 1, "inbox", "2026-11-08T10:00:00.000000+00:00")
+        self.assertEqual(self._uids(1, "inbox")[-1], ("e8", 5))
+        (size,) = self.conn.execute(
+            "SELECT size FROM mailbox_entries WHERE id = 'e8'"
+        ).fetchone()
+        self.assertEqual(size, 1)
+        self.conn.execute(
+            "UPDATE mailbox_entries SET mailbox = 'archive' WHERE id = 'e5'"
+        )
+        self.assertEqual(self._uids(1, "archive")[-1], ("e5", 3))
+        self.conn.execute("DELETE FROM mailbox_entries WHERE id = 'e8'")
+        _entry(self.conn, "e9", 1, "inbox", "2026-11-09T10:00:00.000000+00:00")
+        self.assertEqual(self._uids(1, "inbox")[-1], ("e9", 6))
+
+    def test_newAccountsGetTheirFolders(self) -> None:
+        migrate(self.conn)
+        self.conn.execute(
+            "INSERT INTO users (id, email, password_hash, created_at)"
+            " VALUES (3, 'u3@example.test', 'x', 'now')"
+        )
+        self.assertEqual(len(self._folders(3)), 6)
+        old = max(r[3] for r in self._folders(1).values())
+        self.assertGreater(min(r[3] for r in self._folders(3).values()), old)
+
+
 class UpgradeAtStartTests(TestCase):
     """An operator sees why nothing listens yet while an old database is
     being upgraded, and how long it took."""

@@ -1,0 +1,1 @@
+"""IMAP4rev1 (RFC 3501) on twisted.mail.imap4, hardened: see L{server}."""

@@ -1,0 +1,90 @@
+"""APPEND's arguments and its message literal, which goes to a L{Spool}.
+
+twisted.mail.imap4 read an APPEND literal of any announced size into memory
+or a temp file before anything looked at it; here the size is checked
+against the limit before the client is told to send (RFC 3501 7.5), and
+the bytes go to a spool (memory budget, then a temp file on a pool thread),
+the way SMTP's DATA does.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.mail.imap4 import IllegalClientResponse
+
+_FLAG = re.compile(rb'\\?[^\x00-\x20\x7f-\xff(){%*"\\\]]+')
+_LITERAL = re.compile(rb"\{(\d{1,12})\}")
+_DATE_FORMAT = "%d-%b-%Y %H:%M:%S %z"
+
+
+def parseFlags(text: bytes) -> list[str]:
+    """The flags of a parenthesised list's inside (system flags and keywords)."""
+    flags = []
+    for flag in text.split():
+        if not _FLAG.fullmatch(flag):
+            raise IllegalClientResponse("Malformed flag")
+        flags.append(flag.decode("ascii"))
+    return flags
+
+
+def parseDateTime(text: bytes) -> datetime:
+    """RFC 3501 date-time (without its quotes), e.g. C{ 7-Feb-1994 21:52:25 -0800}."""
+    try:
+        return datetime.strptime(text.decode("ascii").strip(), _DATE_FORMAT)
+    except (UnicodeDecodeError, ValueError):
+        raise IllegalClientResponse("Malformed date-time") from None
+
+
+def parseAppendArguments(rest: bytes) -> tuple[list[str], datetime | None, int]:
+    """(flags, internal date or None, literal size) from C{[flags] [date] {n}}."""
+    rest = rest.strip()
+    flags: list[str] = []
+    if rest.startswith(b"("):
+        end = rest.find(b")")
+        if end < 0:
+            raise IllegalClientResponse("Mismatched parenthesis")
+        flags = parseFlags(rest[1:end])
+        rest = rest[end + 1 :].lstrip()
+    date = None
+    if rest.startswith(b'"'):
+        end = rest.find(b'"', 1)
+        if end < 0:
+            raise IllegalClientResponse("Malformed date-time")
+        date = parseDateTime(rest[1:end])
+        rest = rest[end + 1 :].lstrip()
+    match = _LITERAL.fullmatch(rest)
+    if match is None:
+        raise IllegalClientResponse("Expected the message as a literal {size}")
+    size = int(match.group(1))
+    if size == 0:
+        raise IllegalClientResponse("Empty message")
+    return flags, date, size
+
+
+class AppendLiteral:
+    """
+    Receives C{size} octets into C{spool}; the protocol then hands over the
+    rest of the command line, and C{received} fires with (spool, rest).
+    """
+
+    def __init__(self, size: int, spool: Any, received: Deferred) -> None:
+        self.remaining = size
+        self.spool = spool
+        self._received = received
+
+    def write(self, data: bytes) -> bytes | None:
+        """Take what belongs to the literal; the bytes after it once complete."""
+        take = data[: self.remaining]
+        if take:
+            self.spool.write(take)
+            self.remaining -= len(take)
+        if self.remaining:
+            return None
+        return data[len(take) :]
+
+    def callback(self, line: bytes) -> None:
+        self._received.callback((self.spool, line))
