@@ -60,6 +60,11 @@ class MessagePart:
         self._part = part
         self._raw = raw if raw is not None else part.as_bytes()
 
+    @property
+    def message(self) -> email.message.Message:
+        """The email package's parse (BODYSTRUCTURE is built from it)."""
+        return self._part
+
     def getHeaders(self, negate: bool, *names: Any) -> dict[str, str]:
         wanted = {n.decode() if isinstance(n, bytes) else n for n in names}
         wanted = {n.lower() for n in wanted}

@@ -18,6 +18,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
+from mailraven.imap.bodystructure import bodyStructure
 from mailraven.imap.commands import decodeName, safe
 from mailraven.imap.condstore import parseStoreMode
 from mailraven.imap.literals import parseFlags
@@ -82,8 +83,18 @@ class MessageCommands:
             msg.flags = value
             msg.modseq = self.mbox.rows[msg.uid].modseq
 
+    def spew_bodystructure(
+        self, id: int, msg: Any, _w: Any = None, _f: Any = None
+    ) -> None:
+        structure = bodyStructure(msg.part.message, extended=True)
+        _w(b"BODYSTRUCTURE " + imap4.collapseNestedLists([structure]))
+
     def spew_body(self, part: Any, id: int, msg: Any, _w: Any = None, _f: Any = None):
-        if part.part or not _isSection(part) or part.mime:
+        if not _isSection(part):  # BODY: the structure without extensions
+            structure = bodyStructure(msg.part.message, extended=False)
+            _w(b"BODY " + imap4.collapseNestedLists([structure]))
+            return None
+        if part.part or part.mime:
             return super().spew_body(part, id, msg, _w, _f)
         raw = msg.raw
         if part.header:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import unicodedata
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -69,10 +70,12 @@ class ConfiguredDomain(ValueError):
 def asciiDomain(name: str) -> str:
     """C{name} lower-cased with its U-labels as A-labels (IDNA 2008), the one
     form configured, added and account domains are compared in; as it is
-    (lower-cased) when it is no valid IDN, so it matches no local domain."""
+    (lower-cased) when it is no valid IDN, so it matches no local domain.
+    Composed first (NFC): C{bu\u0308cher} is the same name as C{b\u00fccher}."""
     name = name.lower()
     if name.isascii():
         return name
+    name = unicodedata.normalize("NFC", name)
     try:
         return _toASCII(name)
     except (UnicodeError, ValueError):
