@@ -195,6 +195,52 @@ class IMAPEndToEndTests(TestCase):
         self.assertNotIn(b"\\Flagged", flags)
 
     @inlineCallbacks
+    def test_aDraftSavedOverIMAPIsListedByTheAPI(self):
+        """Found by a new user: Drafts could not be listed through the API."""
+
+        def saveDraft():
+            client = starttls(self.server.imapPort)
+            ok(client.login("alice@example.test", PASSWORD))
+            ok(client.append("Drafts", "(\\Draft)", None, ORIGINAL))
+            client.logout()
+
+        yield self.run_(saveDraft)
+        api = APIClient(self, self.server.apiPort)
+        yield api.login()
+        page = yield api.json("GET", "/messages", mailbox="drafts")
+        [draft] = page["messages"]
+        self.assertEqual(draft["subject"], "Plans for Friday")
+
+    @inlineCallbacks
+    def test_anIMAPExpungeReachesTheAPIsDeltaSync(self):
+        """Found by a new user: a message expunged over IMAP vanished from
+        the API without delta sync saying so, and the app kept showing it."""
+        yield self.run_(sendBySMTP, self.server.smtpPort, ORIGINAL)
+        api = APIClient(self, self.server.apiPort)
+        yield api.login()
+        first = yield api.json("GET", "/messages/since", since="2000-01-01T00:00:00Z")
+        [summary] = first["messages"]
+        self.assertEqual(first["expunged"], [])
+
+        def expunge():
+            client = starttls(self.server.imapPort)
+            ok(client.login("alice@example.test", PASSWORD))
+            ok(client.select("INBOX"))
+            ok(client.store("1", "+FLAGS.SILENT", "(\\Deleted)"))
+            ok(client.expunge())
+            client.logout()
+
+        yield self.run_(expunge)
+        delta = yield api.json("GET", "/messages/since", since=first["next_since"])
+        self.assertEqual(delta["messages"], [])
+        [gone] = delta["expunged"]
+        self.assertEqual((gone["id"], gone["mailbox"]), (summary["id"], "inbox"))
+        self.assertEqual(delta["count"], 1)
+        self.assertEqual(delta["next_since"], gone["expunged_at"])
+        after = yield api.json("GET", "/messages/since", since=delta["next_since"])
+        self.assertEqual(after["count"], 0)
+
+    @inlineCallbacks
     def test_appendFetchCopyMoveExpunge(self):
         message = b"Subject: draft\r\n\r\nunfinished\r\n"
 

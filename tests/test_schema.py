@@ -460,6 +460,31 @@ class FoldersMigrationTests(TestCase):
         self.assertGreater(min(r[3] for r in self._folders(3).values()), old)
 
 
+class ExpungedEntriesMigrationTests(TestCase):
+    """Schema 17: entries that go (an IMAP EXPUNGE) leave a row for the
+    API's delta sync, until their account goes."""
+
+    def test_aRemovedEntryIsKeptAsExpungedUntilItsAccountGoes(self) -> None:
+        conn = _twoAccounts(self, 16)
+        migrate(conn, 16)
+        _entry(conn, "e1", 1, "inbox", "2026-11-01T10:00:00.000000+00:00")
+        _entry(conn, "f1", 2, "inbox", "2026-11-01T10:00:00.000000+00:00")
+        self.assertEqual(migrate(conn), SCHEMA_VERSION)
+        self.assertEqual(conn.execute("SELECT * FROM expunged_entries").fetchall(), [])
+        conn.execute("DELETE FROM mailbox_entries WHERE id IN ('e1', 'f1')")
+        rows = conn.execute(
+            "SELECT id, user_id, mailbox, expunged_at FROM expunged_entries ORDER BY id"
+        ).fetchall()
+        self.assertEqual(
+            [tuple(r)[:3] for r in rows], [("e1", 1, "inbox"), ("f1", 2, "inbox")]
+        )
+        # the form of every *_at column, so it sorts beside updated_at
+        self.assertRegex(rows[0][3], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
+        conn.execute("DELETE FROM users WHERE id = 1")
+        remaining = conn.execute("SELECT id FROM expunged_entries").fetchall()
+        self.assertEqual([r[0] for r in remaining], ["f1"])
+
+
 class UpgradeAtStartTests(TestCase):
     """An operator sees why nothing listens yet while an old database is
     being upgraded, and how long it took."""

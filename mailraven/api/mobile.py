@@ -329,15 +329,19 @@ class MobileAPI:
             raise APIError(400, "bad_parameter", "since is required")
         since = _timestamp(text)
         limit = _intArg(request, "limit", 100, 1, MAX_LIMIT)
-        messages = yield self._db.read(
-            lambda c: queries.changedSince(c, user[0], since, limit)
+        messages, expunged = yield self._db.read(
+            lambda c: (
+                queries.changedSince(c, user[0], since, limit),
+                queries.expungedSince(c, user[0], since, limit),
+            )
         )
-        last = messages[-1]["updated_at"] if messages else text
+        messages, expunged, last = _firstChanges(messages, expunged, limit)
         return {
             "messages": messages,
-            "count": len(messages),
+            "expunged": expunged,
+            "count": len(messages) + len(expunged),
             "since": text,
-            "next_since": last,
+            "next_since": last or text,
         }
 
     @app.route("/v1/messages/search", methods=["GET"])
@@ -990,6 +994,24 @@ class AdminAPI(MobileAPI):
             event="domain_removed",
         )
         return {"removed": name}
+
+
+def _firstChanges(
+    messages: list[dict], expunged: list[dict], limit: int
+) -> tuple[list[dict], list[dict], str | None]:
+    """The oldest C{limit} changes of both kinds (each list oldest first),
+    and the time of the last one: the next page starts after it."""
+    merged = sorted(
+        [(m["updated_at"], 0, m) for m in messages]
+        + [(e["expunged_at"], 1, e) for e in expunged],
+        key=lambda item: (item[0], item[1]),
+    )[:limit]
+    last = merged[-1][0] if merged else None
+    return (
+        [item for _, kind, item in merged if kind == 0],
+        [item for _, kind, item in merged if kind == 1],
+        last,
+    )
 
 
 def _aliasBody(body: Any) -> tuple[str, list[str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from mailraven import __version__
+from mailraven.store.messages import MAILBOXES
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -251,7 +252,7 @@ def document() -> dict[str, Any]:
                             "in": "query",
                             "schema": {
                                 "type": "string",
-                                "enum": ["inbox", "archive", "junk", "trash", "sent"],
+                                "enum": list(MAILBOXES),
                             },
                         },
                     ],
@@ -278,7 +279,9 @@ def document() -> dict[str, Any]:
                     "summary": "Delta sync: entries that arrived or changed after"
                     " `since`"
                     " (read state, star, mailbox; a delete is a move to"
-                    " trash), oldest change first; continue from next_since",
+                    " trash), and entries gone (expunged over IMAP, or with a"
+                    " deleted folder), oldest change first; continue from"
+                    " next_since",
                     "security": _AUTH,
                     "parameters": [
                         {
@@ -295,6 +298,22 @@ def document() -> dict[str, Any]:
                                 "type": "object",
                                 "properties": {
                                     "messages": {"type": "array", "items": ref},
+                                    "expunged": {
+                                        "type": "array",
+                                        "items": {
+                                            "type": "object",
+                                            "required": [
+                                                "id",
+                                                "mailbox",
+                                                "expunged_at",
+                                            ],
+                                            "properties": {
+                                                "id": {"type": "string"},
+                                                "mailbox": {"type": "string"},
+                                                "expunged_at": {"type": "string"},
+                                            },
+                                        },
+                                    },
                                     "count": {"type": "integer"},
                                     "since": {"type": "string"},
                                     "next_since": {"type": "string"},
@@ -489,13 +508,7 @@ def document() -> dict[str, Any]:
                                         "starred": {"type": "boolean"},
                                         "mailbox": {
                                             "type": "string",
-                                            "enum": [
-                                                "inbox",
-                                                "archive",
-                                                "junk",
-                                                "trash",
-                                                "sent",
-                                            ],
+                                            "enum": list(MAILBOXES),
                                         },
                                     },
                                 }

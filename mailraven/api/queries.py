@@ -169,6 +169,19 @@ def changedSince(
     return [summary(r) for r in rows]
 
 
+def expungedSince(
+    conn: sqlite3.Connection, userId: int, since: str, limit: int
+) -> list[dict[str, Any]]:
+    """Entries gone (expunged over IMAP, or with a deleted folder) after
+    C{since}, oldest first."""
+    rows = conn.execute(
+        "SELECT id, mailbox, expunged_at FROM expunged_entries"
+        " WHERE user_id = ? AND expunged_at > ? ORDER BY expunged_at, id LIMIT ?",
+        (userId, since, limit),
+    ).fetchall()
+    return [{"id": r[0], "mailbox": r[1], "expunged_at": _z(r[2])} for r in rows]
+
+
 def entryFor(conn: sqlite3.Connection, userId: int, entryId: str) -> dict | None:
     row = conn.execute(
         f"SELECT {_SUMMARY}, m.path, m.message_id AS header_message_id"

@@ -19,7 +19,7 @@ from mailraven.store.files import SYNCER, Syncer, readMessageFile, removeMessage
 from mailraven.store.prepare import PreparedMessage, prepareMessage
 from mailraven.store.rows import insertMessage, utcNow
 
-MAILBOXES = ("inbox", "archive", "junk", "trash", "sent")
+MAILBOXES = ("inbox", "archive", "junk", "trash", "sent", "drafts")
 _ENTRY_COLUMNS = """
     e.id, e.message_id AS file_id, e.recipient, e.mailbox, e.read_state, e.starred,
     e.received_at, m.mail_from, m.header_from, m.subject, m.snippet, m.size,

@@ -477,6 +477,28 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     ) WITHOUT ROWID;
     """,
     _foldersForImap,
+    # 17: entries that are gone (IMAP EXPUNGE, a deleted folder), kept so the
+    # API's delta sync can report them; the time has the *_at columns' form
+    # (Python's isoformat with microseconds, UTC), so it sorts beside them.
+    """
+    CREATE TABLE expunged_entries (
+        id TEXT PRIMARY KEY,
+        user_id INTEGER NOT NULL,
+        mailbox TEXT NOT NULL,
+        expunged_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX expunged_by_user ON expunged_entries (user_id, expunged_at, id);
+    CREATE TRIGGER entries_kept_as_expunged AFTER DELETE ON mailbox_entries BEGIN
+        INSERT OR REPLACE INTO expunged_entries (id, user_id, mailbox, expunged_at)
+        VALUES (
+            OLD.id, OLD.user_id, OLD.mailbox,
+            strftime('%Y-%m-%dT%H:%M:%f', 'now') || '000+00:00'
+        );
+    END;
+    CREATE TRIGGER expunged_of_removed_account AFTER DELETE ON users BEGIN
+        DELETE FROM expunged_entries WHERE user_id = OLD.id;
+    END;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
