@@ -462,6 +462,34 @@ class TimeoutTests(IMAPTestCase):
         self.assertEqual(self.replies(), ["* BYE Autologout; connection idle too long"])
         self.assertTrue(self.transport.disconnecting)
 
+    def test_aLiteralNeverSentDoesNotHoldTheSession(self):
+        """Found by an attacker: announcing a literal and never sending it
+        kept a session open past the autologout, forever (1000 such took
+        every slot); a negative size was taken too."""
+        self.send(b"a LOGIN {5}\r\n")
+        self.assertEqual(self.replies(), ["+ Ready for 5 octets of text"])
+        self.clock.advance(self.factory.settings.loginTimeout)
+        self.assertIn("* BYE Autologout; connection idle too long", self.replies())
+        self.assertTrue(self.transport.disconnecting)
+        proto, transport = self.connect()
+        self.send(b"b LOGIN {-1}\r\n", proto)
+        [reply] = self.replies(transport)
+        self.assertTrue(reply.startswith("b BAD "), reply)
+
+    def test_oneClientCannotHoldEverySession(self):
+        """Sessions of one IP (logged in or not) are capped, so one client
+        cannot take the server's slots; a closed one frees its slot."""
+        self.factory.settings.maxPerIP = 2
+        first, _ = self.connect()  # the fixture's session is the other one
+        proto = self.factory.buildProtocol(None)
+        transport = TLSStringTransport()
+        proto.makeConnection(transport)
+        self.assertEqual(
+            transport.value(), b"* BYE Too many connections, try again later\r\n"
+        )
+        first.connectionLost(None)
+        self.connect()  # greeted again
+
     def test_autologoutAfterLoginIsThirtyMinutes(self):
         self.login()
         self.clock.advance(29 * 60)

@@ -16,6 +16,8 @@ from twisted.internet.defer import maybeDeferred
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
+from mailraven.imap.wildcards import FolderPattern
+
 
 def safe(parser: Any) -> Any:
     """
@@ -81,12 +83,11 @@ def encodeName(name: str) -> bytes:
     return imap4._prepareMailboxName(name)
 
 
-def folderMatcher(reference: str, pattern: str) -> Any:
-    """A compiled match for LIST's reference and pattern (RFC 3501 6.3.8)."""
+def folderMatcher(reference: str, pattern: str) -> FolderPattern:
+    """The match for LIST's reference and pattern (RFC 3501 6.3.8)."""
     if reference and not reference.endswith("/") and pattern:
         reference += "/"
-    regexp = imap4.wildcardToRegexp(reference + pattern, "/")
-    return regexp
+    return FolderPattern(reference + pattern)
 
 
 class FolderCommands:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Callable
 
 from twisted.internet.protocol import ServerFactory
@@ -14,7 +14,8 @@ from mailraven.imap.server import IMAPSettings, MailRavenIMAPServer
 class IMAPFactory(ServerFactory):
     """
     Builds L{MailRavenIMAPServer} sessions and counts them: all of them
-    (C{maxSessions}) and the logged-in ones per account (C{maxPerAccount}:
+    (C{maxSessions}), those of one client IP (C{maxPerIP}: one client cannot
+    hold every slot) and the logged-in ones per account (C{maxPerAccount}:
     a client that leaks connections cannot take the server's).
     """
 
@@ -45,6 +46,7 @@ class IMAPFactory(ServerFactory):
         self.clock = clock
         self.tlsContext = tlsContext
         self.sessions: set[MailRavenIMAPServer] = set()
+        self.byIP: Counter[str] = Counter()
         self.byAccount: dict[int, set[MailRavenIMAPServer]] = defaultdict(set)
 
     def buildProtocol(self, addr: Any) -> MailRavenIMAPServer:
@@ -56,6 +58,9 @@ class IMAPFactory(ServerFactory):
         """False when the server has all the sessions it takes."""
         if len(self.sessions) >= self.settings.maxSessions:
             return False
+        if self.byIP[proto.peerIP] >= self.settings.maxPerIP:
+            return False
+        self.byIP[proto.peerIP] += 1
         self.sessions.add(proto)
         if self.metrics is not None:
             self.metrics.imapActive.inc()
@@ -75,6 +80,9 @@ class IMAPFactory(ServerFactory):
     def sessionEnded(self, proto: MailRavenIMAPServer) -> None:
         if proto in self.sessions:
             self.sessions.discard(proto)
+            self.byIP[proto.peerIP] -= 1
+            if self.byIP[proto.peerIP] <= 0:
+                del self.byIP[proto.peerIP]
             if self.metrics is not None:
                 self.metrics.imapActive.dec()
         sessions = self.byAccount.get(proto.userId)  # type: ignore[arg-type]

@@ -65,6 +65,7 @@ class IMAPSettings:
     idleTimeout: int = 30 * 60
     maxSessions: int = 1000  # open sessions of all IMAP listeners
     maxPerAccount: int = 20  # logged-in sessions of one account
+    maxPerIP: int = 50  # open sessions of one client IP (logged in or not)
     idlePoll: float = IDLE_POLL  # seconds between an idle session's checks
 
 
@@ -129,9 +130,16 @@ class MailRavenIMAPServer(
         self.factory.sessionEnded(self)
         super().connectionLost(reason)
 
+    def _stringLiteral(self, size: int) -> Any:
+        """A literal of a negative size never ends: refused."""
+        if size < 0:
+            raise imap4.IllegalClientResponse("A literal size is 0 or more")
+        return super()._stringLiteral(size)
+
     def timeoutConnection(self) -> None:
-        if self._inFlight is not None and self._idleTag is None:
-            # we owe the client an answer (IDLE is the client's to end)
+        if self._waiting() and self._idleTag is None:
+            # we owe the client an answer (IDLE is the client's to end; a
+            # literal announced and never sent is the client's too)
             self.setTimeout(self.timeOut)
             return
         self.log.info("imap autologout peer={peer}", peer=self.peerIP)

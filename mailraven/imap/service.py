@@ -49,6 +49,7 @@ def makeIMAPService(
             maxMessageSize=config["smtp.max_message_size"],
             maxSessions=config["imap.max_sessions"],
             maxPerAccount=config["imap.max_connections_per_account"],
+            maxPerIP=config["ratelimit.concurrent_per_ip"],
         ),
         users=users,
         logins=logins,
