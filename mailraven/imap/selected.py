@@ -14,7 +14,7 @@ from __future__ import annotations
 from io import BytesIO
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
@@ -188,7 +188,12 @@ class MessageCommands:
             self.sendPositiveResponse(tag, method.upper().encode() + b" completed")
             return
         uids = uidRanges(u for _, u in chosen)
-        d = self.account._call(method, self.mbox.name, uids, destination)
+        # a copy adds usage (each entry counts); a move within the account
+        # does not, so only COPY meets the quota (RFC 9208 OVERQUOTA)
+        d = self.account.checkQuota() if method == "copy" else succeed(None)
+        d.addCallback(
+            lambda _: self.account._call(method, self.mbox.name, uids, destination)
+        )
         d.addCallback(self._transferred, tag, destination, method)
         d.addErrback(self._selectedFailed, tag)
 
