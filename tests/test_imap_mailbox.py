@@ -162,3 +162,17 @@ class SessionOverFakesTests(IMAPTestCase):
         self.assertEqual(lines[-1], "a OK FETCH completed")
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertFalse(self.transport.disconnecting)
+
+    def test_appendWithAFlagNoMessageCarriesIsAnsweredNo(self):
+        """\\Recent and unknown system flags: a NO naming the flag, as STORE."""
+        raw = b"hello"
+        for flag in (b"\\Recent", b"\\Foo"):
+            self.send(b"a APPEND INBOX (%s) {%d}\r\n" % (flag, len(raw)))
+            self.send(raw + b"\r\n")
+            last = self.replies()[-1]
+            self.assertTrue(last.startswith("a NO "), last)
+            self.assertIn(flag.decode(), last)
+            self.assertNotIn("SERVERBUG", last)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.send(b"s STATUS INBOX (MESSAGES)\r\n")
+        self.assertIn("(MESSAGES 2)", self.replies()[0])

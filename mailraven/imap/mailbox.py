@@ -171,13 +171,16 @@ class IMAPAccount:
     @inlineCallbacks
     def append(self, name: str, spool: Any, flags: list[str], date: Any):
         """Store C{spool} in the folder; the APPENDUID response code."""
-        from mailraven.store.folders import splitFlags
+        from mailraven.store.folders import FolderError, splitFlags
 
         try:
             folder = yield self._call("folder", name)
             if folder is None:
                 raise imap4.NoSuchMailbox(name)
-            system, keywords = splitFlags(flags)
+            try:
+                system, keywords = splitFlags(flags)
+            except FolderError as e:  # \Recent, \Foo: answered as STORE is
+                raise imap4.MailboxException(str(e)) from None
             yield self.checkQuota()
             yield self._reserveRoom(spool.size)
         except Exception:
