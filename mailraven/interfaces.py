@@ -239,7 +239,9 @@ class IFolderStore(Interface):
         (CONDSTORE), messages whose MODSEQ is above it are left alone.
         Deferred L{mailraven.store.folders.FlagChange}: {uid: new MODSEQ} of
         those changed, and those left alone. Fails with BadFlag (\\Recent,
-        unknown system flags, keywords that are not atoms), changing nothing.
+        unknown system flags, keywords that are not atoms; KeywordLimit: a
+        keyword over 64 characters, or adding one past 100 distinct in the
+        account), changing nothing, even when C{uids} names no message.
         """
 
     def copy(userId, name, uids, destination):

@@ -49,6 +49,7 @@ from mailraven.store.folders import (
     NoSuchFolder,
     UidSet,
     changedFlags,
+    checkKeywordRoom,
     normaliseFolderName,
     parents,
     splitFlags,
@@ -695,6 +696,14 @@ class MemoryFolderStore:
     ) -> FlagChange:
         given = splitFlags(flags)
         folder = self._byName(userId, name)
+        if mode != "remove" and given[1]:
+            known = (
+                k
+                for state in self._state.values()
+                if state["user_id"] == userId
+                for k in state["keywords"]
+            )
+            checkKeywordRoom(known, given[1])
         result = FlagChange()
         for entryId, state in self._inside(userId, folder, uids):
             if unchangedSince is not None and state["modseq"] > unchangedSince:

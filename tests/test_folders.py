@@ -17,6 +17,7 @@ from mailraven.store.folders import (
     BadMessageSet,
     FolderExists,
     FolderRefused,
+    KeywordLimit,
     NoSuchFolder,
     SQLiteFolderStore,
     normaliseFolderName,
@@ -191,6 +192,40 @@ class FolderStoreContract:
             )
         [m] = yield self.folders.messages(ALICE, "INBOX")
         self.assertEqual(m.flags, frozenset())
+
+    @inlineCallbacks
+    def test_keywordsAreCappedInLengthAndNumber(self):
+        """64 characters a keyword, 100 distinct an account ([LIMIT]); a
+        keyword the account has, a removal or a COPY still passes."""
+        yield self.deliver(2)
+        failure = yield self.assertFailure(
+            self.folders.setFlags(ALICE, "INBOX", ALL, ["K" * 65], "add"), KeywordLimit
+        )
+        self.assertIn("[LIMIT]", str(failure))
+        yield self.folders.setFlags(ALICE, "INBOX", ALL, ["K" * 64], "add")
+        many = [f"kw{n}" for n in range(99)]
+        yield self.folders.setFlags(ALICE, "INBOX", [(1, 1)], many, "add")
+        for target in ([(2, 2)], []):  # an empty set checks all the same
+            yield self.assertFailure(
+                self.folders.setFlags(ALICE, "INBOX", target, ["one-more"], "add"),
+                KeywordLimit,
+            )
+        yield self.assertFailure(
+            self.folders.setFlags(ALICE, "INBOX", ALL, ["x", "y"], "replace"),
+            KeywordLimit,
+        )
+        yield self.folders.setFlags(ALICE, "INBOX", [(2, 2)], ["kw5"], "add")
+        yield self.folders.copy(ALICE, "INBOX", ALL, "Archive")
+        [first, second] = yield self.folders.messages(ALICE, "INBOX")
+        self.assertEqual(len(first.keywords), 100)
+        self.assertEqual(second.keywords, {"K" * 64, "kw5"})
+        # another account has its own hundred
+        yield self.deliver(1, userId=2)
+        yield self.folders.setFlags(2, "INBOX", ALL, ["one-more"], "add")
+        # a removal makes room
+        yield self.folders.setFlags(ALICE, "INBOX", ALL, many, "remove")
+        yield self.folders.setFlags(ALICE, "Archive", ALL, many, "remove")
+        yield self.folders.setFlags(ALICE, "INBOX", ALL, ["one-more"], "add")
 
     @inlineCallbacks
     def test_moveGivesNewUidsFromTheDestination(self):

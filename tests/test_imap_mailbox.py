@@ -176,3 +176,19 @@ class SessionOverFakesTests(IMAPTestCase):
         self.assertEqual(self.flushLoggedErrors(), [])
         self.send(b"s STATUS INBOX (MESSAGES)\r\n")
         self.assertIn("(MESSAGES 2)", self.replies()[0])
+
+    def test_keywordLimitsAreNoLimitAndAnAppendPastThemStoresNothing(self):
+        self.send(b"s SELECT INBOX\r\n")
+        self.replies()
+        self.send(b"a STORE 1 +FLAGS (%s)\r\n" % (b"K" * 65))
+        self.assertTrue(self.replies()[-1].startswith("a NO [LIMIT]"))
+        many = b" ".join(b"kw%d" % n for n in range(100))
+        self.send(b"b STORE 1 +FLAGS.SILENT (%s)\r\n" % many)
+        self.assertEqual(self.replies()[-1], "b OK STORE completed")
+        raw = b"hello"
+        self.send(b"c APPEND INBOX (one-more) {%d}\r\n" % len(raw))
+        self.send(raw + b"\r\n")
+        self.assertTrue(self.replies()[-1].startswith("c NO [LIMIT]"))
+        self.send(b"d STATUS INBOX (MESSAGES)\r\n")
+        self.assertIn("(MESSAGES 2)", self.replies()[0])
+        self.assertEqual(self.flushLoggedErrors(), [])

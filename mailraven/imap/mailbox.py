@@ -181,6 +181,10 @@ class IMAPAccount:
                 system, keywords = splitFlags(flags)
             except FolderError as e:  # \Recent, \Foo: answered as STORE is
                 raise imap4.MailboxException(str(e)) from None
+            if keywords:
+                # flags on no message: the store's keyword limits are met
+                # before the message is stored, not after
+                yield self._call("setFlags", folder.name, [], list(keywords), "add")
             yield self.checkQuota()
             yield self._reserveRoom(spool.size)
         except Exception:

@@ -46,6 +46,10 @@ SYSTEM_FLAGS = {
 _BY_LOWER = {name.lower(): name for name in SYSTEM_FLAGS}
 # RFC 3501 atom: no specials, no controls, no space (and no "\": not ours)
 _KEYWORD = re.compile(r'^[^\x00-\x20\x7f(){%*"\\\]]+$')
+# Keywords are client-made and kept in every entry row and every SELECT's
+# FLAGS line: unbounded, one session could store megabytes of them.
+MAX_KEYWORD_LENGTH = 64
+MAX_KEYWORDS = 100  # distinct keywords in an account
 _MODES = ("add", "remove", "replace")
 # A UID set as the IMAP layer parses it: (low, high) pairs, None for "*".
 UidSet = Sequence[tuple[int, "int | None"]]
@@ -74,6 +78,11 @@ class FolderRefused(FolderError):
 
 class BadFlag(FolderError):
     """Not a flag a message can carry (\\Recent is the session's, not stored)."""
+
+
+class KeywordLimit(BadFlag):
+    """A keyword too long, or one more than an account may have (RFC 5530
+    LIMIT)."""
 
 
 class BadMessageSet(FolderError):
@@ -155,10 +164,35 @@ def splitFlags(flags: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
                 raise BadFlag(f"{flag} cannot be stored")
             system.add(canonical)
         elif _KEYWORD.match(flag):
+            if len(flag) > MAX_KEYWORD_LENGTH:
+                raise KeywordLimit(
+                    f"[LIMIT] A keyword is at most {MAX_KEYWORD_LENGTH} characters"
+                )
             keywords.add(flag)
         else:
             raise BadFlag(f"{flag!r} is not a keyword (an IMAP atom)")
     return frozenset(system), frozenset(keywords)
+
+
+def checkKeywordRoom(known: Iterable[str], given: frozenset[str]) -> None:
+    """L{KeywordLimit} when C{given} would take the account (whose entries
+    carry C{known}) past L{MAX_KEYWORDS} distinct keywords: checked for the
+    account, not the folder, so a COPY or MOVE never meets it."""
+    if not given:
+        return
+    known = set(known)
+    if not given <= known and len(known | given) > MAX_KEYWORDS:
+        raise KeywordLimit(f"[LIMIT] An account has at most {MAX_KEYWORDS} keywords")
+
+
+def accountKeywords(conn: sqlite3.Connection, userId: int) -> set[str]:
+    """The distinct keywords the account's entries carry."""
+    rows = conn.execute(
+        "SELECT DISTINCT keywords FROM mailbox_entries"
+        " WHERE user_id = ? AND keywords != ''",
+        (userId,),
+    )
+    return {word for (words,) in rows for word in words.split()}
 
 
 def changedFlags(
@@ -463,6 +497,8 @@ def setFolderFlags(
         raise ValueError(f"mode is one of {_MODES}")
     given = splitFlags(flags)
     mailbox = _mailboxOf(conn, userId, name)
+    if mode != "remove" and given[1]:
+        checkKeywordRoom(accountKeywords(conn, userId), given[1])
     result = FlagChange()
     now = utcNow()
     for row in _entriesIn(conn, userId, mailbox, uids):
