@@ -205,14 +205,18 @@ class IFolderStore(Interface):
         """
         Deferred new (unsubscribed) Folder; missing superior names
         ("a" of "a/b") are created too. Fails with FolderExists or
-        BadFolderName.
+        BadFolderName (also for a level with a leading or trailing space, or
+        one that is "." or "..").
         """
 
     def rename(userId, old, new):
         """
-        Deferred None. Inferior names follow; mail, UIDs, UIDVALIDITY and
-        special use stay with the folder. Renaming INBOX moves its mail to a
-        new folder C{new} (new UIDs) and INBOX stays. Fails with FolderExists.
+        Deferred None. Inferior names follow; mail, UIDs and UIDVALIDITY
+        stay with the folder. Renaming INBOX moves its mail to a new folder
+        C{new} (new UIDs) and INBOX stays. Fails with FolderExists,
+        FolderRefused (a special-use folder keeps its name) or BadFolderName
+        (C{new} as for create, or an inferior's new name past 200
+        characters), changing nothing.
         """
 
     def delete(userId, name):

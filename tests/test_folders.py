@@ -313,7 +313,7 @@ class FolderStoreContract:
         yield self.folders.create(CAROL, "Work")
 
     @inlineCallbacks
-    def test_renameTakesInferiorsAndKeepsMailUidsAndSpecialUse(self):
+    def test_renameTakesInferiorsAndKeepsMailUids(self):
         yield self.folders.create(ALICE, "Work/Projects")
         yield self.deliver(1)
         yield self.folders.move(ALICE, "INBOX", ALL, "Work/Projects")
@@ -326,9 +326,13 @@ class FolderStoreContract:
         )
         self.assertIsNone((yield self.folder("Work")))
         self.assertIsNotNone((yield self.folder("Jobs")))
-        yield self.folders.rename(ALICE, "Sent", "Sent Items")
-        sent = yield self.folder("Sent Items")
+        for special in ("Sent", "Drafts", "Junk", "Trash", "Archive"):
+            yield self.assertFailure(
+                self.folders.rename(ALICE, special, special + "-old"), FolderRefused
+            )
+        sent = yield self.folder("Sent")
         self.assertEqual((sent.mailbox, sent.specialUse), ("sent", "\\Sent"))
+        self.assertIsNone((yield self.folder("Sent-old")))
         yield self.assertFailure(
             self.folders.rename(ALICE, "Jobs", "Archive"), FolderExists
         )
@@ -338,6 +342,29 @@ class FolderStoreContract:
         yield self.assertFailure(
             self.folders.rename(ALICE, "Jobs", "Jobs/Inner"), BadFolderName
         )
+
+    @inlineCallbacks
+    def test_aRenameThatWouldStrandAnInferiorChangesNothing(self):
+        """An inferior renamed past 200 characters could not be reached."""
+        yield self.folders.create(ALICE, "ln2/child")
+        yield self.assertFailure(
+            self.folders.rename(ALICE, "ln2", "M" * 199), BadFolderName
+        )
+        self.assertIsNotNone((yield self.folder("ln2/child")))
+        self.assertIsNone((yield self.folder("M" * 199)))
+        yield self.folders.rename(ALICE, "ln2", "M" * 194)
+        self.assertIsNotNone((yield self.folder("M" * 194 + "/child")))
+
+    @inlineCallbacks
+    def test_namesWithEdgeSpacesOrDotLevelsAreNotMade(self):
+        yield self.folders.create(ALICE, "Work")
+        for name in (" Lead", "Trail ", "a/ b", "a /b", ".", "..", "a/../b", "a/."):
+            yield self.assertFailure(self.folders.create(ALICE, name), BadFolderName)
+            yield self.assertFailure(
+                self.folders.rename(ALICE, "Work", name), BadFolderName
+            )
+        yield self.folders.create(ALICE, "My .files/a.b")
+        self.assertIsNotNone((yield self.folder("Work")))
 
     @inlineCallbacks
     def test_renamingInboxMovesItsMailAndInboxStays(self):

@@ -192,3 +192,25 @@ class SessionOverFakesTests(IMAPTestCase):
         self.send(b"d STATUS INBOX (MESSAGES)\r\n")
         self.assertIn("(MESSAGES 2)", self.replies()[0])
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_renameRefusalsAreCleanNo(self):
+        """Special-use folders keep their names; a rename stranding an
+        inferior past 200 characters and odd names are refused whole."""
+        self.send(b"a CREATE ln2/child\r\n")
+        self.replies()
+        for line in (
+            b"b RENAME Sent FooSent",
+            b'c RENAME ln2 "%s"' % (b"M" * 199),
+            b'd RENAME ln2 " ln3"',
+            b"e RENAME ln2 ln2/../x",
+            b'f CREATE "x "',
+        ):
+            self.send(line + b"\r\n")
+            last = self.replies()[-1]
+            self.assertTrue(last.startswith(line[:2].decode() + "NO "), (line, last))
+        self.send(b'g LIST "" *\r\n')
+        listed = "\n".join(self.replies())
+        self.assertIn('\\Sent) "/" Sent', listed)
+        self.assertIn("ln2/child", listed)
+        self.assertNotIn("FooSent", listed)
+        self.assertEqual(self.flushLoggedErrors(), [])

@@ -147,6 +147,39 @@ def normaliseFolderName(name: str) -> str:
     return name
 
 
+def newFolderName(name: str) -> str:
+    """
+    L{normaliseFolderName} for a name being made (CREATE, RENAME's target):
+    no level may start or end with a space, nor be C{.} or C{..}, names
+    clients and file-system minded tools show or resolve as something else.
+    Looking up an existing folder does not check this.
+    """
+    name = normaliseFolderName(name)
+    for part in name.split(DELIMITER):
+        if part != part.strip():
+            raise BadFolderName(f"{name!r}: a level starts or ends with a space")
+        if part in (".", ".."):
+            raise BadFolderName(f"{name!r}: '.' and '..' are not folder names")
+    return name
+
+
+def checkRename(specialUse: str | None, old: str, renames: list) -> None:
+    """
+    A rename refused as a whole, before anything changes: a special-use
+    folder keeps its name (submission and the API store sent mail, drafts
+    and junk by it), and no (source, target) pair in C{renames} (the folder
+    and its inferiors) may end up past L{MAX_NAME_LENGTH}: an inferior
+    renamed longer could no longer be selected, deleted or renamed back.
+    """
+    if specialUse is not None:
+        raise FolderRefused(f"{old} is the {specialUse} folder and keeps its name")
+    for _, target in renames:
+        if len(target) > MAX_NAME_LENGTH:
+            raise BadFolderName(
+                f"{target[:40]!r}... would be over {MAX_NAME_LENGTH} characters"
+            )
+
+
 def parents(name: str) -> list[str]:
     """The superior names of C{name}, outermost first (a/b/c: a, a/b)."""
     parts = name.split(DELIMITER)
@@ -326,7 +359,7 @@ def _withParents(conn: sqlite3.Connection, userId: int, name: str) -> None:
 
 def createFolder(conn: sqlite3.Connection, userId: int, name: str) -> Folder:
     """A new, unsubscribed user folder (and its missing superiors)."""
-    name = normaliseFolderName(name)
+    name = newFolderName(name)
     if _exists(conn, userId, name):
         raise FolderExists(name)
     _withParents(conn, userId, name)
@@ -342,8 +375,11 @@ def renameFolder(conn: sqlite3.Connection, userId: int, old: str, new: str) -> N
     Renaming INBOX moves its mail to a new folder C{new} and leaves INBOX,
     empty, where it is.
     """
-    old, new = normaliseFolderName(old), normaliseFolderName(new)
-    mailbox = _mailboxOf(conn, userId, old)
+    old, new = normaliseFolderName(old), newFolderName(new)
+    source = findFolder(conn, userId, old)
+    if source is None:
+        raise NoSuchFolder(old)
+    mailbox = source.mailbox
     if _exists(conn, userId, new):
         raise FolderExists(new)
     if old == INBOX:
@@ -358,6 +394,7 @@ def renameFolder(conn: sqlite3.Connection, userId: int, old: str, new: str) -> N
         (userId, len(old) + 1, old + DELIMITER),
     ).fetchall()
     renames = [(old, new)] + [(n, new + n[len(old) :]) for (n,) in inferiors]
+    checkRename(source.specialUse, old, renames)
     for _, target in renames[1:]:
         if _exists(conn, userId, target):
             raise FolderExists(target)
