@@ -214,3 +214,15 @@ class SessionOverFakesTests(IMAPTestCase):
         self.assertIn("ln2/child", listed)
         self.assertNotIn("FooSent", listed)
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_transferringNothingToAMissingFolderSaysTryCreate(self):
+        """An empty message set still names the target: TRYCREATE as with
+        messages, OK when the target exists."""
+        self.send(b"s SELECT Archive\r\n")
+        self.replies()
+        for command in (b"UID COPY", b"UID MOVE", b"COPY", b"MOVE"):
+            self.send(b"a %s 1:* Nope\r\n" % command)
+            self.assertEqual(self.replies()[-1], "a NO [TRYCREATE] No such mailbox")
+            self.send(b"b %s 1:* Trash\r\n" % command)
+            self.assertTrue(self.replies()[-1].startswith("b OK"))
+        self.assertEqual(self.flushLoggedErrors(), [])

@@ -185,7 +185,10 @@ class MessageCommands:
         destination = decodeName(mailbox)
         chosen = self.mbox.resolve(messages, bool(uid))
         if not chosen:
-            self.sendPositiveResponse(tag, method.upper().encode() + b" completed")
+            # nothing to transfer, but a missing target is still TRYCREATE
+            d = self.account.status(destination)
+            d.addCallback(self._nothingTransferred, tag, method)
+            d.addErrback(self._selectedFailed, tag)
             return
         uids = uidRanges(u for _, u in chosen)
         # a copy adds usage (each entry counts); a move within the account
@@ -196,6 +199,12 @@ class MessageCommands:
         )
         d.addCallback(self._transferred, tag, destination, method)
         d.addErrback(self._selectedFailed, tag)
+
+    def _nothingTransferred(self, status: Any, tag: bytes, method: str) -> None:
+        if status is None:
+            self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
+        else:
+            self.sendPositiveResponse(tag, method.upper().encode() + b" completed")
 
     @inlineCallbacks
     def _transferred(self, pairs: list, tag: bytes, destination: str, method: str):
