@@ -205,14 +205,18 @@ class IFolderStore(Interface):
         """
         Deferred new (unsubscribed) Folder; missing superior names
         ("a" of "a/b") are created too. Fails with FolderExists or
-        BadFolderName.
+        BadFolderName (also for a level with a leading or trailing space, or
+        one that is "." or "..").
         """
 
     def rename(userId, old, new):
         """
-        Deferred None. Inferior names follow; mail, UIDs, UIDVALIDITY and
-        special use stay with the folder. Renaming INBOX moves its mail to a
-        new folder C{new} (new UIDs) and INBOX stays. Fails with FolderExists.
+        Deferred None. Inferior names follow; mail, UIDs and UIDVALIDITY
+        stay with the folder. Renaming INBOX moves its mail to a new folder
+        C{new} (new UIDs) and INBOX stays. Fails with FolderExists,
+        FolderRefused (a special-use folder keeps its name) or BadFolderName
+        (C{new} as for create, or an inferior's new name past 200
+        characters), changing nothing.
         """
 
     def delete(userId, name):
@@ -239,7 +243,9 @@ class IFolderStore(Interface):
         (CONDSTORE), messages whose MODSEQ is above it are left alone.
         Deferred L{mailraven.store.folders.FlagChange}: {uid: new MODSEQ} of
         those changed, and those left alone. Fails with BadFlag (\\Recent,
-        unknown system flags, keywords that are not atoms), changing nothing.
+        unknown system flags, keywords that are not atoms; KeywordLimit: a
+        keyword over 64 characters, or adding one past 100 distinct in the
+        account), changing nothing, even when C{uids} names no message.
         """
 
     def copy(userId, name, uids, destination):

@@ -348,6 +348,7 @@ def makeService(
             quotas=root.quotas,
             defaultQuota=config["quota.default"],
             changes=root.changes,
+            reserve=smtpArgs["resolver"].reserve,
         ),
         spoolFactory=smtpArgs["spoolFactory"],
         discardSpool=discardSpool,

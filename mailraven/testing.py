@@ -49,6 +49,9 @@ from mailraven.store.folders import (
     NoSuchFolder,
     UidSet,
     changedFlags,
+    checkKeywordRoom,
+    checkRename,
+    newFolderName,
     normaliseFolderName,
     parents,
     splitFlags,
@@ -577,7 +580,7 @@ class MemoryFolderStore:
         self._folders[userId][key] = self._newFolder(key, name, None, validity, False)
 
     def _create(self, userId: int, name: str) -> Folder:
-        name = normaliseFolderName(name)
+        name = newFolderName(name)
         if self._exists(userId, name):
             raise FolderExists(name)
         for parent in parents(name):
@@ -590,7 +593,7 @@ class MemoryFolderStore:
         return maybeDeferred(self._create, userId, name)
 
     def _rename(self, userId: int, old: str, new: str) -> None:
-        old, new = normaliseFolderName(old), normaliseFolderName(new)
+        old, new = normaliseFolderName(old), newFolderName(new)
         source = self._byName(userId, old)
         if self._exists(userId, new):
             raise FolderExists(new)
@@ -602,6 +605,12 @@ class MemoryFolderStore:
             raise BadFolderName(f"{new!r} is inside {old!r}")
         folders = self._account(userId).values()
         inferiors = [f for f in folders if f["name"].startswith(old + DELIMITER)]
+        checkRename(
+            source["specialUse"],
+            old,
+            [(old, new)]
+            + [(f["name"], new + f["name"][len(old) :]) for f in inferiors],
+        )
         for folder in inferiors:
             if self._exists(userId, new + folder["name"][len(old) :]):
                 raise FolderExists(new + folder["name"][len(old) :])
@@ -695,6 +704,14 @@ class MemoryFolderStore:
     ) -> FlagChange:
         given = splitFlags(flags)
         folder = self._byName(userId, name)
+        if mode != "remove" and given[1]:
+            known = (
+                k
+                for state in self._state.values()
+                if state["user_id"] == userId
+                for k in state["keywords"]
+            )
+            checkKeywordRoom(known, given[1])
         result = FlagChange()
         for entryId, state in self._inside(userId, folder, uids):
             if unchangedSince is not None and state["modseq"] > unchangedSince:

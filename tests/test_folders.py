@@ -17,6 +17,7 @@ from mailraven.store.folders import (
     BadMessageSet,
     FolderExists,
     FolderRefused,
+    KeywordLimit,
     NoSuchFolder,
     SQLiteFolderStore,
     normaliseFolderName,
@@ -193,6 +194,40 @@ class FolderStoreContract:
         self.assertEqual(m.flags, frozenset())
 
     @inlineCallbacks
+    def test_keywordsAreCappedInLengthAndNumber(self):
+        """64 characters a keyword, 100 distinct an account ([LIMIT]); a
+        keyword the account has, a removal or a COPY still passes."""
+        yield self.deliver(2)
+        failure = yield self.assertFailure(
+            self.folders.setFlags(ALICE, "INBOX", ALL, ["K" * 65], "add"), KeywordLimit
+        )
+        self.assertIn("[LIMIT]", str(failure))
+        yield self.folders.setFlags(ALICE, "INBOX", ALL, ["K" * 64], "add")
+        many = [f"kw{n}" for n in range(99)]
+        yield self.folders.setFlags(ALICE, "INBOX", [(1, 1)], many, "add")
+        for target in ([(2, 2)], []):  # an empty set checks all the same
+            yield self.assertFailure(
+                self.folders.setFlags(ALICE, "INBOX", target, ["one-more"], "add"),
+                KeywordLimit,
+            )
+        yield self.assertFailure(
+            self.folders.setFlags(ALICE, "INBOX", ALL, ["x", "y"], "replace"),
+            KeywordLimit,
+        )
+        yield self.folders.setFlags(ALICE, "INBOX", [(2, 2)], ["kw5"], "add")
+        yield self.folders.copy(ALICE, "INBOX", ALL, "Archive")
+        [first, second] = yield self.folders.messages(ALICE, "INBOX")
+        self.assertEqual(len(first.keywords), 100)
+        self.assertEqual(second.keywords, {"K" * 64, "kw5"})
+        # another account has its own hundred
+        yield self.deliver(1, userId=2)
+        yield self.folders.setFlags(2, "INBOX", ALL, ["one-more"], "add")
+        # a removal makes room
+        yield self.folders.setFlags(ALICE, "INBOX", ALL, many, "remove")
+        yield self.folders.setFlags(ALICE, "Archive", ALL, many, "remove")
+        yield self.folders.setFlags(ALICE, "INBOX", ALL, ["one-more"], "add")
+
+    @inlineCallbacks
     def test_moveGivesNewUidsFromTheDestination(self):
         yield self.deliver(3)
         yield self.folders.move(ALICE, "INBOX", [(1, 1)], "Archive")
@@ -278,7 +313,7 @@ class FolderStoreContract:
         yield self.folders.create(CAROL, "Work")
 
     @inlineCallbacks
-    def test_renameTakesInferiorsAndKeepsMailUidsAndSpecialUse(self):
+    def test_renameTakesInferiorsAndKeepsMailUids(self):
         yield self.folders.create(ALICE, "Work/Projects")
         yield self.deliver(1)
         yield self.folders.move(ALICE, "INBOX", ALL, "Work/Projects")
@@ -291,9 +326,13 @@ class FolderStoreContract:
         )
         self.assertIsNone((yield self.folder("Work")))
         self.assertIsNotNone((yield self.folder("Jobs")))
-        yield self.folders.rename(ALICE, "Sent", "Sent Items")
-        sent = yield self.folder("Sent Items")
+        for special in ("Sent", "Drafts", "Junk", "Trash", "Archive"):
+            yield self.assertFailure(
+                self.folders.rename(ALICE, special, special + "-old"), FolderRefused
+            )
+        sent = yield self.folder("Sent")
         self.assertEqual((sent.mailbox, sent.specialUse), ("sent", "\\Sent"))
+        self.assertIsNone((yield self.folder("Sent-old")))
         yield self.assertFailure(
             self.folders.rename(ALICE, "Jobs", "Archive"), FolderExists
         )
@@ -303,6 +342,29 @@ class FolderStoreContract:
         yield self.assertFailure(
             self.folders.rename(ALICE, "Jobs", "Jobs/Inner"), BadFolderName
         )
+
+    @inlineCallbacks
+    def test_aRenameThatWouldStrandAnInferiorChangesNothing(self):
+        """An inferior renamed past 200 characters could not be reached."""
+        yield self.folders.create(ALICE, "ln2/child")
+        yield self.assertFailure(
+            self.folders.rename(ALICE, "ln2", "M" * 199), BadFolderName
+        )
+        self.assertIsNotNone((yield self.folder("ln2/child")))
+        self.assertIsNone((yield self.folder("M" * 199)))
+        yield self.folders.rename(ALICE, "ln2", "M" * 194)
+        self.assertIsNotNone((yield self.folder("M" * 194 + "/child")))
+
+    @inlineCallbacks
+    def test_namesWithEdgeSpacesOrDotLevelsAreNotMade(self):
+        yield self.folders.create(ALICE, "Work")
+        for name in (" Lead", "Trail ", "a/ b", "a /b", ".", "..", "a/../b", "a/."):
+            yield self.assertFailure(self.folders.create(ALICE, name), BadFolderName)
+            yield self.assertFailure(
+                self.folders.rename(ALICE, "Work", name), BadFolderName
+            )
+        yield self.folders.create(ALICE, "My .files/a.b")
+        self.assertIsNotNone((yield self.folder("Work")))
 
     @inlineCallbacks
     def test_renamingInboxMovesItsMailAndInboxStays(self):

@@ -399,6 +399,47 @@ class QuotaTests(TestCase):
         self.assertEqual(second[0], "NO")
         self.assertIn(b"[OVERQUOTA]", second[1][0])
 
+    @inlineCallbacks
+    def test_parallelAppendsStopAtTheFirstToCross(self):
+        """Each APPEND reserves its room: sessions finishing together see
+        each other, so only the first past a 1000-byte limit is stored."""
+        server = RunningServer(self, quota__default=1000)
+        yield server.addUser("alice@example.test")
+        body = b"Subject: q\r\n\r\n" + b"Q" * 5000 + b"\r\n"
+        clients = []
+        for _ in range(6):
+            client = yield deferToThread(starttls, server.imapPort)
+            yield deferToThread(client.login, "alice@example.test", PASSWORD)
+            clients.append(client)
+        results = yield gatherResults(
+            [deferToThread(c.append, "INBOX", None, None, body) for c in clients]
+        )
+        for client in clients:
+            yield deferToThread(client.logout)
+        self.assertEqual(sorted(r[0] for r in results), ["NO"] * 5 + ["OK"])
+
+    @inlineCallbacks
+    def test_copyToAFullAccountIsRefusedMoveIsNot(self):
+        """COPY adds usage, so a full account gets OVERQUOTA; MOVE does not."""
+        server = RunningServer(self, quota__default=100)
+        yield server.addUser("alice@example.test")
+
+        def session():
+            client = starttls(server.imapPort)
+            ok(client.login("alice@example.test", PASSWORD))
+            ok(client.append("INBOX", None, None, b"Subject: a\r\n\r\n" + b"x" * 200))
+            ok(client.create("Dup"))
+            ok(client.select("INBOX"))
+            copied = client.copy("1:*", "Dup")
+            moved = client._simple_command("MOVE", "1:*", "Dup")
+            client.logout()
+            return copied, moved
+
+        copied, moved = yield deferToThread(session)
+        self.assertEqual(copied[0], "NO")
+        self.assertIn(b"[OVERQUOTA]", copied[1][0])
+        self.assertEqual(moved[0], "OK")
+
 
 def injectAfterSTARTTLS(port: int) -> list[bytes]:
     """Blocking: STARTTLS with a LOGIN in the same packet, then NOOP in TLS."""

@@ -162,3 +162,67 @@ class SessionOverFakesTests(IMAPTestCase):
         self.assertEqual(lines[-1], "a OK FETCH completed")
         self.assertEqual(self.flushLoggedErrors(), [])
         self.assertFalse(self.transport.disconnecting)
+
+    def test_appendWithAFlagNoMessageCarriesIsAnsweredNo(self):
+        """\\Recent and unknown system flags: a NO naming the flag, as STORE."""
+        raw = b"hello"
+        for flag in (b"\\Recent", b"\\Foo"):
+            self.send(b"a APPEND INBOX (%s) {%d}\r\n" % (flag, len(raw)))
+            self.send(raw + b"\r\n")
+            last = self.replies()[-1]
+            self.assertTrue(last.startswith("a NO "), last)
+            self.assertIn(flag.decode(), last)
+            self.assertNotIn("SERVERBUG", last)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.send(b"s STATUS INBOX (MESSAGES)\r\n")
+        self.assertIn("(MESSAGES 2)", self.replies()[0])
+
+    def test_keywordLimitsAreNoLimitAndAnAppendPastThemStoresNothing(self):
+        self.send(b"s SELECT INBOX\r\n")
+        self.replies()
+        self.send(b"a STORE 1 +FLAGS (%s)\r\n" % (b"K" * 65))
+        self.assertTrue(self.replies()[-1].startswith("a NO [LIMIT]"))
+        many = b" ".join(b"kw%d" % n for n in range(100))
+        self.send(b"b STORE 1 +FLAGS.SILENT (%s)\r\n" % many)
+        self.assertEqual(self.replies()[-1], "b OK STORE completed")
+        raw = b"hello"
+        self.send(b"c APPEND INBOX (one-more) {%d}\r\n" % len(raw))
+        self.send(raw + b"\r\n")
+        self.assertTrue(self.replies()[-1].startswith("c NO [LIMIT]"))
+        self.send(b"d STATUS INBOX (MESSAGES)\r\n")
+        self.assertIn("(MESSAGES 2)", self.replies()[0])
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_renameRefusalsAreCleanNo(self):
+        """Special-use folders keep their names; a rename stranding an
+        inferior past 200 characters and odd names are refused whole."""
+        self.send(b"a CREATE ln2/child\r\n")
+        self.replies()
+        for line in (
+            b"b RENAME Sent FooSent",
+            b'c RENAME ln2 "%s"' % (b"M" * 199),
+            b'd RENAME ln2 " ln3"',
+            b"e RENAME ln2 ln2/../x",
+            b'f CREATE "x "',
+        ):
+            self.send(line + b"\r\n")
+            last = self.replies()[-1]
+            self.assertTrue(last.startswith(line[:2].decode() + "NO "), (line, last))
+        self.send(b'g LIST "" *\r\n')
+        listed = "\n".join(self.replies())
+        self.assertIn('\\Sent) "/" Sent', listed)
+        self.assertIn("ln2/child", listed)
+        self.assertNotIn("FooSent", listed)
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_transferringNothingToAMissingFolderSaysTryCreate(self):
+        """An empty message set still names the target: TRYCREATE as with
+        messages, OK when the target exists."""
+        self.send(b"s SELECT Archive\r\n")
+        self.replies()
+        for command in (b"UID COPY", b"UID MOVE", b"COPY", b"MOVE"):
+            self.send(b"a %s 1:* Nope\r\n" % command)
+            self.assertEqual(self.replies()[-1], "a NO [TRYCREATE] No such mailbox")
+            self.send(b"b %s 1:* Trash\r\n" % command)
+            self.assertTrue(self.replies()[-1].startswith("b OK"))
+        self.assertEqual(self.flushLoggedErrors(), [])

@@ -681,6 +681,23 @@ class FolderCommandTests(IMAPTestCase):
             self.assertTrue(out[-1].startswith(("a BAD", "a NO")), (line, out))
         self.assertEqual(self.flushLoggedErrors(), [])
 
+    def test_deeplyNestedSearchIsBadNotATraceback(self):
+        """NOT, OR and parentheses nest at most 50 deep: clean BAD past it."""
+        self.send(b"s SELECT INBOX\r\n")
+        self.replies()
+        for criteria in (
+            b"NOT " * 1000 + b"ALL",
+            b"OR ALL " * 1000 + b"ALL",
+            b"(" * 1000 + b"ALL" + b")" * 1000,
+            b"OR ALL",
+        ):
+            self.send(b"a SEARCH " + criteria + b"\r\n")
+            out = self.replies()
+            self.assertTrue(out[-1].startswith("a BAD"), (criteria[:20], out))
+        self.send(b"b SEARCH " + b"NOT " * 40 + b"ALL\r\n")
+        self.assertEqual(self.replies()[-1], "b OK SEARCH completed")
+        self.assertEqual(self.flushLoggedErrors(), [])
+
     def test_selectMissingFolder(self):
         self.send(b"a SELECT Nope\r\n")
         self.assertEqual(self.replies(), ["a NO No such mailbox"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.mail import imap4
@@ -82,8 +82,10 @@ class IMAPAccount:
         quotas: Any = None,
         defaultQuota: int = 0,
         changes: Any = None,
+        reserve: Callable[[int, int], Deferred] | None = None,
     ) -> None:
         self._changes = changes
+        self._reserve = reserve
         self._discard = discard or (lambda spool: spool.discard())
         self._quotas = quotas
         self._defaultQuota = defaultQuota
@@ -169,14 +171,22 @@ class IMAPAccount:
     @inlineCallbacks
     def append(self, name: str, spool: Any, flags: list[str], date: Any):
         """Store C{spool} in the folder; the APPENDUID response code."""
-        from mailraven.store.folders import splitFlags
+        from mailraven.store.folders import FolderError, splitFlags
 
         try:
             folder = yield self._call("folder", name)
             if folder is None:
                 raise imap4.NoSuchMailbox(name)
-            system, keywords = splitFlags(flags)
-            yield self._checkQuota()
+            try:
+                system, keywords = splitFlags(flags)
+            except FolderError as e:  # \Recent, \Foo: answered as STORE is
+                raise imap4.MailboxException(str(e)) from None
+            if keywords:
+                # flags on no message: the store's keyword limits are met
+                # before the message is stored, not after
+                yield self._call("setFlags", folder.name, [], list(keywords), "add")
+            yield self.checkQuota()
+            yield self._reserveRoom(spool.size)
         except Exception:
             self._discard(spool)
             raise
@@ -220,7 +230,19 @@ class IMAPAccount:
         return None
 
     @inlineCallbacks
-    def _checkQuota(self):
+    def _reserveRoom(self, size: int):
+        """
+        Counted with SMTP's final dot (RecipientResolver.reserve): stored
+        usage alone lets twenty parallel APPENDs all pass the same check.
+        """
+        if self._reserve is None:
+            return
+        room = yield self._reserve(self.userId, size)
+        if not room:
+            raise imap4.MailboxException("[OVERQUOTA] Mailbox is full")
+
+    @inlineCallbacks
+    def checkQuota(self):
         """RFC 9208: an account at or past its limit takes no more (as RCPT)."""
         if self._quotas is None:
             return

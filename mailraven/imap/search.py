@@ -31,6 +31,10 @@ FLAG_KEYS = {
     "SEEN": "\\Seen",
 }
 HEADER_KEYS = ("SUBJECT", "FROM", "TO", "CC", "BCC")
+# NOT, OR and parentheses nest; parsing and matching recurse once per level,
+# so a 4 KB line of "NOT NOT ..." would otherwise reach Python's recursion
+# limit. Real clients nest a handful of levels.
+MAX_DEPTH = 50
 
 
 class SearchError(Exception):
@@ -75,6 +79,7 @@ class Search:
         self.mbox = mbox
         self.needsContent = False
         self.usesModseq = False
+        self._depth = 0
 
     def parse(self, tokens: list) -> Predicate:
         predicates = []
@@ -83,6 +88,17 @@ class Search:
         return lambda *a: all(p(*a) for p in predicates)
 
     def _one(self, tokens: list) -> Predicate:
+        if not tokens:
+            raise SearchError("Missing search key")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise SearchError(f"Search criteria nested deeper than {MAX_DEPTH}")
+            return self._key(tokens)
+        finally:
+            self._depth -= 1
+
+    def _key(self, tokens: list) -> Predicate:
         token = tokens.pop(0)
         if isinstance(token, list):
             return self.parse(list(token))

@@ -14,7 +14,7 @@ from __future__ import annotations
 from io import BytesIO
 from typing import Any
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.mail import imap4
 from twisted.python.failure import Failure
 
@@ -185,12 +185,26 @@ class MessageCommands:
         destination = decodeName(mailbox)
         chosen = self.mbox.resolve(messages, bool(uid))
         if not chosen:
-            self.sendPositiveResponse(tag, method.upper().encode() + b" completed")
+            # nothing to transfer, but a missing target is still TRYCREATE
+            d = self.account.status(destination)
+            d.addCallback(self._nothingTransferred, tag, method)
+            d.addErrback(self._selectedFailed, tag)
             return
         uids = uidRanges(u for _, u in chosen)
-        d = self.account._call(method, self.mbox.name, uids, destination)
+        # a copy adds usage (each entry counts); a move within the account
+        # does not, so only COPY meets the quota (RFC 9208 OVERQUOTA)
+        d = self.account.checkQuota() if method == "copy" else succeed(None)
+        d.addCallback(
+            lambda _: self.account._call(method, self.mbox.name, uids, destination)
+        )
         d.addCallback(self._transferred, tag, destination, method)
         d.addErrback(self._selectedFailed, tag)
+
+    def _nothingTransferred(self, status: Any, tag: bytes, method: str) -> None:
+        if status is None:
+            self.sendNegativeResponse(tag, b"[TRYCREATE] No such mailbox")
+        else:
+            self.sendPositiveResponse(tag, method.upper().encode() + b" completed")
 
     @inlineCallbacks
     def _transferred(self, pairs: list, tag: bytes, destination: str, method: str):

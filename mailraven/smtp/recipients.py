@@ -157,6 +157,19 @@ class RecipientResolver:
             self._accepted[userId] = self._accepted.get(userId, 0) + size
         return kept
 
+    def reserve(self, userId: int, size: int) -> Deferred:
+        """
+        Deferred firing with whether the account has room for C{size} more
+        (and then counting it): IMAP APPEND takes room the way the final dot
+        does, so parallel APPENDs and SMTP deliveries stop at the first one
+        to cross the limit instead of each passing a check of stored usage.
+        """
+        if self._clock.seconds() - self._loadedAt <= self._maxAge:
+            return succeed(self.reserveRoom([[userId]], size) is not None)
+        d = self._fresh()
+        d.addCallback(lambda _: self.reserveRoom([[userId]], size) is not None)
+        return d
+
     def isLocalDomain(self, domain: str) -> Deferred:
         """Deferred firing with whether C{domain} is ours (configured, added,
         or with an account), as of a fresh directory: the admin API checks an

@@ -46,6 +46,10 @@ SYSTEM_FLAGS = {
 _BY_LOWER = {name.lower(): name for name in SYSTEM_FLAGS}
 # RFC 3501 atom: no specials, no controls, no space (and no "\": not ours)
 _KEYWORD = re.compile(r'^[^\x00-\x20\x7f(){%*"\\\]]+$')
+# Keywords are client-made and kept in every entry row and every SELECT's
+# FLAGS line: unbounded, one session could store megabytes of them.
+MAX_KEYWORD_LENGTH = 64
+MAX_KEYWORDS = 100  # distinct keywords in an account
 _MODES = ("add", "remove", "replace")
 # A UID set as the IMAP layer parses it: (low, high) pairs, None for "*".
 UidSet = Sequence[tuple[int, "int | None"]]
@@ -74,6 +78,11 @@ class FolderRefused(FolderError):
 
 class BadFlag(FolderError):
     """Not a flag a message can carry (\\Recent is the session's, not stored)."""
+
+
+class KeywordLimit(BadFlag):
+    """A keyword too long, or one more than an account may have (RFC 5530
+    LIMIT)."""
 
 
 class BadMessageSet(FolderError):
@@ -138,6 +147,39 @@ def normaliseFolderName(name: str) -> str:
     return name
 
 
+def newFolderName(name: str) -> str:
+    """
+    L{normaliseFolderName} for a name being made (CREATE, RENAME's target):
+    no level may start or end with a space, nor be C{.} or C{..}, names
+    clients and file-system minded tools show or resolve as something else.
+    Looking up an existing folder does not check this.
+    """
+    name = normaliseFolderName(name)
+    for part in name.split(DELIMITER):
+        if part != part.strip():
+            raise BadFolderName(f"{name!r}: a level starts or ends with a space")
+        if part in (".", ".."):
+            raise BadFolderName(f"{name!r}: '.' and '..' are not folder names")
+    return name
+
+
+def checkRename(specialUse: str | None, old: str, renames: list) -> None:
+    """
+    A rename refused as a whole, before anything changes: a special-use
+    folder keeps its name (submission and the API store sent mail, drafts
+    and junk by it), and no (source, target) pair in C{renames} (the folder
+    and its inferiors) may end up past L{MAX_NAME_LENGTH}: an inferior
+    renamed longer could no longer be selected, deleted or renamed back.
+    """
+    if specialUse is not None:
+        raise FolderRefused(f"{old} is the {specialUse} folder and keeps its name")
+    for _, target in renames:
+        if len(target) > MAX_NAME_LENGTH:
+            raise BadFolderName(
+                f"{target[:40]!r}... would be over {MAX_NAME_LENGTH} characters"
+            )
+
+
 def parents(name: str) -> list[str]:
     """The superior names of C{name}, outermost first (a/b/c: a, a/b)."""
     parts = name.split(DELIMITER)
@@ -155,10 +197,35 @@ def splitFlags(flags: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
                 raise BadFlag(f"{flag} cannot be stored")
             system.add(canonical)
         elif _KEYWORD.match(flag):
+            if len(flag) > MAX_KEYWORD_LENGTH:
+                raise KeywordLimit(
+                    f"[LIMIT] A keyword is at most {MAX_KEYWORD_LENGTH} characters"
+                )
             keywords.add(flag)
         else:
             raise BadFlag(f"{flag!r} is not a keyword (an IMAP atom)")
     return frozenset(system), frozenset(keywords)
+
+
+def checkKeywordRoom(known: Iterable[str], given: frozenset[str]) -> None:
+    """L{KeywordLimit} when C{given} would take the account (whose entries
+    carry C{known}) past L{MAX_KEYWORDS} distinct keywords: checked for the
+    account, not the folder, so a COPY or MOVE never meets it."""
+    if not given:
+        return
+    known = set(known)
+    if not given <= known and len(known | given) > MAX_KEYWORDS:
+        raise KeywordLimit(f"[LIMIT] An account has at most {MAX_KEYWORDS} keywords")
+
+
+def accountKeywords(conn: sqlite3.Connection, userId: int) -> set[str]:
+    """The distinct keywords the account's entries carry."""
+    rows = conn.execute(
+        "SELECT DISTINCT keywords FROM mailbox_entries"
+        " WHERE user_id = ? AND keywords != ''",
+        (userId,),
+    )
+    return {word for (words,) in rows for word in words.split()}
 
 
 def changedFlags(
@@ -292,7 +359,7 @@ def _withParents(conn: sqlite3.Connection, userId: int, name: str) -> None:
 
 def createFolder(conn: sqlite3.Connection, userId: int, name: str) -> Folder:
     """A new, unsubscribed user folder (and its missing superiors)."""
-    name = normaliseFolderName(name)
+    name = newFolderName(name)
     if _exists(conn, userId, name):
         raise FolderExists(name)
     _withParents(conn, userId, name)
@@ -308,8 +375,11 @@ def renameFolder(conn: sqlite3.Connection, userId: int, old: str, new: str) -> N
     Renaming INBOX moves its mail to a new folder C{new} and leaves INBOX,
     empty, where it is.
     """
-    old, new = normaliseFolderName(old), normaliseFolderName(new)
-    mailbox = _mailboxOf(conn, userId, old)
+    old, new = normaliseFolderName(old), newFolderName(new)
+    source = findFolder(conn, userId, old)
+    if source is None:
+        raise NoSuchFolder(old)
+    mailbox = source.mailbox
     if _exists(conn, userId, new):
         raise FolderExists(new)
     if old == INBOX:
@@ -324,6 +394,7 @@ def renameFolder(conn: sqlite3.Connection, userId: int, old: str, new: str) -> N
         (userId, len(old) + 1, old + DELIMITER),
     ).fetchall()
     renames = [(old, new)] + [(n, new + n[len(old) :]) for (n,) in inferiors]
+    checkRename(source.specialUse, old, renames)
     for _, target in renames[1:]:
         if _exists(conn, userId, target):
             raise FolderExists(target)
@@ -463,6 +534,8 @@ def setFolderFlags(
         raise ValueError(f"mode is one of {_MODES}")
     given = splitFlags(flags)
     mailbox = _mailboxOf(conn, userId, name)
+    if mode != "remove" and given[1]:
+        checkKeywordRoom(accountKeywords(conn, userId), given[1])
     result = FlagChange()
     now = utcNow()
     for row in _entriesIn(conn, userId, mailbox, uids):
