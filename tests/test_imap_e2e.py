@@ -400,6 +400,40 @@ class QuotaTests(TestCase):
         self.assertIn(b"[OVERQUOTA]", second[1][0])
 
     @inlineCallbacks
+    def test_usageAndLimitAreReported(self):
+        """Issue 21: IMAP reports usage (RFC 9208), as GET /api/v1/account
+        does; an account without a limit has no quota root."""
+        server = RunningServer(self, quota__default=1 << 20)
+        yield server.addUser("alice@example.test")
+        yield server.addUser("bob@example.test")
+        yield server.root.quotas.setLimit("bob@example.test", 0)
+        yield deferToThread(sendBySMTP, server.smtpPort, ORIGINAL)
+        used, _ = yield server.root.quotas.quota("alice@example.test")
+
+        def session(email: str):
+            client = starttls(server.imapPort)
+            capabilities = ok(client.capability())[0].split()
+            ok(client.login(email, PASSWORD))
+            root = client.getquotaroot("INBOX")
+            quota = client.getquota('""')
+            refused = client.setquota('""', "(STORAGE 1)")
+            client.logout()
+            return capabilities, root, quota, refused
+
+        capabilities, root, quota, refused = yield deferToThread(
+            session, "alice@example.test"
+        )
+        self.assertIn(b"QUOTA", capabilities)
+        self.assertIn(b"QUOTA=RES-STORAGE", capabilities)
+        expected = b'"" (STORAGE %d 1024)' % ((used + 1023) // 1024)
+        self.assertEqual(root, ("OK", [[b'INBOX ""'], [expected]]))
+        self.assertEqual(quota, ("OK", [expected]))
+        self.assertEqual(refused[0], "NO")
+        _, root, quota, _ = yield deferToThread(session, "bob@example.test")
+        self.assertEqual(root, ("OK", [[b"INBOX"], [None]]))
+        self.assertEqual(quota[0], "NO")
+
+    @inlineCallbacks
     def test_parallelAppendsStopAtTheFirstToCross(self):
         """Each APPEND reserves its room: sessions finishing together see
         each other, so only the first past a 1000-byte limit is stored."""

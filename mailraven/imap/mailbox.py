@@ -21,6 +21,7 @@ from twisted.mail import imap4
 
 from mailraven.envelope import Envelope, Recipient
 from mailraven.imap.message import IMAPMessage
+from mailraven.store.quotas import effectiveLimit
 
 DELIMITER = "/"
 MODES = {1: "add", -1: "remove", 0: "replace"}
@@ -240,6 +241,17 @@ class IMAPAccount:
         room = yield self._reserve(self.userId, size)
         if not room:
             raise imap4.MailboxException("[OVERQUOTA] Mailbox is full")
+
+    @inlineCallbacks
+    def quotaUsage(self):
+        """(bytes used, limit or None) of the account (RFC 9208 GETQUOTA)."""
+        if self._quotas is None:
+            return (0, None)
+        usage = yield self._quotas.quota(self.email)
+        if usage is None:
+            return (0, None)
+        used, own = usage
+        return used, effectiveLimit(own, self._defaultQuota)
 
     @inlineCallbacks
     def checkQuota(self):

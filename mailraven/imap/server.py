@@ -44,6 +44,7 @@ from mailraven.imap.commands import FolderCommands, decodeName, safe
 from mailraven.imap.condstore import CondstoreCommands
 from mailraven.imap.idle import IdleCommands
 from mailraven.imap.literals import AppendLiteral, parseAppendArguments
+from mailraven.imap.quota import QuotaCommands
 from mailraven.imap.selected import MessageCommands
 from mailraven.policy.logins import Throttled
 from mailraven.smtp.auth import SASLError, decodePlain
@@ -70,6 +71,7 @@ class IMAPSettings:
 
 
 class MailRavenIMAPServer(
+    QuotaCommands,
     IdleCommands,
     CondstoreCommands,
     MessageCommands,
@@ -305,6 +307,8 @@ class MailRavenIMAPServer(
             b"ENABLE": None,
             b"IDLE": None,
             b"MOVE": None,
+            b"QUOTA": None,
+            b"QUOTA=RES-STORAGE": None,
             b"SPECIAL-USE": None,
             b"UIDPLUS": None,
             b"UNSELECT": None,
