@@ -921,49 +921,42 @@ class AdminAPI(MobileAPI):
 
     @app.route("/aliases/<string:address>", methods=["DELETE"])
     @endpoint()
-    @inlineCallbacks
     def removeAlias(self, request: Any, user: tuple[int, str, bool], address: str):
-        self._requireAdmin(user)
-        try:
-            address = normaliseAlias(address)
-        except BadAddress as e:
-            raise APIError(400, "bad_address", str(e)) from None
-        found = yield self._aliases.remove(address)
-        if not found:
-            raise APIError(404, "not_found", "No such alias")
-        self._recipients.forget()
-        self.log.info(
-            "alias {address} removed by {email}",
-            address=address,
-            email=user[1],
-            event="alias_removed",
-        )
-        return {"removed": address}
+        return self._removeFromAlias(user, address, None)
 
     @app.route("/aliases/<string:address>/members/<string:member>", methods=["DELETE"])
     @endpoint()
-    @inlineCallbacks
     def removeAliasMember(
         self, request: Any, user: tuple[int, str, bool], address: str, member: str
     ):
         """One member leaves; the alias is gone with its last member."""
+        return self._removeFromAlias(user, address, member)
+
+    @inlineCallbacks
+    def _removeFromAlias(
+        self, user: tuple[int, str, bool], address: str, member: str | None
+    ):
+        """The whole alias (C{member} None) or one member of it."""
         self._requireAdmin(user)
         try:
             address = normaliseAlias(address)
-            member = normaliseAddress(member)
+            members = [] if member is None else [normaliseAddress(member)]
         except BadAddress as e:
             raise APIError(400, "bad_address", str(e)) from None
-        found = yield self._aliases.remove(address, [member])
+        found = yield self._aliases.remove(address, members)
         if not found:
-            raise APIError(404, "not_found", "No such member of that alias")
+            what = "member of that alias" if members else "alias"
+            raise APIError(404, "not_found", f"No such {what}")
         self._recipients.forget()
         self.log.info(
-            "{member} removed from alias {address} by {email}",
-            member=member,
+            "alias {address} lost {members} by {email}",
             address=address,
+            members=",".join(members) or "every member",
             email=user[1],
-            event="alias_member_removed",
+            event="alias_removed",
         )
+        if not members:
+            return {"removed": address}
         aliases = yield self._aliases.list()
         left = {a.lower(): m for a, m in aliases.items()}.get(address.lower(), [])
         return {"address": address, "members": left}
