@@ -49,6 +49,29 @@ class IMessageStore(Interface):
         """
 
 
+class IChangeFeed(Interface):
+    """
+    Per-account news that an account's mail changed, for IMAP IDLE and the
+    API's event stream. A change carries its account and kind only
+    (C{new}, C{flags}, C{moved}, C{expunged}, C{folders}); subscribers read
+    the store for what changed. Listeners run on the reactor thread.
+    """
+
+    def subscribe(userId, listener):
+        """Call C{listener(change)} on each later change of C{userId}'s mail;
+        C{change} has C{userId} and C{kind}."""
+
+    def unsubscribe(userId, listener):
+        """Stop calling C{listener}; unknown listeners are ignored."""
+
+    def publish(userId, kind):
+        """Tell C{userId}'s listeners of a change of C{kind} (ValueError for an
+        unknown kind). A listener's failure is logged, not raised."""
+
+    def subscribers(userId):
+        """How many listeners C{userId} has."""
+
+
 class IUserStore(Interface):
     """
     Mail accounts. Addresses are compared case-insensitively.

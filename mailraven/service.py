@@ -29,10 +29,10 @@ from mailraven.api.stspolicy import (
 )
 from mailraven.api.tokencache import TokenCache
 from mailraven.backupservice import BackupJobs
+from mailraven.changes import ChangeFeed, PublishingStore
 from mailraven.config import Config
 from mailraven.diskguard import DiskGuard
 from mailraven.dnsresolver import ResolverService, makeResolver
-from mailraven.imap.changes import ChangeSignal, NotifyingStore
 from mailraven.imap.mailbox import IMAPAccount
 from mailraven.imap.service import makeIMAPService
 from mailraven.listeners import Listener
@@ -251,9 +251,9 @@ def makeService(
     root.quotas = SQLiteQuotaStore(db)
     root.domains = SQLiteDomainStore(db)
     root.folders = SQLiteFolderStore(db)
-    # deliveries signal IMAP sessions in IDLE (until the change feed exists)
-    root.changes = ChangeSignal()
-    notifying = NotifyingStore(root.store, root.changes)
+    # every change of an account's mail is published for IDLE and /events
+    root.changes = ChangeFeed()
+    notifying = PublishingStore(root.store, root.changes)
     tmpDir = os.path.join(dataDir, "tmp")
     root.spoolBudget = spoolBudget = MemoryBudget(config["smtp.spool_memory"])
 
@@ -372,7 +372,7 @@ def makeService(
     root.backups = backups
     root.quotaWarnings = QuotaWarningService(
         root.quotas,
-        root.store,
+        notifying,
         config["quota.default"],
         config["server.hostname"],
         reactor,
@@ -441,7 +441,7 @@ def makeService(
         ).setServiceParent(api)
     outbound = OutboundQueue(
         db,
-        root.store,
+        notifying,
         smtpArgs["resolver"],
         mx,
         DKIMSigner(

@@ -755,7 +755,7 @@ class IdleTests(IMAPTestCase):
         self.send(b"a IDLE\r\n")
         self.assertEqual(self.replies(), ["+ idling"])
         self.mbox.changes.append(([2], 3, {1: ["\\Seen"]}))
-        self.factory.changes.changed(self.proto.userId)
+        self.factory.changes.publish(self.proto.userId, "new")
         self.assertEqual(
             self.replies(),
             ["* 2 EXPUNGE", "* 3 EXISTS", "* 1 FETCH (FLAGS (\\Seen) UID 1)"],
@@ -765,7 +765,7 @@ class IdleTests(IMAPTestCase):
             self.replies(), ["a OK IDLE terminated", "b OK NOOP completed"]
         )
         refreshes = self.mbox.refreshes
-        self.factory.changes.changed(self.proto.userId)
+        self.factory.changes.publish(self.proto.userId, "new")
         self.assertEqual((self.replies(), self.mbox.refreshes), ([], refreshes))
 
     def test_anythingButDoneEndsIdleWithBad(self):

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from twisted.internet.protocol import ServerFactory
 
-from mailraven.imap.changes import ChangeSignal
+from mailraven.changes import ChangeFeed
 from mailraven.imap.server import IMAPSettings, MailRavenIMAPServer
 
 
@@ -33,10 +33,10 @@ class IMAPFactory(ServerFactory):
         clock: Any,
         tlsContext: Any = None,
         metrics: Any = None,
-        changes: ChangeSignal | None = None,
+        changes: ChangeFeed | None = None,
     ) -> None:
         self.metrics = metrics
-        self.changes = changes if changes is not None else ChangeSignal()
+        self.changes = changes if changes is not None else ChangeFeed()
         self.settings = settings
         self.users = users
         self.logins = logins

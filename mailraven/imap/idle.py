@@ -1,9 +1,11 @@
 """IDLE (RFC 2177): a session waiting for news of its selected folder.
 
 twisted.mail.imap4's IDLE only answered: nothing told the session of new
-mail, and any line ended it. Here a session in IDLE listens to the
-account's L{ChangeSignal} (deliveries, other IMAP sessions) and polls its
-folder's HIGHESTMODSEQ and UIDNEXT (the mobile API's changes), and sends
+mail, and any line ended it. Here a session in IDLE subscribes to the
+account's L{mailraven.changes.ChangeFeed}, the one feed every change path
+publishes to (deliveries, the API's changes, other IMAP sessions; the API's
+event stream reads the same feed), polls its folder's HIGHESTMODSEQ and
+UIDNEXT (for changes made by another process), and sends
 EXISTS, EXPUNGE and FETCH as they happen; only C{DONE} ends it. A refresh
 running when DONE comes finishes before the OK, so the next command sees
 the view settled.
@@ -69,8 +71,9 @@ class IdleCommands:
         if poll is not None and poll.running:
             poll.stop()
 
-    def folderChanged(self) -> None:
-        """Something changed in the account: report it if idling in a folder."""
+    def folderChanged(self, change: Any = None) -> None:
+        """Something changed in the account (a L{mailraven.changes.Change},
+        or None from a poll): report it if idling in a folder."""
         if self.mbox is None or self._idleTag is None:
             return
         if self._refreshing:

@@ -19,13 +19,13 @@ from typing import Any, Callable, Iterable
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.mail import imap4
 
+from mailraven.changes import FOLDER_CHANGES
 from mailraven.envelope import Envelope, Recipient
 from mailraven.imap.message import IMAPMessage
 from mailraven.store.quotas import effectiveLimit
 
 DELIMITER = "/"
 MODES = {1: "add", -1: "remove", 0: "replace"}
-CHANGES = {"setFlags", "copy", "move", "expunge", "delete", "rename"}
 
 
 @dataclass(frozen=True)
@@ -97,13 +97,15 @@ class IMAPAccount:
 
     def _call(self, method: str, *args: Any) -> Deferred:
         d = getattr(self.folders, method)(self.userId, *args)
-        if self._changes is not None and method in CHANGES:
-            d.addCallback(self._signal)
+        kind = FOLDER_CHANGES.get(method)
+        if self._changes is not None and kind is not None:
+            d.addCallback(self._publish, kind)
         return d.addErrback(mailboxError)
 
-    def _signal(self, result: Any) -> Any:
-        """Other sessions of the account (in IDLE) look at what changed."""
-        self._changes.changed(self.userId)
+    def _publish(self, result: Any, kind: str) -> Any:
+        """Other sessions (in IDLE) and the API's event streams look at what
+        changed."""
+        self._changes.publish(self.userId, kind)
         return result
 
     # -- LIST, STATUS, CREATE, DELETE, RENAME, SUBSCRIBE ---------------------

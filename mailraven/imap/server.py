@@ -39,7 +39,7 @@ from twisted.mail import imap4
 from twisted.mail.imap4 import IllegalClientResponse, IllegalMailboxEncoding
 from twisted.python.failure import Failure
 
-from mailraven.imap.changes import IDLE_POLL
+from mailraven.changes import IDLE_POLL
 from mailraven.imap.commands import FolderCommands, decodeName, safe
 from mailraven.imap.condstore import CondstoreCommands
 from mailraven.imap.idle import IdleCommands
