@@ -290,6 +290,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "listen": Key(_listeners, ["tcp:8080"], "HTTP API, /health, /metrics"),
         "rate_limit": Key(_positiveInt, 100, "API requests per minute per IP"),
         "max_body": Key(_positiveInt, 10485760, "largest API request body, bytes"),
+        "events_heartbeat": Key(
+            _positiveFloat, 25.0, "seconds between event stream heartbeats"
+        ),
+        "events_per_account": Key(_positiveInt, 10, "open event streams per account"),
+        "events_max": Key(_positiveInt, 1000, "open event streams, all accounts"),
     },
     "tls": {
         "cert_file": Key(_str, "", "operator certificate chain (PEM)"),

@@ -16,6 +16,9 @@ class Metrics:
         self.smtpActive = Gauge(
             "mailraven_smtp_active_sessions", "SMTP sessions open now", registry=r
         )
+        self.apiEventStreams = Gauge(
+            "mailraven_api_event_streams", "API event streams open now", registry=r
+        )
         self.imapActive = Gauge(
             "mailraven_imap_active_sessions", "IMAP sessions open now", registry=r
         )

@@ -416,6 +416,13 @@ def makeService(
             recipients=smtpArgs["resolver"],
             quotas=root.quotas,
             defaultQuota=config["quota.default"],
+            changes=root.changes,
+            events=dict(
+                heartbeat=config["api.events_heartbeat"],
+                perAccount=config["api.events_per_account"],
+                total=config["api.events_max"],
+                gauge=metrics.apiEventStreams,
+            ),
         ).resource(),
         AdminAPI(
             *apiArgs,

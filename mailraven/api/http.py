@@ -96,3 +96,10 @@ def writeJSON(request: Any, status: int, body: Any) -> bytes:
 
 def errorBody(error: APIError) -> dict[str, Any]:
     return {"error": error.error, "message": error.message, **error.extra}
+
+
+def bearer(request: Any) -> str:
+    """The bearer token of the request, or "" (one parser for every caller)."""
+    header = (request.getHeader(b"authorization") or b"").decode("latin-1")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""

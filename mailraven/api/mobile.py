@@ -26,10 +26,12 @@ from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from mailraven.api import queries
-from mailraven.api.http import APIError, errorBody, readJSON, writeJSON
+from mailraven.api.events import EventStreams
+from mailraven.api.http import APIError, bearer, errorBody, readJSON, writeJSON
 from mailraven.api.openapi import document
 from mailraven.api.search import SEARCH_ORDERS, BadQuery, parseQuery
 from mailraven.api.tokencache import TokenCache
+from mailraven.changes import ChangeFeed
 from mailraven.dnsrecords import dmarcAdvice
 from mailraven.domainkeys import (
     MissingKey,
@@ -147,11 +149,8 @@ def _timestamp(text: str) -> str:
         raise APIError(400, "bad_parameter", "since must be an ISO 8601 time") from None
 
 
-def _bearer(request: Any) -> str:
-    """The bearer token of the request, or "" (one parser for every caller)."""
-    header = (request.getHeader(b"authorization") or b"").decode("latin-1")
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+def _lastEventId(request: Any) -> str | None:
+    return (request.getHeader(b"last-event-id") or b"").decode("latin-1") or None
 
 
 class MobileAPI:
@@ -174,8 +173,12 @@ class MobileAPI:
         recipients: Any = None,
         quotas: Any = None,
         defaultQuota: int = 0,
+        changes: Any = None,
+        events: dict[str, Any] | None = None,
     ) -> None:
-        """C{quotas} (an IQuotaStore) and C{defaultQuota} report storage use.
+        """C{changes} (an IChangeFeed) drives GET /events, C{events} its
+        settings (L{EventStreams}' keywords).
+        C{quotas} (an IQuotaStore) and C{defaultQuota} report storage use.
         C{users} checks passwords (an IUserStore), C{logins} limits the
         guessing (the ILoginLimiter every login path shares), C{recipients}
         (a RecipientResolver) says which recipients are ours: their mail is
@@ -194,6 +197,10 @@ class MobileAPI:
         self._reactor = reactor
         self._pool = filePool
         self._requests = TokenBuckets(requestsPerMinute, 60, reactor)
+        feed = ChangeFeed() if changes is None else changes
+        self.events = EventStreams(
+            db, feed, reactor, self.authenticate, **(events or {})
+        )
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -208,7 +215,7 @@ class MobileAPI:
 
     @inlineCallbacks
     def authenticate(self, request: Any):
-        token = _bearer(request)
+        token = bearer(request)
         if not token:
             raise APIError(401, "unauthorized", "A bearer token is required")
         user = self._tokens.get(token)
@@ -292,10 +299,11 @@ class MobileAPI:
     @endpoint()
     @inlineCallbacks
     def logout(self, request: Any, user: tuple[int, str]):
-        token = _bearer(request)
+        token = bearer(request)
         self._tokens.drop(token)
         yield self._db.write(lambda c: queries.revokeToken(c, token))
         self._tokens.drop(token)  # a request checked it while we revoked
+        self.events.revoked(token)
         return {"status": "logged_out"}
 
     # -- messages ----------------------------------------------------------------
@@ -322,27 +330,26 @@ class MobileAPI:
 
     @app.route("/v1/messages/since", methods=["GET"])
     @endpoint()
-    @inlineCallbacks
     def since(self, request: Any, user: tuple[int, str]):
         text = _strArg(request, "since")
         if not text:
             raise APIError(400, "bad_parameter", "since is required")
         since = _timestamp(text)
         limit = _intArg(request, "limit", 100, 1, MAX_LIMIT)
-        messages, expunged = yield self._db.read(
-            lambda c: (
-                queries.changedSince(c, user[0], since, limit),
-                queries.expungedSince(c, user[0], since, limit),
-            )
+        return self._db.read(
+            lambda c: queries.deltaBatch(c, user[0], since, text, limit)
         )
-        messages, expunged, last = _firstChanges(messages, expunged, limit)
-        return {
-            "messages": messages,
-            "expunged": expunged,
-            "count": len(messages) + len(expunged),
-            "since": text,
-            "next_since": last or text,
-        }
+
+    @app.route("/v1/events", methods=["GET"])
+    def events(self, request: Any):
+        """The delta sync as server-sent events (L{EventStreams})."""
+        try:
+            self.checkRate(request)
+            text = _lastEventId(request) or _strArg(request, "since")
+            since = _timestamp(text) if text else None
+        except APIError as error:
+            return writeJSON(request, error.status, errorBody(error))
+        return self.events.serve(request, since, text)
 
     @app.route("/v1/messages/search", methods=["GET"])
     @endpoint()
@@ -987,24 +994,6 @@ class AdminAPI(MobileAPI):
             event="domain_removed",
         )
         return {"removed": name}
-
-
-def _firstChanges(
-    messages: list[dict], expunged: list[dict], limit: int
-) -> tuple[list[dict], list[dict], str | None]:
-    """The oldest C{limit} changes of both kinds (each list oldest first),
-    and the time of the last one: the next page starts after it."""
-    merged = sorted(
-        [(m["updated_at"], 0, m) for m in messages]
-        + [(e["expunged_at"], 1, e) for e in expunged],
-        key=lambda item: (item[0], item[1]),
-    )[:limit]
-    last = merged[-1][0] if merged else None
-    return (
-        [item for _, kind, item in merged if kind == 0],
-        [item for _, kind, item in merged if kind == 1],
-        last,
-    )
 
 
 def _aliasBody(body: Any) -> tuple[str, list[str]]:
