@@ -405,25 +405,26 @@ def makeService(
         config["api.rate_limit"],
         config["ratelimit.outbound_per_day"],
     )
+    mobile = MobileAPI(
+        *apiArgs,
+        tokens=tokens,
+        users=root.users,
+        logins=policy.logins,
+        recipients=smtpArgs["resolver"],
+        quotas=root.quotas,
+        defaultQuota=config["quota.default"],
+        changes=root.changes,
+        events=dict(
+            heartbeat=config["api.events_heartbeat"],
+            perAccount=config["api.events_per_account"],
+            total=config["api.events_max"],
+            gauge=metrics.apiEventStreams,
+        ),
+    )
     site = makeSite(
         health,
         metrics,
-        MobileAPI(
-            *apiArgs,
-            tokens=tokens,
-            users=root.users,
-            logins=policy.logins,
-            recipients=smtpArgs["resolver"],
-            quotas=root.quotas,
-            defaultQuota=config["quota.default"],
-            changes=root.changes,
-            events=dict(
-                heartbeat=config["api.events_heartbeat"],
-                perAccount=config["api.events_per_account"],
-                total=config["api.events_max"],
-                gauge=metrics.apiEventStreams,
-            ),
-        ).resource(),
+        mobile.resource(),
         AdminAPI(
             *apiArgs,
             backups=backups,
@@ -446,6 +447,7 @@ def makeService(
         Listener(
             reactor, description, site, onListenFailure, tlsCreator, key="api.listen"
         ).setServiceParent(api)
+    mobile.events.setServiceParent(api)  # after the listeners: stopped first
     outbound = OutboundQueue(
         db,
         notifying,

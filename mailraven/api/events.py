@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any, Callable
 
 import orjson
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -35,8 +36,9 @@ def frame(event: str, data: Any, eventId: str) -> bytes:
     )
 
 
-class EventStreams:
-    """The open streams of one API: caps per account and overall."""
+class EventStreams(Service):
+    """The open streams of one API: caps per account and overall; stopping
+    the service ends them (a client reconnects with its Last-Event-ID)."""
 
     log = Logger()
 
@@ -103,6 +105,11 @@ class EventStreams:
         for stream in [s for s in self._open if s.token == bearer]:
             stream.end()
 
+    def stopService(self) -> None:
+        super().stopService()
+        for stream in list(self._open):
+            stream.end()
+
     def count(self) -> int:
         return len(self._open)
 
@@ -121,7 +128,9 @@ class EventStream:
         self._since = ""
         self._querying = False
         self._again = False
-        self._done: Deferred = Deferred()
+        self._ended = False
+        # klein cancels it when the client goes: that ends the stream
+        self._done: Deferred = Deferred(lambda _: self.end())
         self._beat = LoopingCall(self._heartbeat)
         self._beat.clock = streams.clock
 
@@ -132,9 +141,9 @@ class EventStream:
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
-        request.notifyFinish().addBoth(lambda _: self.end())
         self.streams.feed.subscribe(self.userId, self.changed)
         self._beat.start(self.streams.heartbeat, now=False).addErrback(self._failed)
+        request.notifyFinish().addBoth(lambda _: self.end())  # also if gone now
         if since is not None:
             self._since, self.cursor = since, sinceText or since
             self.changed()
@@ -144,7 +153,7 @@ class EventStream:
         return self._done
 
     def _ready(self, cursor: str) -> None:
-        if self._done.called:
+        if self._ended:
             return
         self._since, self.cursor = cursor.replace("Z", "+00:00"), cursor
         self._write(frame("ready", {"next_since": cursor}, cursor))
@@ -154,7 +163,7 @@ class EventStream:
 
     def changed(self, change: Any = None) -> None:
         """A change of the account (from the feed): query, or once more after."""
-        if self._done.called:
+        if self._ended:
             return
         if self._querying or not self._since:
             self._again = True
@@ -168,7 +177,7 @@ class EventStream:
 
     def _send(self, batch: dict) -> None:
         self._querying = False
-        if self._done.called:
+        if self._ended:
             return
         if batch["count"]:
             self.cursor = batch["next_since"]
@@ -186,7 +195,7 @@ class EventStream:
         d.addErrback(self._failed)
 
     def _write(self, data: bytes) -> None:
-        if not self._done.called:
+        if not self._ended:
             self.request.write(data)
 
     def _failed(self, failure: Any) -> None:
@@ -194,9 +203,11 @@ class EventStream:
         self.end()
 
     def end(self) -> None:
-        if self._done.called:
+        if self._ended:
             return
+        self._ended = True
         self.streams.feed.unsubscribe(self.userId, self.changed)
         if self._beat.running:
             self._beat.stop()
-        self._done.callback(None)
+        if not self._done.called:
+            self._done.callback(None)
