@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from mailraven.api.openapi import document
 from tests.helpers import RunningServer
+from tests.test_events import SSE
 from tests.test_mobile_api import APIClient, deliver
 
 BOBS_WORD = "zanzibarquux"
@@ -31,6 +32,7 @@ READ_PATHS = {
     ("delete", "/v1/messages/{entryId}"),
     ("get", "/v1/outbound/{messageId}"),
     ("get", "/v1/account"),
+    ("get", "/v1/events"),
 }
 NOT_MAIL = {
     ("post", "/v1/auth/login"),
@@ -118,6 +120,31 @@ class TwoAccountIsolationTests(TestCase):
         )
         self.assertNothingOfBobs(delta)
         self.assertEqual([m["subject"] for m in delta["messages"]], [ALICES_WORD])
+
+    @inlineCallbacks
+    def test_eventStream(self):
+        """Alice's stream from the start carries her mail only, and bob's
+        new mail does not wake it."""
+        port, token = self.server.apiPort, self.alice.token
+
+        def session():
+            stream = SSE(port, token, lastEventId=EPOCH)
+            first = stream.next()
+            deliver(self.server.smtpPort, [(BOBS_WORD, "later")], "bob@example.test")
+            deliver(self.server.smtpPort, [("for alice", "later")])
+            second = stream.next()
+            stream.close()
+            return first, second
+
+        first, second = yield deferToThread(session)
+        self.assertNothingOfBobs(first)
+        self.assertNothingOfBobs(second)
+        self.assertEqual(
+            [m["subject"] for m in first["data"]["messages"]], [ALICES_WORD]
+        )
+        self.assertEqual(
+            [m["subject"] for m in second["data"]["messages"]], ["for alice"]
+        )
 
     @inlineCallbacks
     def test_search(self):

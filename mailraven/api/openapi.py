@@ -324,6 +324,38 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/events": {
+                "get": {
+                    "summary": "Server-sent events (text/event-stream): `ready`"
+                    " with the current cursor, then `changes` with the body of"
+                    " /messages/since for each change, `id` its next_since;"
+                    " `: ping` heartbeats. Resume with Last-Event-ID or since",
+                    "security": _AUTH,
+                    "parameters": [
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "format": "date-time"},
+                        },
+                        {
+                            "name": "Last-Event-ID",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "format": "date-time"},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "An event stream",
+                            "content": {
+                                "text/event-stream": {"schema": {"type": "string"}}
+                            },
+                        },
+                        **_errors(400, 401, 429),
+                    },
+                }
+            },
             "/v1/messages/search": {
                 "get": {
                     "summary": 'words, "phrase", prefix*, from:, to:, subject:,'
