@@ -16,6 +16,7 @@ from scramp import ScramMechanism
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from zope.interface import implementer
 
+from mailraven.changes import ChangeFeed
 from mailraven.envelope import Envelope
 from mailraven.interfaces import (
     IAliasStore,
@@ -817,3 +818,16 @@ class MemoryFolderStore:
 
     def expunge(self, userId: int, name: str, uids: UidSet | None = None) -> Deferred:
         return maybeDeferred(self._expunge, userId, name, uids)
+
+
+class RecordingChangeFeed(ChangeFeed):
+    """An IChangeFeed that also keeps every published C{(userId, kind)}, for
+    tests that check a path publishes without subscribing to it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published: list[tuple[int, str]] = []
+
+    def publish(self, userId: int, kind: str) -> None:
+        super().publish(userId, kind)
+        self.published.append((userId, kind))

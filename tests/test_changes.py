@@ -10,7 +10,11 @@ from mailraven.envelope import Envelope, Recipient
 from mailraven.imap.mailbox import IMAPAccount
 from mailraven.interfaces import IChangeFeed
 from mailraven.spool import memorySpool
-from mailraven.testing import MemoryFolderStore, MemoryMessageStore
+from mailraven.testing import (
+    MemoryFolderStore,
+    MemoryMessageStore,
+    RecordingChangeFeed,
+)
 
 
 class ChangeFeedContract:
@@ -55,6 +59,16 @@ class ChangeFeedContract:
 class InProcessFeedTests(ChangeFeedContract, SynchronousTestCase):
     def makeFeed(self):
         return ChangeFeed()
+
+
+class RecordingFeedTests(ChangeFeedContract, SynchronousTestCase):
+    def makeFeed(self):
+        return RecordingChangeFeed()
+
+    def test_recordsWhatWasPublished(self):
+        feed = self.makeFeed()
+        feed.publish(3, "expunged")
+        self.assertEqual(feed.published, [(3, "expunged")])
 
 
 class PublishingPathTests(SynchronousTestCase):

@@ -107,6 +107,15 @@ class StreamTests(SynchronousTestCase):
         self.streams.serve(self.request, "2026-12-06T06:00:00.000000+00:00", CURSOR)
         self.assertEqual(self.db.reads, 2)
 
+    def test_aFailingTokenCheckIs500JSON(self):
+        streams = EventStreams(
+            self.db, self.feed, self.clock, lambda r: fail(RuntimeError("db gone"))
+        )
+        body = self.successResultOf(streams.serve(self.request, None, None))
+        self.assertEqual(self.request.responseCode, 500)
+        self.assertEqual(json.loads(body)["error"], "internal")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_perAccountCap(self):
         streams = EventStreams(
             self.db,

@@ -72,6 +72,10 @@ class EventStreams(Service):
             self._admit(user[0])
         except APIError as error:
             return writeJSON(request, error.status, errorBody(error))
+        except Exception:
+            self.log.failure("event stream refused")
+            body = {"error": "internal", "message": "Internal server error"}
+            return writeJSON(request, 500, body)
         stream = EventStream(self, request, user[0], bearer(request))
         self._opened(stream)
         try:
