@@ -232,6 +232,47 @@ class EventStreamE2ETests(TestCase):
         self.assertTrue(message["starred"])
 
     @inlineCallbacks
+    def test_apiSendPatchDeleteAndImapExpungeShowInTheStream(self):
+        def session():
+            token = login(self.api)
+            stream = SSE(self.api, token)
+            stream.next()
+            body = {"to": ["alice@example.test"], "subject": "note", "body": "hi"}
+            apiCall(self.api, "POST", "/messages/send", body, token)
+            sent = stream.next()
+            while len(sent["data"]["messages"]) < 2:  # the Sent copy and inbox
+                more = stream.next()
+                sent["data"]["messages"] += more["data"]["messages"]
+            inbox = next(m for m in sent["data"]["messages"] if m["mailbox"] == "inbox")
+            path = f"/messages/{inbox['id']}"
+            apiCall(self.api, "PATCH", path, {"starred": True}, token)
+            patched = stream.next()
+            apiCall(self.api, "DELETE", path, None, token)
+            deleted = stream.next()
+            client = starttls(self.server.imapPort)
+            ok(client.login("alice@example.test", PASSWORD))
+            ok(client.select("Trash"))
+            ok(client.store("1", "+FLAGS", "(\\Deleted)"))
+            flagged = stream.next()
+            ok(client.expunge())
+            expunged = stream.next()
+            client.logout()
+            stream.close()
+            return sent, inbox, patched, deleted, flagged, expunged
+
+        sent, inbox, patched, deleted, flagged, expunged = yield self.inThread(session)
+        self.assertEqual(
+            sorted(m["mailbox"] for m in sent["data"]["messages"]), ["inbox", "sent"]
+        )
+        [starred] = patched["data"]["messages"]
+        self.assertTrue(starred["starred"])
+        [trashed] = deleted["data"]["messages"]
+        self.assertEqual(trashed["mailbox"], "trash")
+        self.assertEqual(flagged["event"], "changes")
+        [gone] = expunged["data"]["expunged"]
+        self.assertEqual(gone["id"], inbox["id"])
+
+    @inlineCallbacks
     def test_resumeGetsWhatWasMissedAndNothingTwice(self):
         def session():
             token = login(self.api)
