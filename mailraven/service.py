@@ -416,6 +416,8 @@ def makeService(
             recipients=smtpArgs["resolver"],
             quotas=root.quotas,
             defaultQuota=config["quota.default"],
+            folders=root.folders,
+            changes=root.changes,
         ).resource(),
         AdminAPI(
             *apiArgs,
