@@ -3,12 +3,14 @@ server: both views show one state."""
 
 from __future__ import annotations
 
+import time
+
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tests.helpers import PASSWORD, RunningServer
-from tests.test_imap_e2e import ORIGINAL, ok, sendBySMTP, starttls
+from tests.test_imap_e2e import ORIGINAL, apiCall, ok, sendBySMTP, starttls
 from tests.test_mobile_api import APIClient
 
 
@@ -217,3 +219,32 @@ class FolderAPITests(TestCase):
         yield self.api.json("DELETE", "/folders/folder-1", expect=404)
         yield self.api.json("PATCH", "/folders/inbox", {}, expect=400)
         self.assertNotIn("Elsewhere", (yield self.folders()))
+
+    @inlineCallbacks
+    def test_anIdleSessionSeesAMoveIntoItsFolderWithinASecond(self):
+        yield deferToThread(sendBySMTP, self.server.smtpPort, ORIGINAL)
+        made = yield self.api.json("POST", "/folders", {"name": "Watched"}, expect=201)
+        [message] = (yield self.api.json("GET", "/messages"))["messages"]
+        port, token = self.server.apiPort, self.api.token
+
+        def session():
+            client = starttls(self.server.imapPort)
+            ok(client.login("alice@example.test", PASSWORD))
+            ok(client.select("Watched"))
+            client.send(b"i1 IDLE\r\n")
+            assert client.readline().startswith(b"+ "), "no continuation"
+            time.sleep(0.5)  # past IDLE's first look at the folder: only a
+            # signal (not its next poll, 15 s on) reports the move in time
+            path = f"/messages/{message['id']}"
+            apiCall(port, "PATCH", path, {"mailbox": made["id"]}, token)
+            moved = time.monotonic()
+            exists = client.readline()
+            delay = time.monotonic() - moved
+            client.send(b"DONE\r\n")
+            client.readline()
+            client.logout()
+            return exists, delay
+
+        exists, delay = yield deferToThread(session)
+        self.assertEqual(exists, b"* 1 EXISTS\r\n")
+        self.assertLess(delay, 1.0)
