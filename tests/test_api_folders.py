@@ -7,8 +7,12 @@ import time
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from mailraven.api.folders import FolderRequests
+from mailraven.api.http import APIError
+from mailraven.store.folders import MAX_FOLDERS
+from mailraven.testing import MemoryFolderStore, MemoryMessageStore
 from tests.helpers import PASSWORD, RunningServer
 from tests.test_imap_e2e import ORIGINAL, apiCall, ok, sendBySMTP, starttls
 from tests.test_mobile_api import APIClient
@@ -248,3 +252,15 @@ class FolderAPITests(TestCase):
         exists, delay = yield deferToThread(session)
         self.assertEqual(exists, b"* 1 EXISTS\r\n")
         self.assertLess(delay, 1.0)
+
+
+class FolderRequestsTests(SynchronousTestCase):
+    def test_theFolderLimitIsA409(self):
+        store = MemoryFolderStore(MemoryMessageStore())
+        requests = FolderRequests(store)
+        for n in range(MAX_FOLDERS - 6):
+            self.successResultOf(requests.create(1, {"name": f"f{n}"}))
+        failure = self.failureResultOf(requests.create(1, {"name": "one more"}))
+        error = failure.check(APIError) and failure.value
+        self.assertEqual((error.status, error.error), (409, "limit"))
+        self.assertIn("at most 1000 folders", error.message)
