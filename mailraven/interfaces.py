@@ -227,9 +227,10 @@ class IFolderStore(Interface):
     def create(userId, name):
         """
         Deferred new (unsubscribed) Folder; missing superior names
-        ("a" of "a/b") are created too. Fails with FolderExists or
+        ("a" of "a/b") are created too. Fails with FolderExists,
         BadFolderName (also for a level with a leading or trailing space, or
-        one that is "." or "..").
+        one that is "." or "..") or FolderLimit (past 1000 folders in the
+        account, superiors counted; a rename's new superiors too).
         """
 
     def rename(userId, old, new):
@@ -281,6 +282,15 @@ class IFolderStore(Interface):
         """
         Move the messages (RFC 6851); Deferred [(old UID, new UID)]. Moving
         into the folder they are in fails with FolderRefused.
+        """
+
+    def moveEntry(userId, entryId, mailbox):
+        """
+        Move one message, named by its entry id (the mobile API's), into
+        the folder whose mailbox key is C{mailbox}, as MOVE would: a new UID
+        from that folder. Deferred UID it has there (unchanged when it is
+        there already), or None when the account has no such entry; fails
+        with NoSuchFolder when the account has no folder with that key.
         """
 
     def expunge(userId, name, uids=None):

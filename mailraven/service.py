@@ -413,6 +413,7 @@ def makeService(
         recipients=smtpArgs["resolver"],
         quotas=root.quotas,
         defaultQuota=config["quota.default"],
+        folders=root.folders,
         changes=root.changes,
         events=dict(
             heartbeat=config["api.events_heartbeat"],

@@ -50,6 +50,7 @@ from mailraven.store.folders import (
     NoSuchFolder,
     UidSet,
     changedFlags,
+    checkFolderRoom,
     checkKeywordRoom,
     checkRename,
     newFolderName,
@@ -584,11 +585,15 @@ class MemoryFolderStore:
         name = newFolderName(name)
         if self._exists(userId, name):
             raise FolderExists(name)
-        for parent in parents(name):
-            if not self._exists(userId, normaliseFolderName(parent)):
-                self._add(userId, normaliseFolderName(parent))
-        self._add(userId, name)
+        wanted = [normaliseFolderName(parent) for parent in parents(name)] + [name]
+        for missing in self._makeRoom(userId, wanted):
+            self._add(userId, missing)
         return self._public(userId, self._byName(userId, name))
+
+    def _makeRoom(self, userId: int, names: list[str]) -> list[str]:
+        missing = [n for n in names if not self._exists(userId, n)]
+        checkFolderRoom(len(self._folders[userId]), len(missing))
+        return missing
 
     def create(self, userId: int, name: str) -> Deferred:
         return maybeDeferred(self._create, userId, name)
@@ -615,9 +620,8 @@ class MemoryFolderStore:
         for folder in inferiors:
             if self._exists(userId, new + folder["name"][len(old) :]):
                 raise FolderExists(new + folder["name"][len(old) :])
-        for parent in parents(new):
-            if not self._exists(userId, parent):
-                self._add(userId, parent)
+        for parent in self._makeRoom(userId, parents(new)):
+            self._add(userId, parent)
         for folder in inferiors:
             folder["name"] = new + folder["name"][len(old) :]
         source["name"] = new
@@ -777,6 +781,21 @@ class MemoryFolderStore:
 
     def move(self, userId: int, name: str, uids: UidSet, destination: str) -> Deferred:
         return maybeDeferred(self._move, userId, name, uids, destination)
+
+    def _moveEntry(self, userId: int, entryId: str, mailbox: str) -> int | None:
+        target = self._account(userId).get(mailbox)
+        if target is None:
+            raise NoSuchFolder(mailbox)
+        state = self._state.get(entryId)
+        if state is None or state["user_id"] != userId:
+            return None
+        if state["mailbox"] != mailbox:
+            source = self._folders[userId][state["mailbox"]]
+            self._moveUids(userId, source, [(state["uid"], state["uid"])], target)
+        return state["uid"]
+
+    def moveEntry(self, userId: int, entryId: str, mailbox: str) -> Deferred:
+        return maybeDeferred(self._moveEntry, userId, entryId, mailbox)
 
     def _copy(
         self, userId: int, name: str, uids: UidSet, destination: str

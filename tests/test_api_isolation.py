@@ -33,6 +33,10 @@ READ_PATHS = {
     ("get", "/v1/outbound/{messageId}"),
     ("get", "/v1/account"),
     ("get", "/v1/events"),
+    ("get", "/v1/folders"),  # test_foldersAreTheAccountsOwn, and the three below
+    ("post", "/v1/folders"),
+    ("patch", "/v1/folders/{key}"),
+    ("delete", "/v1/folders/{key}"),
 }
 NOT_MAIL = {
     ("post", "/v1/auth/login"),
@@ -87,6 +91,31 @@ class TwoAccountIsolationTests(TestCase):
             if method != "parameters"
         }
         self.assertEqual(served, READ_PATHS | NOT_MAIL)
+
+    @inlineCallbacks
+    def test_foldersAreTheAccountsOwn(self):
+        """Bob's folder (named with his word, holding his mail) is nowhere in
+        alice's list, and its id is 404 for her on every folder path."""
+        bobs = yield self.bob.json("POST", "/folders", {"name": BOBS_WORD}, expect=201)
+        yield self.bob.json(
+            "PATCH", f"/messages/{self.bobIds[0]}", {"mailbox": bobs["id"]}
+        )
+        mine = yield self.alice.json("GET", "/folders")
+        self.assertNothingOfBobs(mine)
+        self.assertNotIn(bobs["id"], json.dumps(mine))
+        inbox = next(f for f in mine["folders"] if f["id"] == "inbox")
+        self.assertEqual(inbox["total"], 1)  # alice's own message
+        yield self.alice.json("GET", "/messages", mailbox=bobs["id"], expect=404)
+        yield self.alice.json(
+            "PATCH", f"/folders/{bobs['id']}", {"name": "mine now"}, expect=404
+        )
+        yield self.alice.json("DELETE", f"/folders/{bobs['id']}", expect=404)
+        made = yield self.alice.json(
+            "POST", "/folders", {"name": BOBS_WORD}, expect=201
+        )  # the same name is alice's to make: names are per account
+        self.assertNotEqual(made["id"], bobs["id"])
+        still = yield self.bob.json("GET", "/messages", mailbox=bobs["id"])
+        self.assertEqual([m["id"] for m in still["messages"]], [self.bobIds[0]])
 
     @inlineCallbacks
     def test_accountCountsOnlyTheCallersMail(self):

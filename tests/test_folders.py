@@ -12,10 +12,12 @@ from mailraven.envelope import Recipient
 from mailraven.interfaces import IFolderStore
 from mailraven.spool import memorySpool
 from mailraven.store.folders import (
+    MAX_FOLDERS,
     BadFlag,
     BadFolderName,
     BadMessageSet,
     FolderExists,
+    FolderLimit,
     FolderRefused,
     KeywordLimit,
     NoSuchFolder,
@@ -255,6 +257,58 @@ class FolderStoreContract:
         self.assertEqual((trashed.uid, trashed.entryId), (1, newest["id"]))
         yield self.deliver(1)
         self.assertEqual((yield self.uids("INBOX")), [1, 3])
+
+    @inlineCallbacks
+    def test_moveEntryTakesAUidFromAnyFolderOfTheAccount(self):
+        yield self.deliver(2)
+        yield self.deliver(1, userId=CAROL)
+        [newest, oldest] = yield self.messages.list(ALICE, "inbox", 10, 0)
+        made = yield self.folders.create(ALICE, "Work/Projects")
+        yield self.folders.move(ALICE, "INBOX", [(1, 1)], "Work/Projects")
+        before = yield self.folder("Work/Projects")
+        uid = yield self.folders.moveEntry(ALICE, newest["id"], made.mailbox)
+        self.assertEqual(uid, 2)  # after the one MOVE put there
+        self.assertEqual((yield self.uids("Work/Projects")), [1, 2])
+        self.assertEqual((yield self.uids("INBOX")), [])
+        after = yield self.folder("Work/Projects")
+        self.assertEqual(after.uidnext, 3)
+        self.assertGreater(after.highestModseq, before.highestModseq)
+        # there already: nothing changes
+        self.assertEqual(
+            (yield self.folders.moveEntry(ALICE, newest["id"], made.mailbox)), 2
+        )
+        self.assertEqual((yield self.folder("Work/Projects")).uidnext, 3)
+        # back to a standard folder by its key, through the same path
+        self.assertEqual(
+            (yield self.folders.moveEntry(ALICE, oldest["id"], "archive")), 1
+        )
+        [carols] = yield self.messages.list(CAROL, "inbox", 10, 0)
+        self.assertIsNone((yield self.folders.moveEntry(ALICE, carols["id"], "inbox")))
+        yield self.assertFailure(
+            self.folders.moveEntry(CAROL, carols["id"], made.mailbox), NoSuchFolder
+        )
+        yield self.assertFailure(
+            self.folders.moveEntry(ALICE, newest["id"], "folder-0"), NoSuchFolder
+        )
+
+    @inlineCallbacks
+    def test_anAccountHasAtMostMaxFolders(self):
+        levels = 99  # "0/a/a/...": 100 folders in one create, 199 characters
+        for n in range((MAX_FOLDERS - 6) // (levels + 1)):
+            yield self.folders.create(ALICE, str(n) + "/a" * levels)
+        yield self.folders.create(ALICE, "solo")
+        left = MAX_FOLDERS - len((yield self.folders.folders(ALICE)))
+        yield self.assertFailure(
+            self.folders.create(ALICE, "full" + "/a" * left), FolderLimit
+        )
+        yield self.assertFailure(
+            self.folders.rename(ALICE, "solo", "new" + "/a" * left + "/solo"),
+            FolderLimit,
+        )
+        self.assertEqual(len((yield self.folders.folders(ALICE))), MAX_FOLDERS - left)
+        yield self.folders.create(ALICE, "last" + "/a" * (left - 1))
+        yield self.assertFailure(self.folders.create(ALICE, "one"), FolderLimit)
+        yield self.folders.create(CAROL, "one")  # a limit per account
 
     @inlineCallbacks
     def test_copyKeepsFlagsAndTheOriginal(self):

@@ -20,13 +20,14 @@ from functools import wraps
 from typing import Any, Callable
 
 from klein import Klein
-from twisted.internet.defer import DeferredLock, inlineCallbacks
+from twisted.internet.defer import DeferredLock, inlineCallbacks, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from mailraven.api import queries
 from mailraven.api.events import EventStreams
+from mailraven.api.folders import FolderRequests, isFolderKey
 from mailraven.api.http import APIError, bearer, errorBody, readJSON, writeJSON
 from mailraven.api.openapi import document
 from mailraven.api.search import SEARCH_ORDERS, BadQuery, parseQuery
@@ -64,6 +65,7 @@ from mailraven.store.domains import (
     normaliseDomain,
 )
 from mailraven.store.files import readMessageFile
+from mailraven.store.folders import SQLiteFolderStore
 from mailraven.store.messages import MAILBOXES
 from mailraven.store.metadata import attachmentName, headerText
 from mailraven.store.quotas import MAX_LIMIT as MAX_QUOTA
@@ -173,17 +175,23 @@ class MobileAPI:
         recipients: Any = None,
         quotas: Any = None,
         defaultQuota: int = 0,
+        folders: Any = None,
         changes: Any = None,
         events: dict[str, Any] | None = None,
     ) -> None:
-        """C{changes} (an IChangeFeed) drives GET /events, C{events} its
-        settings (L{EventStreams}' keywords).
+        """C{folders} is the IFolderStore IMAP uses too. C{changes} (an
+        IChangeFeed) hears of every change made here and drives GET
+        /events, C{events} its settings (L{EventStreams}' keywords).
         C{quotas} (an IQuotaStore) and C{defaultQuota} report storage use.
         C{users} checks passwords (an IUserStore), C{logins} limits the
         guessing (the ILoginLimiter every login path shares), C{recipients}
         (a RecipientResolver) says which recipients are ours: their mail is
         stored, not queued."""
         self._users = SQLiteUserStore(db) if users is None else users
+        self._folders = FolderRequests(
+            SQLiteFolderStore(db) if folders is None else folders,
+            None if changes is None else changes.publish,
+        )
         self._logins = LoginLimiter(reactor) if logins is None else logins
         self._recipients = recipients
         self._quotas = SQLiteQuotaStore(db) if quotas is None else quotas
@@ -314,17 +322,26 @@ class MobileAPI:
         limit = _intArg(request, "limit", 20, 1, MAX_LIMIT)
         offset = _intArg(request, "offset", 0, 0, 10**9)
         mailbox = _strArg(request, "mailbox") or "inbox"
-        if mailbox not in MAILBOXES:
-            raise APIError(400, "bad_parameter", f"mailbox must be one of {MAILBOXES}")
+        if not isFolderKey(mailbox):
+            raise APIError(
+                400,
+                "bad_parameter",
+                f"mailbox must be one of {MAILBOXES} or a folder id",
+            )
         cursorText = _strArg(request, "cursor")
         try:
             cursor = queries.decodeCursor(cursorText) if cursorText else None
         except ValueError:
             raise APIError(400, "bad_parameter", "cursor is not valid") from None
         unread = _boolArg(request, "unread_only")
-        return self._db.read(
-            lambda c: queries.listMessages(
-                c, user[0], mailbox, limit, offset, cursor, unread
+        found = succeed(None)
+        if mailbox not in MAILBOXES:  # a user folder: the account's, or 404
+            found = self._folders.find(user[0], mailbox)
+        return found.addCallback(
+            lambda _: self._db.read(
+                lambda c: queries.listMessages(
+                    c, user[0], mailbox, limit, offset, cursor, unread
+                )
             )
         )
 
@@ -394,13 +411,20 @@ class MobileAPI:
             if not isinstance(value, FLAG_TYPES[name]):
                 expected = "true or false" if FLAG_TYPES[name] is bool else "a string"
                 raise APIError(400, "bad_request", f"{name} must be {expected}")
-        if body.get("mailbox", "inbox") not in MAILBOXES:
-            raise APIError(400, "bad_request", f"mailbox must be one of {MAILBOXES}")
+        mailbox = body.pop("mailbox", None)
+        if mailbox is not None and not isFolderKey(mailbox):
+            raise APIError(
+                400, "bad_request", f"mailbox must be one of {MAILBOXES} or a folder id"
+            )
         before = yield self._entry(user, entryId)
-        found = yield self._store.updateFlags(entryId, user[0], body)
+        found = True
+        if mailbox is not None:  # as IMAP MOVE: a new UID in that folder
+            found = yield self._folders.moveEntry(user[0], entryId, mailbox)
+        if found and body:
+            found = yield self._store.updateFlags(entryId, user[0], body)
         if not found:
             raise APIError(404, "not_found", "No such message")
-        yield self._train(user, before, body.get("mailbox"))
+        yield self._train(user, before, mailbox)
         entry = yield self._entry(user, entryId)
         entry.pop("path")
         entry.pop("message_id")
@@ -445,6 +469,28 @@ class MobileAPI:
         if entry is None:  # another user's message is 404 too: no existence leak
             raise APIError(404, "not_found", "No such message")
         return entry
+
+    # -- folders (mailraven/api/folders.py) -----------------------------------
+
+    @app.route("/v1/folders", methods=["GET"])
+    @endpoint()
+    def listFolders(self, request: Any, user: tuple[int, str]):
+        return self._folders.list(user[0])
+
+    @app.route("/v1/folders", methods=["POST"])
+    @endpoint()
+    def createFolder(self, request: Any, user: tuple[int, str]):
+        return self._folders.create(user[0], readJSON(request))
+
+    @app.route("/v1/folders/<string:key>", methods=["PATCH"])
+    @endpoint()
+    def updateFolder(self, request: Any, user: tuple[int, str], key: str):
+        return self._folders.update(user[0], key, readJSON(request))
+
+    @app.route("/v1/folders/<string:key>", methods=["DELETE"])
+    @endpoint()
+    def deleteFolder(self, request: Any, user: tuple[int, str], key: str):
+        return self._folders.delete(user[0], key)
 
     @app.route("/v1/messages/send", methods=["POST"])
     @endpoint()

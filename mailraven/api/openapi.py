@@ -25,7 +25,8 @@ def _errors(*codes: int) -> dict[str, Any]:
     texts = {
         400: "Bad parameters or body",
         401: "No valid bearer token",
-        404: "No such message (or another user's)",
+        404: "No such message or folder (or another user's)",
+        409: "The folder exists, may not change, or the account has 1000",
         413: "Body too large",
         429: "Rate limited (Retry-After)",
         503: "A local recipient's mailbox is full (docs/quotas.md)",
@@ -47,6 +48,12 @@ def _intParam(name: str, low: int, high: int, default: int) -> dict[str, Any]:
     }
 
 
+# a folder key: one of the six standard names or a user folder's folder-<n>
+MAILBOX = {
+    "type": "string",
+    "pattern": "^(" + "|".join(MAILBOXES) + "|folder-[0-9]{1,19})$",
+}
+_KEY = {"name": "key", "in": "path", "required": True, "schema": MAILBOX}
 _ID = {"name": "entryId", "in": "path", "required": True, "schema": {"type": "string"}}
 _AUTH = [{"bearer": []}]
 _STD = (400, 401, 429)
@@ -123,6 +130,7 @@ def document() -> dict[str, Any]:
                         },
                     },
                 },
+                "Folder": FOLDER,
                 "Error": {
                     "type": "object",
                     "required": ["error", "message"],
@@ -247,14 +255,7 @@ def document() -> dict[str, Any]:
                             "in": "query",
                             "schema": {"type": "boolean"},
                         },
-                        {
-                            "name": "mailbox",
-                            "in": "query",
-                            "schema": {
-                                "type": "string",
-                                "enum": list(MAILBOXES),
-                            },
-                        },
+                        {"name": "mailbox", "in": "query", "schema": MAILBOX},
                     ],
                     "responses": {
                         "200": _json(
@@ -270,7 +271,7 @@ def document() -> dict[str, Any]:
                                 },
                             }
                         ),
-                        **_errors(*_STD),
+                        **_errors(*_STD, 404),
                     },
                 }
             },
@@ -538,10 +539,7 @@ def document() -> dict[str, Any]:
                                     "properties": {
                                         "read_state": {"type": "boolean"},
                                         "starred": {"type": "boolean"},
-                                        "mailbox": {
-                                            "type": "string",
-                                            "enum": list(MAILBOXES),
-                                        },
+                                        "mailbox": MAILBOX,
                                     },
                                 }
                             }
@@ -558,11 +556,118 @@ def document() -> dict[str, Any]:
                     "responses": {"200": _json(ref), **_errors(401, 404, 429)},
                 },
             },
+            **_folderPaths(),
             "/v1/openapi.json": {
                 "get": {
                     "summary": "This document",
                     "responses": {"200": _json({"type": "object"}), **_errors(429)},
                 }
+            },
+        },
+    }
+
+
+FOLDER: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "id",
+        "name",
+        "special_use",
+        "system",
+        "total",
+        "unread",
+        "subscribed",
+    ],
+    "properties": {
+        "id": MAILBOX,
+        "name": {"type": "string", "description": "The IMAP name, levels by /"},
+        "special_use": {"type": "string", "nullable": True},
+        "system": {"type": "boolean"},
+        "total": {"type": "integer"},
+        "unread": {"type": "integer"},
+        "subscribed": {"type": "boolean"},
+    },
+}
+
+
+def _folderBody(required: list[str]) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": required,
+                    "minProperties": 1,
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string", "maxLength": 200},
+                        "subscribed": {"type": "boolean"},
+                    },
+                }
+            }
+        },
+    }
+
+
+def _folderPaths() -> dict[str, Any]:
+    folder = {"$ref": "#/components/schemas/Folder"}
+    return {
+        "/v1/folders": {
+            "get": {
+                "summary": "Every folder of the account, the six standard first",
+                "security": _AUTH,
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["folders"],
+                            "properties": {
+                                "folders": {"type": "array", "items": folder}
+                            },
+                        }
+                    ),
+                    **_errors(401, 429),
+                },
+            },
+            "post": {
+                "summary": "Create a folder (and its missing superiors)",
+                "security": _AUTH,
+                "requestBody": _folderBody(["name"]),
+                "responses": {
+                    "201": _json(folder, "Created"),
+                    **_errors(400, 401, 409, 413, 429),
+                },
+            },
+        },
+        "/v1/folders/{key}": {
+            "parameters": [_KEY],
+            "patch": {
+                "summary": "Rename (inferiors follow) and/or (un)subscribe",
+                "security": _AUTH,
+                "requestBody": _folderBody([]),
+                "responses": {
+                    "200": _json(folder),
+                    **_errors(400, 401, 404, 409, 413, 429),
+                },
+            },
+            "delete": {
+                "summary": "Delete the folder and the mail in it (IMAP DELETE)",
+                "security": _AUTH,
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["deleted", "name", "messages_removed"],
+                            "properties": {
+                                "deleted": MAILBOX,
+                                "name": {"type": "string"},
+                                "messages_removed": {"type": "integer"},
+                            },
+                        }
+                    ),
+                    **_errors(401, 404, 409, 429),
+                },
             },
         },
     }

@@ -34,6 +34,9 @@ from mailraven.store.schema import NEXT_UIDVALIDITY
 INBOX = "INBOX"
 DELIMITER = "/"
 MAX_NAME_LENGTH = 200
+# Folders an account may have (the six standard ones included): every LIST
+# and the API's folder list send them all.
+MAX_FOLDERS = 1000
 # IMAP system flag -> the entry's column (\Seen and \Flagged are the API's
 # read_state and starred)
 SYSTEM_FLAGS = {
@@ -69,6 +72,10 @@ class FolderExists(FolderError):
 
 class BadFolderName(FolderError):
     pass
+
+
+class FolderLimit(FolderError):
+    """One folder more than an account may have (RFC 5530 LIMIT)."""
 
 
 class FolderRefused(FolderError):
@@ -178,6 +185,13 @@ def checkRename(specialUse: str | None, old: str, renames: list) -> None:
             raise BadFolderName(
                 f"{target[:40]!r}... would be over {MAX_NAME_LENGTH} characters"
             )
+
+
+def checkFolderRoom(present: int, adding: int) -> None:
+    """L{FolderLimit} when C{adding} folders would take an account that has
+    C{present} past L{MAX_FOLDERS}."""
+    if present + adding > MAX_FOLDERS:
+        raise FolderLimit(f"[LIMIT] An account has at most {MAX_FOLDERS} folders")
 
 
 def parents(name: str) -> list[str]:
@@ -349,12 +363,22 @@ def _exists(conn: sqlite3.Connection, userId: int, name: str) -> bool:
     return row is not None
 
 
+def _makeRoom(conn: sqlite3.Connection, userId: int, names: list[str]) -> list[str]:
+    """Those of C{names} the account lacks; L{FolderLimit} if making them
+    would take it past L{MAX_FOLDERS}."""
+    missing = [n for n in names if not _exists(conn, userId, n)]
+    (present,) = conn.execute(
+        "SELECT count(*) FROM folders WHERE user_id = ?", (userId,)
+    ).fetchone()
+    checkFolderRoom(present, len(missing))
+    return missing
+
+
 def _withParents(conn: sqlite3.Connection, userId: int, name: str) -> None:
     """Create C{name} and any superior name missing (RFC 3501 6.3.3)."""
-    for parent in parents(name):
-        if not _exists(conn, userId, normaliseFolderName(parent)):
-            _insertFolder(conn, userId, normaliseFolderName(parent), False)
-    _insertFolder(conn, userId, name, False)
+    wanted = [normaliseFolderName(parent) for parent in parents(name)] + [name]
+    for missing in _makeRoom(conn, userId, wanted):
+        _insertFolder(conn, userId, missing, False)
 
 
 def createFolder(conn: sqlite3.Connection, userId: int, name: str) -> Folder:
@@ -398,9 +422,8 @@ def renameFolder(conn: sqlite3.Connection, userId: int, old: str, new: str) -> N
     for _, target in renames[1:]:
         if _exists(conn, userId, target):
             raise FolderExists(target)
-    for parent in parents(new):
-        if not _exists(conn, userId, parent):
-            _insertFolder(conn, userId, parent, False)
+    for parent in _makeRoom(conn, userId, parents(new)):
+        _insertFolder(conn, userId, parent, False)
     conn.executemany(
         "UPDATE folders SET name = ? WHERE user_id = ? AND name = ?",
         [(target, userId, source) for source, target in renames],
@@ -580,6 +603,32 @@ def _moveEntries(
     return pairs
 
 
+def moveEntry(
+    conn: sqlite3.Connection, userId: int, entryId: str, mailbox: str
+) -> int | None:
+    """
+    Move one entry (the API's message id) into the folder whose key is
+    C{mailbox}, as an IMAP MOVE would: a new UID from that folder. The
+    entry's UID there (unchanged when it is there already), or None when the
+    account has no such entry.
+    """
+    found = conn.execute(
+        "SELECT 1 FROM folders WHERE user_id = ? AND mailbox = ?", (userId, mailbox)
+    ).fetchone()
+    if found is None:
+        raise NoSuchFolder(mailbox)
+    row = conn.execute(
+        "SELECT id, uid, mailbox FROM mailbox_entries WHERE id = ? AND user_id = ?",
+        (entryId, userId),
+    ).fetchone()
+    if row is None:
+        return None
+    if row["mailbox"] == mailbox:
+        return row["uid"]
+    [(_, uid)] = _moveEntries(conn, [row], mailbox)
+    return uid
+
+
 def _source(
     conn: sqlite3.Connection, userId: int, name: str, destination: str
 ) -> tuple[str, str]:
@@ -704,6 +753,9 @@ class SQLiteFolderStore:
                 conn, userId, name, uids, flags, mode, unchangedSince
             )
         )
+
+    def moveEntry(self, userId: int, entryId: str, mailbox: str) -> Deferred:
+        return self._db.write(lambda conn: moveEntry(conn, userId, entryId, mailbox))
 
     def copy(self, userId: int, name: str, uids: UidSet, destination: str) -> Deferred:
         return self._db.write(
