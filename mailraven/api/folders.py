@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 from twisted.internet.defer import inlineCallbacks
 
-from mailraven.changes import EXPUNGED, FOLDERS, MOVED
 from mailraven.api.http import APIError
+from mailraven.changes import EXPUNGED, FOLDERS, MOVED
 from mailraven.store.folders import (
     BadFolderName,
     Folder,
