@@ -5,6 +5,7 @@ LITERAL+, and the API seeing the same flags."""
 
 from __future__ import annotations
 
+import base64
 import os
 import smtplib
 import ssl
@@ -232,3 +233,72 @@ class IMAPClientTests(TestCase):
             return client.get_flags([1])[1]
 
         self.assertEqual((yield self.session(flags)), (b"\\Flagged",))
+
+
+ATTACHMENT = bytes(range(256)) * 8
+QUIRKS = {
+    "8bit": ORIGINAL,
+    "long lines": (
+        b"From: bob@example.org\r\nTo: alice@example.test\r\nSubject: long\r\n"
+        b"X-Long: "
+        + b"h" * 900
+        + b"\r\n\r\n"
+        + b"x" * 990
+        + b"\r\n"
+        + b"y" * 10
+        + b"\r\n"
+    ),
+    "dots and blank lines": (
+        b"Subject: dots\r\n\r\n.\r\n..two\r\n.three\r\n\r\n\r\n\r\nend\r\n"
+    ),
+    "base64 attachment": (
+        b"From: bob@example.org\r\nSubject: attachment\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n"
+        b"--b\r\nContent-Type: application/octet-stream\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(ATTACHMENT).replace(b"\n", b"\r\n")
+        + b"--b--\r\n"
+    ),
+    "no final line end": b"Subject: unterminated\r\n\r\nlast line",
+    "bare LF": b"Subject: bare lf\nX-Quirk: yes\n\nline one\nline two\r\nline three\n",
+    "bare CR": b"Subject: bare cr\r\n\r\none\rtwo\r\n",
+}
+
+
+class ByteIdentityTests(TestCase):
+    """BODY.PEEK[] is what SMTP accepted, after our trace headers."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def test_quirkyMessagesComeBackAsSent(self):
+        trusted = TrustedServer(self)
+        yield trusted.server.addUser("alice@example.test")
+        for data in QUIRKS.values():
+            yield deferToThread(trusted.deliver, data)
+
+        def fetch():
+            client = trusted.client()
+            client.select_folder("INBOX", readonly=True)
+            uids = client.search("ALL")
+            fetched = client.fetch(uids, ["BODY.PEEK[]", "RFC822.SIZE"])
+            client.logout()
+            return [fetched[uid] for uid in uids]
+
+        fetched = yield deferToThread(fetch)
+        self.assertEqual(len(fetched), len(QUIRKS))
+        for (name, sent), item in zip(QUIRKS.items(), fetched, strict=True):
+            body = item[b"BODY[]"]
+            self.assertEqual(item[b"RFC822.SIZE"], len(body), name)
+            trace, _, rest = body.partition(b"\r\n" + sent[:12])
+            self.assertTrue(trace.startswith(b"Return-Path: "), (name, body[:300]))
+            self.assertEqual(sent[:12] + rest, expected(sent), name)
+
+
+def expected(sent: bytes) -> bytes:
+    """
+    What the store keeps of C{sent}: the bytes as sent, ending in CRLF
+    (SMTP's DATA ends with one; smtplib adds it when missing).
+    """
+    return sent if sent.endswith(b"\r\n") else sent + b"\r\n"
