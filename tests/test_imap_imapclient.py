@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import os
 import smtplib
+import socket
 import ssl
 import time
 from typing import Any
@@ -302,3 +303,69 @@ def expected(sent: bytes) -> bytes:
     (SMTP's DATA ends with one; smtplib adds it when missing).
     """
     return sent if sent.endswith(b"\r\n") else sent + b"\r\n"
+
+
+class LiteralTests(TestCase):
+    """Literals as clients send them: imapclient's for non-ASCII SEARCH
+    strings, and LITERAL+ octets pipelined without waiting."""
+
+    timeout = 120
+
+    @inlineCallbacks
+    def setUp(self):
+        self.trusted = TrustedServer(self)
+        yield self.trusted.server.addUser("alice@example.test")
+        yield deferToThread(self.trusted.deliver, ORIGINAL)
+        yield deferToThread(self.trusted.deliver, message(b"other"))
+
+    @inlineCallbacks
+    def test_searchWithLiterals(self):
+        def run():
+            client = self.trusted.client()
+            client.select_folder("INBOX", readonly=True)
+            found = client.search(["BODY", "Café", "SUBJECT", "Friday"], "UTF-8")
+            none = client.search(["BODY", "Café", "SUBJECT", "other"], "UTF-8")
+            client.logout()
+            return found, none
+
+        found, none = yield deferToThread(run)
+        self.assertEqual((found, none), ([1], []))
+
+    @inlineCallbacks
+    def test_nonSynchronizingLiteralsPipelined(self):
+        user, password = b"alice@example.test", PASSWORD.encode()
+        appended = message(b"literal plus")
+        commands = (
+            b"a LOGIN {%d+}\r\n%s {%d+}\r\n%s\r\n"
+            % (len(user), user, len(password), password)
+            + b"b APPEND INBOX {%d+}\r\n" % len(appended)
+            + appended
+            + b"\r\nc SELECT INBOX\r\n"
+            + b"d SEARCH CHARSET UTF-8 BODY {6+}\r\nCaf\xc3\xa9\r\n"
+            + b"e LOGOUT\r\n"
+        )
+
+        def run():
+            raw = socket.create_connection(("localhost", self.trusted.server.imapsPort))
+            with self.trusted.context().wrap_socket(
+                raw, server_hostname="localhost"
+            ) as tls:
+                tls.settimeout(30)
+                received = tls.recv(4096)
+                tls.sendall(commands)
+                while b"e OK" not in received:
+                    chunk = tls.recv(65536)
+                    if not chunk:
+                        break
+                    received += chunk
+            return received.decode("utf-8", "replace").splitlines()
+
+        lines = yield deferToThread(run)
+        self.assertFalse([line for line in lines if line.startswith("+")], lines)
+        tagged = {
+            line.split()[0]: line.split()[1] for line in lines[1:] if line[0] != "*"
+        }
+        self.assertEqual(
+            tagged, {"a": "OK", "b": "OK", "c": "OK", "d": "OK", "e": "OK"}, lines
+        )
+        self.assertIn("* SEARCH 1", lines)

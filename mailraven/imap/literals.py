@@ -26,6 +26,7 @@ from twisted.mail.imap4 import IllegalClientResponse
 
 _FLAG = re.compile(rb'\\?[^\x00-\x20\x7f-\xff(){%*"\\\]]+')
 _LITERAL = re.compile(rb"\{(\d{1,12})\}")
+_LITERAL_AT_END = re.compile(rb"\{(\d{1,12})\}\Z")
 _NON_SYNCHRONIZING = re.compile(rb"\{(\d{1,12})\+\}\Z")
 _DATE_FORMAT = "%d-%b-%Y %H:%M:%S %z"
 
@@ -109,6 +110,35 @@ def nonSynchronizing(line: bytes) -> tuple[bytes, int | None]:
         return line, None
     size = int(match.group(1))
     return line[: match.start()] + b"{%d}" % size, size
+
+
+def lineWithLiterals(
+    proto: Any, line: bytes, before: bytes = b""
+) -> tuple[bytes, bytes] | Deferred:
+    """
+    The rest of a command line and the lines it continues on after its
+    literals (SEARCH's strings), as one: each literal is read (within the
+    string literal limit) and spliced back in as C{{n}} CRLF octets, the form
+    twisted's parseNestedParens reads. The whole stays within the command
+    line limit. Only the line's own text can announce a literal (C{before}
+    holds what was read already, literal octets included).
+    """
+    whole = before + line
+    if len(whole) > proto.MAX_LENGTH:
+        raise IllegalClientResponse("Command line too long")
+    match = _LITERAL_AT_END.search(line)
+    if match is None:
+        return whole, b""
+    d = proto._stringLiteral(int(match.group(1)))
+    d.addCallback(_splice, proto, whole)
+    return d
+
+
+def _splice(
+    result: tuple[bytes, bytes], proto: Any, before: bytes
+) -> tuple[bytes, bytes] | Deferred:
+    literal, rest = result
+    return lineWithLiterals(proto, rest, before + b"\r\n" + literal)
 
 
 class DiscardLiteral:
