@@ -53,6 +53,11 @@ def lf(data: bytes) -> bytes:
     return re.sub(rb"\r\n?", b"\n", data)
 
 
+def read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def flagsOf(path: str) -> str:
     """The Maildir flags of a message file (the letters after ':2,')."""
     return path.rpartition(":2,")[2]
@@ -184,18 +189,24 @@ class OfflineIMAPTests(TestCase):
         )
         self.assertTrue(readOne["read_state"])
 
-        # deleted locally: expunged on the server; a server folder appears
-        [threePath] = [p for p in self.local() if open(p, "rb").read() == three]
+        # deleted locally: expunged on the server; written locally: appended;
+        # a folder created on the server appears locally
+        [threePath] = [p for p in self.local() if read(p) == three]
         os.remove(threePath)
+        written = lf(message(b"written locally"))
+        with open(os.path.join(self.maildir, "INBOX", "new", "1.local"), "wb") as f:
+            f.write(written)
 
         def create(client):
             client.create_folder("Projects/2026")
 
         yield self.imap(create)
         yield self.sync()
-        remoteFlags = yield self.imap(flags)
-        self.assertEqual(
-            sorted(remoteFlags), sorted(uidOf[b] for b in bodies if b != three)
-        )
+        remote = yield self.imap(server)
+        kept = sorted(uidOf[b] for b in bodies if b != three)
+        self.assertEqual(sorted(remote)[:3], kept)
+        [(new, item)] = [(uid, item) for uid, item in remote.items() if uid not in kept]
+        self.assertGreater(new, max(kept))
+        self.assertIn(b"Subject: written locally\r\n", item[b"BODY[]"])
         self.assertTrue(os.path.isdir(os.path.join(self.maildir, "Projects/2026")))
-        self.assertEqual(len(self.local()), 3)
+        self.assertEqual(len(self.local()), 4)
