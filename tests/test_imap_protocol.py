@@ -881,3 +881,14 @@ class LiteralPlusTests(IMAPTestCase):
         replies = self.replies()
         self.assertEqual([r.split()[:2] for r in replies], [["a", "BAD"], ["c", "OK"]])
         self.assertEqual(self.account.appended, [])
+
+    def test_searchStringLiteralOverTheLimitIsDropped(self):
+        self.login()
+        self.send(b"s SELECT INBOX\r\n")
+        self.assertTrue(self.replies()[-1].startswith("s OK "))
+        junk = b"x LOGOUT\r\n" * 500
+        self.send(b"a SEARCH BODY {%d+}\r\n" % len(junk) + junk + b"\r\nb NOOP\r\n")
+        replies = self.replies()
+        self.assertEqual(
+            [r.split()[:2] for r in replies if r[0] != "*"], [["a", "BAD"], ["b", "OK"]]
+        )
