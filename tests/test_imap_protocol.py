@@ -414,7 +414,7 @@ class InputTests(IMAPTestCase):
             b'a APPEND INBOX "31-Foo-2020 00:00:00 +0000" {3}',
             b"a APPEND INBOX (\\Seen {3}",
             b"a APPEND INBOX {abc}",
-            b"a APPEND INBOX {3+}",
+            b"a APPEND INBOX {3++}",
             b'a ID ("name")',
             b"a ID (((",
             b"a FETCH 1 (FLAGS)",
@@ -791,3 +791,104 @@ class IdleTests(IMAPTestCase):
         self.assertTrue(self.transport.disconnecting)
         self.proto.connectionLost(None)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class LiteralPlusTests(IMAPTestCase):
+    """RFC 7888: {n+} literals arrive without a continuation."""
+
+    maxMessageSize = 10000
+    message = b"Subject: hi\r\n\r\nhello\r\n"
+
+    def test_advertised(self):
+        self.send(b"a CAPABILITY\r\n")
+        caps = self.replies()[0].split()
+        self.assertIn("LITERAL+", caps)
+        self.assertNotIn("MULTIAPPEND", caps)
+
+    def test_loginWithNonSynchronizingLiterals(self):
+        self.startTLS()
+        self.send(b"l LOGIN {18+}\r\nalice@example.test {2+}\r\npw\r\n")
+        [reply] = self.replies()
+        self.assertTrue(reply.startswith("l OK [CAPABILITY "), reply)
+
+    def test_appendWithoutContinuation(self):
+        self.login()
+        self.send(
+            b"a APPEND INBOX (\\Seen) {%d+}\r\n" % len(self.message)
+            + self.message
+            + b"\r\nb NOOP\r\n"
+        )
+        self.assertEqual(
+            self.replies(),
+            ["a OK [APPENDUID 1 1] APPEND completed", "b OK NOOP completed"],
+        )
+        self.assertEqual(
+            self.account.appended, [("INBOX", self.message, ["\\Seen"], None)]
+        )
+
+    def test_oversizedStringLiteralIsReadAndDropped(self):
+        """Over 4096 octets: BAD, and the octets are not taken for commands."""
+        self.login()
+        junk = b"x LOGOUT\r\n" * 500  # 5000 octets
+        self.send(b"a SELECT {%d+}\r\n" % len(junk) + junk + b"\r\nb NOOP\r\n")
+        replies = self.replies()
+        self.assertEqual(len(replies), 2, replies)
+        self.assertTrue(replies[0].startswith("a BAD "), replies)
+        self.assertEqual(replies[1], "b OK NOOP completed")
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_refusedCommandsLiteralIsNotACommand(self):
+        """A command refused before its literal (and the rest of its line,
+        with a second literal) leaves the next command intact."""
+        self.login()
+        self.send(b"a NOOP {10+}\r\nb LOGOUT\r\n {3+}\r\nabc\r\nc NOOP\r\n")
+        self.assertEqual(
+            [r.split()[:2] for r in self.replies()],
+            [["a", "BAD"], ["c", "OK"]],
+        )
+
+    def test_appendOverTheLimitClosesTheConnection(self):
+        self.login()
+        self.send(b"a APPEND INBOX {%d+}\r\n" % (self.maxMessageSize + 1) + b"x" * 50)
+        self.assertEqual(
+            self.replies(),
+            [
+                "a NO [TOOBIG] Message is too large",
+                "* BYE Literal too large, closing the connection",
+            ],
+        )
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.spools, [])
+
+    def test_beforeLoginALargeLiteralClosesTheConnection(self):
+        self.startTLS()
+        self.send(b"l LOGIN {5000+}\r\n" + b"x" * 100)
+        replies = self.replies()
+        self.assertTrue(replies[0].startswith("l BAD "), replies)
+        self.assertEqual(replies[1], "* BYE Literal too large, closing the connection")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_multiappendIsRefusedWithoutRunningTheSecondMessage(self):
+        self.login()
+        second = b"b LOGOUT\r\n"
+        self.send(
+            b"a APPEND INBOX {%d+}\r\n" % len(self.message)
+            + self.message
+            + b" {%d+}\r\n" % len(second)
+            + second
+            + b"\r\nc NOOP\r\n"
+        )
+        replies = self.replies()
+        self.assertEqual([r.split()[:2] for r in replies], [["a", "BAD"], ["c", "OK"]])
+        self.assertEqual(self.account.appended, [])
+
+    def test_searchStringLiteralOverTheLimitIsDropped(self):
+        self.login()
+        self.send(b"s SELECT INBOX\r\n")
+        self.assertTrue(self.replies()[-1].startswith("s OK "))
+        junk = b"x LOGOUT\r\n" * 500
+        self.send(b"a SEARCH BODY {%d+}\r\n" % len(junk) + junk + b"\r\nb NOOP\r\n")
+        replies = self.replies()
+        self.assertEqual(
+            [r.split()[:2] for r in replies if r[0] != "*"], [["a", "BAD"], ["b", "OK"]]
+        )

@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from mailraven.imap.bodystructure import bodyStructure
 from mailraven.imap.commands import decodeName, safe
 from mailraven.imap.condstore import parseStoreMode
-from mailraven.imap.literals import parseFlags
+from mailraven.imap.literals import lineWithLiterals, parseFlags
 from mailraven.imap.mailbox import uidRanges
 from mailraven.imap.message import selectHeaders, splitHeader
 from mailraven.imap.search import SearchError, parseSearch
@@ -290,7 +290,7 @@ class MessageCommands:
         self.sendUntaggedResponse(b"SEARCH" + (b" " + numbers if numbers else b""))
         self.sendPositiveResponse(tag, b"SEARCH completed")
 
-    select_SEARCH = (do_SEARCH, _line)
+    select_SEARCH = (do_SEARCH, safe(lineWithLiterals))
 
     # -- NOOP, CHECK: what changed elsewhere --------------------------------------
 

@@ -43,7 +43,12 @@ from mailraven.changes import IDLE_POLL
 from mailraven.imap.commands import FolderCommands, decodeName, safe
 from mailraven.imap.condstore import CondstoreCommands
 from mailraven.imap.idle import IdleCommands
-from mailraven.imap.literals import AppendLiteral, parseAppendArguments
+from mailraven.imap.literals import (
+    AppendLiteral,
+    DiscardLiteral,
+    nonSynchronizing,
+    parseAppendArguments,
+)
 from mailraven.imap.quota import QuotaCommands
 from mailraven.imap.selected import MessageCommands
 from mailraven.policy.logins import Throttled
@@ -105,6 +110,7 @@ class MailRavenIMAPServer(
         self._resumeCall: Any = None
         self._ticket: Any = None
         self._appendLiteral: AppendLiteral | None = None
+        self._nonSync = False
 
     # -- connection ---------------------------------------------------------
 
@@ -243,7 +249,59 @@ class MailRavenIMAPServer(
         else:
             self.sendUntaggedResponse(b"BAD Internal server error")
 
+    # -- LITERAL+: {n+} is read as {n}, without a continuation -------------
+
     def parse_command(self, line: bytes) -> None:
+        line, size = nonSynchronizing(line)
+        self._nonSync = size is not None
+        try:
+            self._parseCommand(line)
+        finally:
+            self._nonSync = False
+        if size is not None:
+            self._dropUnreadLiteral(size)
+
+    def parse_pending(self, line: bytes) -> None:
+        line, size = nonSynchronizing(line)
+        self._nonSync = size is not None
+        try:
+            super().parse_pending(line)
+        finally:
+            self._nonSync = False
+        if size is not None:
+            self._dropUnreadLiteral(size)
+
+    def sendContinuationRequest(
+        self, msg: bytes = b"Ready for additional command text"
+    ) -> None:
+        """Not for a non-synchronizing literal: its octets are on the way."""
+        if not self._nonSync:
+            super().sendContinuationRequest(msg)
+
+    def _dropUnreadLiteral(self, size: int) -> None:
+        """
+        A command refused before its non-synchronizing literal was read: the
+        octets (and the rest of the line) are read and dropped, never taken
+        for commands. Past the size this session could have sent (APPEND's
+        limit once logged in, a string literal's before), the connection
+        closes instead.
+        """
+        if self.parseState != "command" or self._closing:
+            return  # the command took the literal
+        limit = (
+            self.settings.maxMessageSize
+            if self.state in ("auth", "select")
+            else self._literalStringLimit
+        )
+        if size > limit:
+            self.sendLine(b"* BYE Literal too large, closing the connection")
+            self._close()
+            return
+        self._pendingLiteral = DiscardLiteral(size)
+        self.parseState = "pending"
+        self.setRawMode()
+
+    def _parseCommand(self, line: bytes) -> None:
         args = line.split(None, 2)
         if not args:
             self.sendUntaggedResponse(b"BAD Empty command line")
@@ -296,6 +354,7 @@ class MailRavenIMAPServer(
             caps[b"LOGINDISABLED"] = None
         caps[b"ID"] = None
         caps[b"NAMESPACE"] = None
+        caps[b"LITERAL+"] = None
         caps.update(self.moreCapabilities())
         return caps
 
