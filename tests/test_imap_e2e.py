@@ -21,6 +21,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
+from tests import test_imap_sections as sections
 from tests.helpers import PASSWORD, CountingPasswordChecks, RunningServer
 from tests.test_mobile_api import APIClient
 
@@ -157,6 +158,42 @@ class IMAPEndToEndTests(TestCase):
         self.assertEqual(text, ORIGINAL.split(b"\r\n\r\n", 1)[1])
         self.assertNotIn(b"\\Seen", before[0])
         self.assertIn(b"\\Seen", after[0])
+
+    @inlineCallbacks
+    def test_nestedSectionsAreTheStoredBytes(self):
+        """BODY[n], BODY[n.MIME], BODY[n.HEADER] of an appended nested
+        message are its bytes as sent, partial ranges included."""
+
+        def session():
+            client = starttls(self.server.imapPort)
+            ok(client.login("alice@example.test", PASSWORD))
+            ok(client.append("INBOX", None, None, sections.MESSAGE))
+            ok(client.select("INBOX"))
+            [uid] = ok(client.uid("SEARCH", "ALL"))
+            items = [
+                "BODY.PEEK[1]",
+                "BODY.PEEK[2.1]",
+                "BODY.PEEK[2.2.MIME]",
+                "BODY.PEEK[3.HEADER]",
+                "BODY.PEEK[3.2]",
+                "BODY.PEEK[1]<4.6>",
+            ]
+            found = [fetchOne(client, uid, f"({item})")[1] for item in items]
+            client.logout()
+            return found
+
+        found = yield self.run_(session)
+        self.assertEqual(
+            found,
+            [
+                sections.PART1_BODY,
+                sections.PART21_BODY,
+                sections.PART22_MIME,
+                sections.INNER_HEADER,
+                sections.INNER_PART2_BODY,
+                sections.PART1_BODY[4:10],
+            ],
+        )
 
     @inlineCallbacks
     def test_flagsAreOneStateWithTheMobileAPI(self):

@@ -2,9 +2,10 @@
 SEARCH, EXPUNGE (and UID EXPUNGE), NOOP and CHECK.
 
 Changed from twisted.mail.imap4: FETCH reads a message's bytes only when
-the request needs them and serves BODY[], BODY[HEADER], BODY[TEXT] and
-partial fetches (C{<origin.length>}, which twisted answered with the whole
-message) as slices of the stored bytes; a FETCH of content sets \\Seen
+the request needs them and serves every body section (BODY[1.2.MIME],
+BODY[2.HEADER], ...) and partial fetches (C{<origin.length>}, which twisted
+answered with the whole message) as slices of the stored bytes
+(L{mailraven.imap.sections}); a FETCH of content sets \\Seen
 (RFC 3501 6.4.5); STORE and COPY refusals are C{NO}, not C{BAD}; NOOP and
 CHECK report what other sessions and the mobile API changed.
 """
@@ -23,8 +24,8 @@ from mailraven.imap.commands import decodeName, safe
 from mailraven.imap.condstore import parseStoreMode
 from mailraven.imap.literals import parseFlags
 from mailraven.imap.mailbox import uidRanges
-from mailraven.imap.message import selectHeaders, splitHeader
 from mailraven.imap.search import SearchError, parseSearch
+from mailraven.imap.sections import sectionBytes
 
 _seqset = safe(imap4.IMAP4Server.arg_seqset)
 _atom = safe(imap4.IMAP4Server.arg_atom)
@@ -94,19 +95,10 @@ class MessageCommands:
             structure = bodyStructure(msg.part.message, extended=False)
             _w(b"BODY " + imap4.collapseNestedLists([structure]))
             return None
-        if part.part or part.mime:
-            return super().spew_body(part, id, msg, _w, _f)
-        raw = msg.raw
-        if part.header:
-            header = part.header
-            if header.fields:
-                data = selectHeaders(raw, header.fields, header.negate)
-            else:
-                data = raw[: splitHeader(raw)]
-        elif part.text:
-            data = raw[splitHeader(raw) :]
-        else:
-            data = raw
+        data = sectionBytes(msg.sections, part)
+        if data is None:  # no such part
+            _w(part.getBytes() + b" NIL")
+            return None
         begin = part.partialBegin
         part.partialBegin = None
         label = part.getBytes()
