@@ -115,6 +115,14 @@ class IMAPMessage:
 
         return self._loader().addCallback(loaded)
 
+    def adopt(self, parsed: Any) -> None:
+        """Use a parse made elsewhere (L{mailraven.imap.parsing})."""
+        self._parsed, self._sections = parsed.part, parsed.sections
+
+    @property
+    def parsed(self) -> bool:
+        return self._parsed is not None and self._sections is not None
+
     @property
     def part(self) -> MessagePart:
         if self._parsed is None:

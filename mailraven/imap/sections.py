@@ -78,6 +78,12 @@ def parseEntity(raw: bytes, start: int = 0, end: int | None = None, depth: int =
     return entity
 
 
+def topLevel(raw: bytes) -> Entity:
+    """The message's header and body only: enough for BODY[], BODY[HEADER],
+    BODY[TEXT] without scanning the parts."""
+    return parseEntity(raw, depth=MAX_DEPTH)
+
+
 def _contentType(header: bytes) -> tuple[str, str | None]:
     """(lower-cased type/subtype, boundary or None) of a MIME header."""
     parsed = BytesHeaderParser(policy=compat32).parsebytes(header)

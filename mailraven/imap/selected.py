@@ -25,7 +25,7 @@ from mailraven.imap.condstore import parseStoreMode
 from mailraven.imap.literals import parseFlags
 from mailraven.imap.mailbox import uidRanges
 from mailraven.imap.search import SearchError, parseSearch
-from mailraven.imap.sections import sectionBytes
+from mailraven.imap.sections import sectionBytes, topLevel
 
 _seqset = safe(imap4.IMAP4Server.arg_seqset)
 _atom = safe(imap4.IMAP4Server.arg_atom)
@@ -36,10 +36,20 @@ _storeMode = safe(lambda self, line: parseStoreMode(line))
 
 CONTENT = {"envelope", "rfc822", "rfc822header", "rfc822text", "bodystructure"}
 MARKS_SEEN = {"rfc822", "rfc822text"}
+PARSED = {"envelope", "rfc822header", "bodystructure"}
 
 
 def needsContent(query: list) -> bool:
     return any(p.type in CONTENT or p.type == "body" for p in query)
+
+
+def needsParse(query: list) -> bool:
+    """True when a FETCH reads the MIME structure, not only bytes."""
+    return any(
+        p.type in PARSED
+        or (p.type == "body" and (not _isSection(p) or p.part or p.mime))
+        for p in query
+    )
 
 
 def marksSeen(query: list) -> bool:
@@ -56,12 +66,16 @@ def _isSection(part: Any) -> bool:
 class MessageCommands:
     """For L{MailRavenIMAPServer}: the selected state's commands."""
 
+    _lastParsed: tuple[tuple[Any, int], Any] | None = None
+
     # -- FETCH -------------------------------------------------------------
 
     def spewMessage(self, id: int, msg: Any, query: list, uid: int) -> Any:
         if not needsContent(query):
             return super().spewMessage(id, msg, query, uid)
         d = msg.load()
+        if needsParse(query):
+            d.addCallback(lambda _: self._parse(msg))
         if marksSeen(query) and self.mbox.isWriteable() and "\\Seen" not in msg.flags:
             d.addCallback(lambda _: self._markSeen(msg))
         d.addCallback(
@@ -69,6 +83,21 @@ class MessageCommands:
         )
         d.addErrback(self._gone)
         return d
+
+    def _parse(self, msg: Any) -> Any:
+        """Parse in the factory's parser (a thread pool), keeping the last
+        parse: clients FETCH a message's structure, then its parts."""
+        key = (self.mbox, msg.uid)
+        cached = self._lastParsed
+        if cached is not None and cached[0][0] is key[0] and cached[0][1] == key[1]:
+            msg.adopt(cached[1])
+            return None
+
+        def parsed(result: Any) -> None:
+            self._lastParsed = (key, result)
+            msg.adopt(result)
+
+        return self.factory.parser.parse(msg.raw).addCallback(parsed)
 
     def _gone(self, failure: Failure) -> None:
         """Expunged by another session since this one looked: no FETCH
@@ -95,7 +124,8 @@ class MessageCommands:
             structure = bodyStructure(msg.part.message, extended=False)
             _w(b"BODY " + imap4.collapseNestedLists([structure]))
             return None
-        data = sectionBytes(msg.sections, part)
+        root = msg.sections if part.part or part.mime else topLevel(msg.raw)
+        data = sectionBytes(root, part)
         if data is None:  # no such part
             _w(part.getBytes() + b" NIL")
             return None
