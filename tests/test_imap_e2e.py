@@ -366,11 +366,20 @@ class IMAPEndToEndTests(TestCase):
         self.assertEqual(none, [b""])
 
 
-def guess(port: int, password: str, start: threading.Barrier) -> str:
+def guess(
+    port: int, password: str, start: threading.Barrier, mechanism: str = "LOGIN"
+) -> str:
+    """One session's answer to LOGIN or AUTHENTICATE PLAIN, sent when all
+    sessions are connected."""
     client = starttls(port)
     start.wait()
     try:
-        client.login("alice@example.test", password)
+        if mechanism == "LOGIN":
+            client.login("alice@example.test", password)
+        else:
+            client.authenticate(
+                "PLAIN", lambda _: f"\0alice@example.test\0{password}".encode()
+            )
         return "OK"
     except imaplib.IMAP4.error as e:
         return str(e)
@@ -379,17 +388,19 @@ def guess(port: int, password: str, start: threading.Barrier) -> str:
 
 
 class ParallelGuessTests(TestCase):
-    """The one login limiter holds against parallel IMAP sessions."""
+    """The one login limiter holds against parallel IMAP sessions: attempts
+    still being checked count against the IP's budget."""
 
     timeout = 300
-    SESSIONS = 40
+    SESSIONS = 30
 
     @inlineCallbacks
-    def test_parallelWrongPasswordsGetAtMostTheBudgetOfChecks(self):
+    def guessInParallel(self, mechanism: str):
         server = RunningServer(self, ratelimit__concurrent_per_ip=self.SESSIONS + 10)
         yield server.addUser("alice@example.test")
         checks = CountingPasswordChecks(server.root.users)
         budget = server.config["ratelimit.auth_failures"]
+        self.assertEqual(budget, 10)
         pool = ThreadPool(self.SESSIONS, self.SESSIONS, name="guessers")
         pool.start()
         self.addCleanup(pool.stop)
@@ -397,7 +408,7 @@ class ParallelGuessTests(TestCase):
         answers = yield gatherResults(
             [
                 deferToThreadPool(
-                    reactor, pool, guess, server.imapPort, f"guess{n}", start
+                    reactor, pool, guess, server.imapPort, f"guess{n}", start, mechanism
                 )
                 for n in range(self.SESSIONS)
             ]
@@ -409,8 +420,25 @@ class ParallelGuessTests(TestCase):
         self.assertEqual(len(failed), checks.calls)
         # and the right password is refused too while the budget is spent
         start = threading.Barrier(1)
-        answer = yield deferToThread(guess, server.imapPort, PASSWORD, start)
+        answer = yield deferToThread(guess, server.imapPort, PASSWORD, start, mechanism)
         self.assertIn("UNAVAILABLE", answer)
+        metrics = server.root.metrics.registry
+        self.assertEqual(
+            [
+                metrics.get_sample_value(
+                    "mailraven_login_attempts_total",
+                    {"protocol": "imap", "outcome": outcome},
+                )
+                for outcome in ("failure", "throttled")
+            ],
+            [len(failed), len(throttled) + 1],
+        )
+
+    def test_parallelWrongPasswordsGetAtMostTheBudgetOfChecks(self):
+        return self.guessInParallel("LOGIN")
+
+    def test_parallelAuthenticatePlainGetsAtMostTheBudgetOfChecks(self):
+        return self.guessInParallel("PLAIN")
 
 
 class QuotaTests(TestCase):
