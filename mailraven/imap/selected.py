@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from mailraven.imap.bodystructure import bodyStructure
 from mailraven.imap.commands import decodeName, safe
 from mailraven.imap.condstore import parseStoreMode
+from mailraven.imap.envelope import envelope
 from mailraven.imap.literals import parseFlags
 from mailraven.imap.mailbox import uidRanges
 from mailraven.imap.search import SearchError, parseSearch
@@ -112,6 +113,10 @@ class MessageCommands:
         for value in changed.values():
             msg.flags = value
             msg.modseq = self.mbox.rows[msg.uid].modseq
+
+    def spew_envelope(self, id: int, msg: Any, _w: Any = None, _f: Any = None) -> None:
+        fields = envelope(msg.part.message.raw_items())
+        _w(b"ENVELOPE " + imap4.collapseNestedLists([fields]))
 
     def spew_bodystructure(
         self, id: int, msg: Any, _w: Any = None, _f: Any = None
