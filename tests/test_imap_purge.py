@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import smtplib
 
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
@@ -66,3 +67,48 @@ class PurgeTests(TestCase):
         after = yield api.json("GET", "/account")
         self.assertLess(after["quota"]["used"], before["quota"]["used"])
         self.assertEqual(after["quota"]["used"], 0)
+
+    @inlineCallbacks
+    def test_aMessageOfTwoAccountsStaysForTheOther(self):
+        """Alice's index forgets it; Bob still has the message and finds it."""
+        server = RunningServer(self)
+        yield server.addUser("alice@example.test")
+        yield server.addUser("bob@example.test")
+
+        def send():
+            with smtplib.SMTP("127.0.0.1", server.smtpPort, timeout=30) as client:
+                client.sendmail(
+                    "carol@example.org",
+                    ["alice@example.test", "bob@example.test"],
+                    MESSAGE,
+                )
+
+        yield deferToThread(send)
+        yield deferToThread(expungeIn, server.imapPort, "INBOX")
+        self.assertEqual(len(messageFiles(server.dataDir)), 1)
+        alice = APIClient(self, server.apiPort)
+        yield alice.login()
+        found = yield alice.json("GET", "/messages/search", q="zanzibar")
+        self.assertEqual(found["total_matches"], 0)
+        bob = APIClient(self, server.apiPort)
+        yield bob.login("bob@example.test")
+        found = yield bob.json("GET", "/messages/search", q="zanzibar")
+        self.assertEqual((found["count"], found["total_matches"]), (1, 1))
+
+    @inlineCallbacks
+    def test_deletingAFolderPurgesItsMail(self):
+        server = RunningServer(self)
+        yield server.addUser("alice@example.test")
+        yield deferToThread(sendBySMTP, server.smtpPort, MESSAGE)
+
+        def moveAndDelete():
+            client = starttls(server.imapPort)
+            ok(client.login("alice@example.test", PASSWORD))
+            ok(client.create("Projects"))
+            ok(client.select("INBOX"))
+            ok(client.uid("MOVE", "1:*", "Projects"))
+            ok(client.delete("Projects"))
+            client.logout()
+
+        yield deferToThread(moveAndDelete)
+        self.assertEqual(messageFiles(server.dataDir), [])
