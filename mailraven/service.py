@@ -60,6 +60,7 @@ from mailraven.store.domains import SQLiteDomainStore, domainSelector
 from mailraven.store.files import SYNCER, Syncer
 from mailraven.store.folders import SQLiteFolderStore
 from mailraven.store.messages import SQLiteMessageStore
+from mailraven.store.purge import removeFiles
 from mailraven.store.quotas import SQLiteQuotaStore
 from mailraven.store.users import SQLiteUserStore
 from mailraven.store.worker import WorkerSettings
@@ -250,7 +251,12 @@ def makeService(
     root.aliases = SQLiteAliasStore(db)
     root.quotas = SQLiteQuotaStore(db)
     root.domains = SQLiteDomainStore(db)
-    root.folders = SQLiteFolderStore(db)
+    root.folders = SQLiteFolderStore(
+        db,
+        lambda paths: deferToThreadPool(
+            reactor, files.pool, removeFiles, dataDir, paths
+        ),
+    )
     # every change of an account's mail is published for IDLE and /events
     root.changes = ChangeFeed()
     notifying = PublishingStore(root.store, root.changes)

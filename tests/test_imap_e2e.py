@@ -21,6 +21,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
+from tests import test_imap_sections as sections
 from tests.helpers import PASSWORD, CountingPasswordChecks, RunningServer
 from tests.test_mobile_api import APIClient
 
@@ -157,6 +158,42 @@ class IMAPEndToEndTests(TestCase):
         self.assertEqual(text, ORIGINAL.split(b"\r\n\r\n", 1)[1])
         self.assertNotIn(b"\\Seen", before[0])
         self.assertIn(b"\\Seen", after[0])
+
+    @inlineCallbacks
+    def test_nestedSectionsAreTheStoredBytes(self):
+        """BODY[n], BODY[n.MIME], BODY[n.HEADER] of an appended nested
+        message are its bytes as sent, partial ranges included."""
+
+        def session():
+            client = starttls(self.server.imapPort)
+            ok(client.login("alice@example.test", PASSWORD))
+            ok(client.append("INBOX", None, None, sections.MESSAGE))
+            ok(client.select("INBOX"))
+            [uid] = ok(client.uid("SEARCH", "ALL"))
+            items = [
+                "BODY.PEEK[1]",
+                "BODY.PEEK[2.1]",
+                "BODY.PEEK[2.2.MIME]",
+                "BODY.PEEK[3.HEADER]",
+                "BODY.PEEK[3.2]",
+                "BODY.PEEK[1]<4.6>",
+            ]
+            found = [fetchOne(client, uid, f"({item})")[1] for item in items]
+            client.logout()
+            return found
+
+        found = yield self.run_(session)
+        self.assertEqual(
+            found,
+            [
+                sections.PART1_BODY,
+                sections.PART21_BODY,
+                sections.PART22_MIME,
+                sections.INNER_HEADER,
+                sections.INNER_PART2_BODY,
+                sections.PART1_BODY[4:10],
+            ],
+        )
 
     @inlineCallbacks
     def test_flagsAreOneStateWithTheMobileAPI(self):
@@ -329,11 +366,20 @@ class IMAPEndToEndTests(TestCase):
         self.assertEqual(none, [b""])
 
 
-def guess(port: int, password: str, start: threading.Barrier) -> str:
+def guess(
+    port: int, password: str, start: threading.Barrier, mechanism: str = "LOGIN"
+) -> str:
+    """One session's answer to LOGIN or AUTHENTICATE PLAIN, sent when all
+    sessions are connected."""
     client = starttls(port)
     start.wait()
     try:
-        client.login("alice@example.test", password)
+        if mechanism == "LOGIN":
+            client.login("alice@example.test", password)
+        else:
+            client.authenticate(
+                "PLAIN", lambda _: f"\0alice@example.test\0{password}".encode()
+            )
         return "OK"
     except imaplib.IMAP4.error as e:
         return str(e)
@@ -342,17 +388,19 @@ def guess(port: int, password: str, start: threading.Barrier) -> str:
 
 
 class ParallelGuessTests(TestCase):
-    """The one login limiter holds against parallel IMAP sessions."""
+    """The one login limiter holds against parallel IMAP sessions: attempts
+    still being checked count against the IP's budget."""
 
     timeout = 300
-    SESSIONS = 40
+    SESSIONS = 30
 
     @inlineCallbacks
-    def test_parallelWrongPasswordsGetAtMostTheBudgetOfChecks(self):
+    def guessInParallel(self, mechanism: str):
         server = RunningServer(self, ratelimit__concurrent_per_ip=self.SESSIONS + 10)
         yield server.addUser("alice@example.test")
         checks = CountingPasswordChecks(server.root.users)
         budget = server.config["ratelimit.auth_failures"]
+        self.assertEqual(budget, 10)
         pool = ThreadPool(self.SESSIONS, self.SESSIONS, name="guessers")
         pool.start()
         self.addCleanup(pool.stop)
@@ -360,7 +408,7 @@ class ParallelGuessTests(TestCase):
         answers = yield gatherResults(
             [
                 deferToThreadPool(
-                    reactor, pool, guess, server.imapPort, f"guess{n}", start
+                    reactor, pool, guess, server.imapPort, f"guess{n}", start, mechanism
                 )
                 for n in range(self.SESSIONS)
             ]
@@ -372,8 +420,25 @@ class ParallelGuessTests(TestCase):
         self.assertEqual(len(failed), checks.calls)
         # and the right password is refused too while the budget is spent
         start = threading.Barrier(1)
-        answer = yield deferToThread(guess, server.imapPort, PASSWORD, start)
+        answer = yield deferToThread(guess, server.imapPort, PASSWORD, start, mechanism)
         self.assertIn("UNAVAILABLE", answer)
+        metrics = server.root.metrics.registry
+        self.assertEqual(
+            [
+                metrics.get_sample_value(
+                    "mailraven_login_attempts_total",
+                    {"protocol": "imap", "outcome": outcome},
+                )
+                for outcome in ("failure", "throttled")
+            ],
+            [len(failed), len(throttled) + 1],
+        )
+
+    def test_parallelWrongPasswordsGetAtMostTheBudgetOfChecks(self):
+        return self.guessInParallel("LOGIN")
+
+    def test_parallelAuthenticatePlainGetsAtMostTheBudgetOfChecks(self):
+        return self.guessInParallel("PLAIN")
 
 
 class QuotaTests(TestCase):

@@ -13,7 +13,9 @@ import email.message
 import email.utils
 from typing import Any
 
-from twisted.mail.imap4 import DontQuoteMe, collapseNestedLists, getEnvelope
+from twisted.mail.imap4 import DontQuoteMe, collapseNestedLists
+
+from mailraven.imap.envelope import envelope
 
 Structure = list[Any]
 
@@ -37,7 +39,7 @@ def bodyStructure(part: email.message.Message, extended: bool) -> Structure:
     if (main, sub) == ("message", "rfc822"):
         inner = _innerMessage(part)
         fields += [
-            list(getEnvelope(_Headers(inner))),
+            envelope(inner.raw_items()),
             bodyStructure(inner, extended),
             _lines(body),
         ]
@@ -135,16 +137,3 @@ def _ascii(value: Any) -> Any:
         return None
     text = str(value)
     return text.encode("ascii", "replace").decode("ascii")
-
-
-class _Headers:
-    """Just enough of twisted's IMessagePart for its getEnvelope."""
-
-    def __init__(self, message: email.message.Message) -> None:
-        self._message = message
-
-    def getHeaders(self, negate: bool, *names: Any) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for name, value in self._message.items():
-            found.setdefault(name.lower(), _ascii(value))
-        return found

@@ -8,6 +8,7 @@ from typing import Any, Callable
 from twisted.internet.protocol import ServerFactory
 
 from mailraven.changes import ChangeFeed
+from mailraven.imap.parsing import InlineParser
 from mailraven.imap.server import IMAPSettings, MailRavenIMAPServer
 
 
@@ -16,7 +17,9 @@ class IMAPFactory(ServerFactory):
     Builds L{MailRavenIMAPServer} sessions and counts them: all of them
     (C{maxSessions}), those of one client IP (C{maxPerIP}: one client cannot
     hold every slot) and the logged-in ones per account (C{maxPerAccount}:
-    a client that leaks connections cannot take the server's).
+    a client that leaks connections cannot take the server's). C{parser}
+    parses messages for FETCH (L{mailraven.imap.parsing}); parsing inline
+    when not given.
     """
 
     protocol = MailRavenIMAPServer
@@ -34,7 +37,9 @@ class IMAPFactory(ServerFactory):
         tlsContext: Any = None,
         metrics: Any = None,
         changes: ChangeFeed | None = None,
+        parser: Any = None,
     ) -> None:
+        self.parser = parser if parser is not None else InlineParser()
         self.metrics = metrics
         self.changes = changes if changes is not None else ChangeFeed()
         self.settings = settings

@@ -4,8 +4,9 @@ The bytes are the stored message exactly (what SMTP accepted, with the trace
 headers we added): BODY[], BODY[HEADER] and BODY[TEXT] are slices of them,
 so sizes and bytes match RFC822.SIZE. They are read only when a FETCH asks
 for content (L{IMAPMessage.load}); FLAGS, UID, sizes and dates come from the
-folder listing. Sub-parts (BODY[1], BODYSTRUCTURE) go through the email
-package and are not byte-exact.
+folder listing. Body sections (BODY[1.2], BODY[1.MIME]) are slices too
+(L{mailraven.imap.sections}); ENVELOPE and BODYSTRUCTURE come from the
+email package's parse.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.mail.interfaces import IMessageIMAP, IMessageIMAPFile
 from zope.interface import implementer
 
+from mailraven.imap.sections import Entity, headerFields, parseEntity, selectHeaders
+
+__all__ = ["IMAPMessage", "MessagePart", "headerFields", "selectHeaders", "splitHeader"]
+
 
 def splitHeader(raw: bytes) -> int:
     """Where the body starts: after the first empty line (or the end)."""
@@ -29,28 +34,6 @@ def splitHeader(raw: bytes) -> int:
         if end >= 0:
             return end + len(separator)
     return len(raw)
-
-
-def headerFields(block: bytes) -> list[tuple[bytes, bytes]]:
-    """(lower-cased name, raw lines with their continuations) of a header."""
-    fields: list[tuple[bytes, bytes]] = []
-    for line in block.splitlines(keepends=True):
-        if line in (b"\r\n", b"\n"):
-            break
-        if line[:1] in (b" ", b"\t") and fields:
-            name, text = fields[-1]
-            fields[-1] = (name, text + line)
-        else:
-            fields.append((line.split(b":", 1)[0].strip().lower(), line))
-    return fields
-
-
-def selectHeaders(raw: bytes, names: Any, negate: bool) -> bytes:
-    """BODY[HEADER.FIELDS (...)] (or .NOT): the raw lines and an empty line."""
-    wanted = {n.lower() if isinstance(n, bytes) else n.lower().encode() for n in names}
-    block = raw[: splitHeader(raw)]
-    kept = [text for name, text in headerFields(block) if (name in wanted) != negate]
-    return b"".join(kept) + b"\r\n"
 
 
 class MessagePart:
@@ -118,6 +101,7 @@ class IMAPMessage:
         self._loader = loader
         self.raw: bytes | None = None
         self._parsed: MessagePart | None = None
+        self._sections: Entity | None = None
 
     def load(self) -> Deferred:
         """Read the bytes (once); fires with this message."""
@@ -131,6 +115,14 @@ class IMAPMessage:
 
         return self._loader().addCallback(loaded)
 
+    def adopt(self, parsed: Any) -> None:
+        """Use a parse made elsewhere (L{mailraven.imap.parsing})."""
+        self._parsed, self._sections = parsed.part, parsed.sections
+
+    @property
+    def parsed(self) -> bool:
+        return self._parsed is not None and self._sections is not None
+
     @property
     def part(self) -> MessagePart:
         if self._parsed is None:
@@ -138,6 +130,14 @@ class IMAPMessage:
             parsed = email.message_from_bytes(self.raw, policy=email.policy.compat32)
             self._parsed = MessagePart(parsed, self.raw)
         return self._parsed
+
+    @property
+    def sections(self) -> Entity:
+        """The MIME tree as byte ranges of the stored bytes (FETCH BODY[...])."""
+        if self._sections is None:
+            assert self.raw is not None, "load() first"
+            self._sections = parseEntity(self.raw)
+        return self._sections
 
     # -- IMessage ---------------------------------------------------------
 

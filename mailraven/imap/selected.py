@@ -2,9 +2,10 @@
 SEARCH, EXPUNGE (and UID EXPUNGE), NOOP and CHECK.
 
 Changed from twisted.mail.imap4: FETCH reads a message's bytes only when
-the request needs them and serves BODY[], BODY[HEADER], BODY[TEXT] and
-partial fetches (C{<origin.length>}, which twisted answered with the whole
-message) as slices of the stored bytes; a FETCH of content sets \\Seen
+the request needs them and serves every body section (BODY[1.2.MIME],
+BODY[2.HEADER], ...) and partial fetches (C{<origin.length>}, which twisted
+answered with the whole message) as slices of the stored bytes
+(L{mailraven.imap.sections}); a FETCH of content sets \\Seen
 (RFC 3501 6.4.5); STORE and COPY refusals are C{NO}, not C{BAD}; NOOP and
 CHECK report what other sessions and the mobile API changed.
 """
@@ -21,10 +22,11 @@ from twisted.python.failure import Failure
 from mailraven.imap.bodystructure import bodyStructure
 from mailraven.imap.commands import decodeName, safe
 from mailraven.imap.condstore import parseStoreMode
+from mailraven.imap.envelope import envelope
 from mailraven.imap.literals import lineWithLiterals, parseFlags
 from mailraven.imap.mailbox import uidRanges
-from mailraven.imap.message import selectHeaders, splitHeader
 from mailraven.imap.search import SearchError, parseSearch
+from mailraven.imap.sections import sectionBytes, topLevel
 
 _seqset = safe(imap4.IMAP4Server.arg_seqset)
 _atom = safe(imap4.IMAP4Server.arg_atom)
@@ -35,10 +37,20 @@ _storeMode = safe(lambda self, line: parseStoreMode(line))
 
 CONTENT = {"envelope", "rfc822", "rfc822header", "rfc822text", "bodystructure"}
 MARKS_SEEN = {"rfc822", "rfc822text"}
+PARSED = {"envelope", "rfc822header", "bodystructure"}
 
 
 def needsContent(query: list) -> bool:
     return any(p.type in CONTENT or p.type == "body" for p in query)
+
+
+def needsParse(query: list) -> bool:
+    """True when a FETCH reads the MIME structure, not only bytes."""
+    return any(
+        p.type in PARSED
+        or (p.type == "body" and (not _isSection(p) or p.part or p.mime))
+        for p in query
+    )
 
 
 def marksSeen(query: list) -> bool:
@@ -55,12 +67,16 @@ def _isSection(part: Any) -> bool:
 class MessageCommands:
     """For L{MailRavenIMAPServer}: the selected state's commands."""
 
+    _lastParsed: tuple[tuple[Any, int], Any] | None = None
+
     # -- FETCH -------------------------------------------------------------
 
     def spewMessage(self, id: int, msg: Any, query: list, uid: int) -> Any:
         if not needsContent(query):
             return super().spewMessage(id, msg, query, uid)
         d = msg.load()
+        if needsParse(query):
+            d.addCallback(lambda _: self._parse(msg))
         if marksSeen(query) and self.mbox.isWriteable() and "\\Seen" not in msg.flags:
             d.addCallback(lambda _: self._markSeen(msg))
         d.addCallback(
@@ -68,6 +84,21 @@ class MessageCommands:
         )
         d.addErrback(self._gone)
         return d
+
+    def _parse(self, msg: Any) -> Any:
+        """Parse in the factory's parser (a thread pool), keeping the last
+        parse: clients FETCH a message's structure, then its parts."""
+        key = (self.mbox, msg.uid)
+        cached = self._lastParsed
+        if cached is not None and cached[0][0] is key[0] and cached[0][1] == key[1]:
+            msg.adopt(cached[1])
+            return None
+
+        def parsed(result: Any) -> None:
+            self._lastParsed = (key, result)
+            msg.adopt(result)
+
+        return self.factory.parser.parse(msg.raw).addCallback(parsed)
 
     def _gone(self, failure: Failure) -> None:
         """Expunged by another session since this one looked: no FETCH
@@ -83,6 +114,10 @@ class MessageCommands:
             msg.flags = value
             msg.modseq = self.mbox.rows[msg.uid].modseq
 
+    def spew_envelope(self, id: int, msg: Any, _w: Any = None, _f: Any = None) -> None:
+        fields = envelope(msg.part.message.raw_items())
+        _w(b"ENVELOPE " + imap4.collapseNestedLists([fields]))
+
     def spew_bodystructure(
         self, id: int, msg: Any, _w: Any = None, _f: Any = None
     ) -> None:
@@ -94,19 +129,11 @@ class MessageCommands:
             structure = bodyStructure(msg.part.message, extended=False)
             _w(b"BODY " + imap4.collapseNestedLists([structure]))
             return None
-        if part.part or part.mime:
-            return super().spew_body(part, id, msg, _w, _f)
-        raw = msg.raw
-        if part.header:
-            header = part.header
-            if header.fields:
-                data = selectHeaders(raw, header.fields, header.negate)
-            else:
-                data = raw[: splitHeader(raw)]
-        elif part.text:
-            data = raw[splitHeader(raw) :]
-        else:
-            data = raw
+        root = msg.sections if part.part or part.mime else topLevel(msg.raw)
+        data = sectionBytes(root, part)
+        if data is None:  # no such part
+            _w(part.getBytes() + b" NIL")
+            return None
         begin = part.partialBegin
         part.partialBegin = None
         label = part.getBytes()

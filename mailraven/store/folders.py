@@ -28,6 +28,7 @@ from zope.interface import implementer
 from mailraven.interfaces import IFolderStore
 from mailraven.store.db import Database
 from mailraven.store.files import newMessageId
+from mailraven.store.purge import purgeUnreferenced
 from mailraven.store.rows import enterFolder, utcNow
 from mailraven.store.schema import NEXT_UIDVALIDITY
 
@@ -430,22 +431,28 @@ def renameFolder(conn: sqlite3.Connection, userId: int, old: str, new: str) -> N
     )
 
 
-def deleteFolder(conn: sqlite3.Connection, userId: int, name: str) -> int:
+def deleteFolder(
+    conn: sqlite3.Connection, userId: int, name: str, purged: list[str]
+) -> int:
     """
     Remove a user folder and the mail in it (RFC 3501 6.3.4: clients that
     want to keep it move it to Trash first, as Thunderbird does); the
     number of messages removed. INBOX and the special folders stay.
-    Inferior names stay too.
+    Inferior names stay too. Files of messages nobody has any more are
+    added to C{purged}, to remove after the commit.
     """
     folder = findFolder(conn, userId, name)
     if folder is None:
         raise NoSuchFolder(name)
     if folder.name == INBOX or folder.specialUse is not None:
         raise FolderRefused(f"{folder.name} cannot be deleted")
-    removed = conn.execute(
-        "DELETE FROM mailbox_entries WHERE user_id = ? AND mailbox = ?",
+    gone = conn.execute(
+        "DELETE FROM mailbox_entries WHERE user_id = ? AND mailbox = ?"
+        " RETURNING message_id",
         (userId, folder.mailbox),
-    ).rowcount
+    ).fetchall()
+    removed = len(gone)
+    purged.extend(purgeUnreferenced(conn, [(userId, m) for (m,) in gone]))
     for table in ("folders", "mailbox_counts"):
         conn.execute(
             f"DELETE FROM {table} WHERE user_id = ? AND mailbox = ?",
@@ -687,11 +694,16 @@ def copyMessages(
 
 
 def expungeMessages(
-    conn: sqlite3.Connection, userId: int, name: str, uids: UidSet | None = None
+    conn: sqlite3.Connection,
+    userId: int,
+    name: str,
+    uids: UidSet | None = None,
+    purged: list[str] | None = None,
 ) -> list[int]:
     """
     Remove the folder's entries flagged \\Deleted (only those C{uids} names,
     for UID EXPUNGE); their UIDs, ascending. UIDNEXT stays: never reused.
+    Files of messages nobody has any more are added to C{purged}.
     """
     mailbox = _mailboxOf(conn, userId, name)
     delete = (
@@ -704,16 +716,38 @@ def expungeMessages(
     gone = []
     for low, high in ranges:
         gone += conn.execute(
-            f"{delete} AND uid BETWEEN ? AND ? RETURNING uid",
+            f"{delete} AND uid BETWEEN ? AND ? RETURNING uid, message_id",
             (userId, mailbox, low, high),
         ).fetchall()
-    return sorted(uid for (uid,) in gone)
+    paths = purgeUnreferenced(conn, [(userId, m) for _, m in gone])
+    if purged is not None:
+        purged.extend(paths)
+    return sorted(uid for uid, _ in gone)
 
 
 @implementer(IFolderStore)
 class SQLiteFolderStore:
-    def __init__(self, db: Database) -> None:
+    """
+    Folders in SQLite. C{removeFiles} (a list of message file paths ->
+    Deferred, run off the reactor) removes the files of purged messages
+    after their rows are committed; without it (tests of folders alone) the
+    files stay for the start-up check to move to lost+found.
+    """
+
+    def __init__(self, db: Database, removeFiles: Any = None) -> None:
         self._db = db
+        self._removeFiles = removeFiles
+
+    def _writeThenRemove(self, work: Any) -> Deferred:
+        """Run C{work(conn, purged)}; remove the C{purged} files after COMMIT."""
+        purged: list[str] = []
+
+        def committed(result: Any) -> Any:
+            if not purged or self._removeFiles is None:
+                return result
+            return self._removeFiles(purged).addCallback(lambda _: result)
+
+        return self._db.write(lambda conn: work(conn, purged)).addCallback(committed)
 
     def folders(self, userId: int) -> Deferred:
         return self._db.read(lambda conn: listFolders(conn, userId))
@@ -728,7 +762,9 @@ class SQLiteFolderStore:
         return self._db.write(lambda conn: renameFolder(conn, userId, old, new))
 
     def delete(self, userId: int, name: str) -> Deferred:
-        return self._db.write(lambda conn: deleteFolder(conn, userId, name))
+        return self._writeThenRemove(
+            lambda conn, purged: deleteFolder(conn, userId, name, purged)
+        )
 
     def subscribe(self, userId: int, name: str, subscribed: bool = True) -> Deferred:
         return self._db.write(
@@ -768,4 +804,6 @@ class SQLiteFolderStore:
         )
 
     def expunge(self, userId: int, name: str, uids: UidSet | None = None) -> Deferred:
-        return self._db.write(lambda conn: expungeMessages(conn, userId, name, uids))
+        return self._writeThenRemove(
+            lambda conn, purged: expungeMessages(conn, userId, name, uids, purged)
+        )
