@@ -3,10 +3,13 @@
 twisted.mail.imap4's own SEARCH failed on SUBJECT/FROM/HEADER (str/bytes),
 never matched KEYWORD and walked the messages five per reactor turn. Here
 the criteria are parsed once into predicates; flags, UIDs, sequence sets,
-sizes and internal dates come from the folder listing; only the header and
-text criteria read messages (each once), matching case-insensitively in the
-raw header (RFC 2047 words decoded) or text, without decoding
-Content-Transfer-Encoding. The per-account search index is not used yet.
+sizes and internal dates come from the folder listing. SUBJECT, FROM, TO,
+and TEXT or BODY with one word, are asked of the folder store
+(L{mailraven.store.foldersearch}: message rows and the search index, in its
+read pool), once per key before the walk. Only the other text keys (CC, BCC,
+HEADER, SENT*, TEXT/BODY with more than a word) read messages (each once),
+matching case-insensitively in the raw header (RFC 2047 words decoded) or
+text, without decoding Content-Transfer-Encoding.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from twisted.mail import imap4
 
 from mailraven.imap.mailbox import parseInternalDate
 from mailraven.imap.message import selectHeaders, splitHeader
+from mailraven.store.foldersearch import HEADER_FIELDS, isIndexWord
 
 Predicate = Callable[[int, int, Any, Any], bool]
 FLAG_KEYS = {
@@ -80,6 +84,9 @@ class Search:
         self.needsContent = False
         self.usesModseq = False
         self._depth = 0
+        # (field, text) asked of the folder store, and the UIDs each found
+        self._lookups: list[tuple[str, str]] = []
+        self._found: list[set[int]] = []
 
     def parse(self, tokens: list) -> Predicate:
         predicates = []
@@ -208,12 +215,22 @@ class Search:
 
         return match
 
+    def _stored(self, field: str, text: str) -> Predicate:
+        """A key the folder store answers: a set lookup per message."""
+        index = len(self._lookups)
+        self._lookups.append((field, text))
+        return lambda seq, uid, row, msg: uid in self._found[index]
+
     def _header(self, name: str, text: str) -> Predicate:
+        if name.lower() in HEADER_FIELDS:
+            return self._stored(name.lower(), text)
         self.needsContent = True
         needle, field = text.lower(), name.lower()
         return lambda seq, uid, row, msg: needle in headerValue(msg.raw, field).lower()
 
     def _content(self, key: str, text: str) -> Predicate:
+        if isIndexWord(text):
+            return self._stored(key.lower(), text)
         self.needsContent = True
         needle = text.lower().encode("utf-8")
 
@@ -225,6 +242,10 @@ class Search:
 
     @inlineCallbacks
     def run(self, predicate: Predicate):
+        self._found = []
+        for field, text in self._lookups:
+            found = yield self.mbox.account._call("search", self.mbox.name, field, text)
+            self._found.append(found)
         matches = []
         for seq, uid in enumerate(list(self.mbox.uids), 1):
             row = self.mbox.rows.get(uid)
