@@ -11,6 +11,7 @@ CHECK report what other sessions and the mobile API changed.
 
 from __future__ import annotations
 
+import re
 from io import BytesIO
 from typing import Any
 
@@ -32,6 +33,29 @@ _line = safe(imap4.IMAP4Server.arg_line)
 _finalastring = safe(imap4.IMAP4Server.arg_finalastring)
 _flaglist = safe(imap4.IMAP4Server.arg_flaglist)
 _storeMode = safe(lambda self, line: parseStoreMode(line))
+
+_TRAILING_LITERAL = re.compile(rb"\{(\d{1,12})\}$")
+MAX_CRITERIA = 64 * 1024  # a SEARCH line with its literals
+
+
+def _searchCriteria(server: Any, line: bytes | None) -> Any:
+    """
+    SEARCH's criteria with their literals (a non-ASCII word comes as one,
+    RFC 3501 6.4.4) read and put back inline, C{{n}CRLF} and the octets, as
+    L{imap4.parseNestedParens} reads them.
+    """
+    if line is None:
+        raise imap4.IllegalClientResponse("Missing search criteria")
+    if len(line) > MAX_CRITERIA:
+        raise imap4.IllegalClientResponse("Search criteria too long")
+    literal = _TRAILING_LITERAL.search(line)
+    if literal is None:
+        return (line, b"")
+    d = server._stringLiteral(int(literal.group(1)))
+    return d.addCallback(
+        lambda got: _searchCriteria(server, line + b"\r\n" + got[0] + got[1])
+    )
+
 
 CONTENT = {"envelope", "rfc822", "rfc822header", "rfc822text", "bodystructure"}
 MARKS_SEEN = {"rfc822", "rfc822text"}
@@ -290,7 +314,7 @@ class MessageCommands:
         self.sendUntaggedResponse(b"SEARCH" + (b" " + numbers if numbers else b""))
         self.sendPositiveResponse(tag, b"SEARCH completed")
 
-    select_SEARCH = (do_SEARCH, _line)
+    select_SEARCH = (do_SEARCH, _searchCriteria)
 
     # -- NOOP, CHECK: what changed elsewhere --------------------------------------
 
