@@ -14,6 +14,7 @@ text, without decoding Content-Transfer-Encoding.
 
 from __future__ import annotations
 
+import bisect
 from datetime import date, datetime
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
@@ -87,11 +88,20 @@ class Search:
         # (field, text) asked of the folder store, and the UIDs each found
         self._lookups: list[tuple[str, str]] = []
         self._found: list[set[int]] = []
+        # lookups every match is in (keys ANDed at the top): the walk
+        # visits only their UIDs
+        self._required: list[int] = []
 
     def parse(self, tokens: list) -> Predicate:
+        top = self._depth == 0
         predicates = []
         while tokens:
             predicates.append(self._one(tokens))
+            lookup = getattr(predicates[-1], "lookup", None)
+            if top and lookup is not None:
+                self._required.append(lookup)
+        if len(predicates) == 1:
+            return predicates[0]
         return lambda *a: all(p(*a) for p in predicates)
 
     def _one(self, tokens: list) -> Predicate:
@@ -219,7 +229,12 @@ class Search:
         """A key the folder store answers: a set lookup per message."""
         index = len(self._lookups)
         self._lookups.append((field, text))
-        return lambda seq, uid, row, msg: uid in self._found[index]
+
+        def found(seq: int, uid: int, row: Any, msg: Any) -> bool:
+            return uid in self._found[index]
+
+        found.lookup = index  # type: ignore[attr-defined]
+        return found
 
     def _header(self, name: str, text: str) -> Predicate:
         if name.lower() in HEADER_FIELDS:
@@ -247,7 +262,7 @@ class Search:
             found = yield self.mbox.account._call("search", self.mbox.name, field, text)
             self._found.append(found)
         matches = []
-        for seq, uid in enumerate(list(self.mbox.uids), 1):
+        for seq, uid in self._candidates():
             row = self.mbox.rows.get(uid)
             if row is None:
                 continue
@@ -258,6 +273,19 @@ class Search:
             if predicate(seq, uid, row, msg):
                 matches.append((seq, uid))
         return matches
+
+    def _candidates(self) -> list[tuple[int, int]]:
+        """(sequence number, UID) of the messages the walk looks at."""
+        uids = list(self.mbox.uids)
+        if not self._required:
+            return list(enumerate(uids, 1))
+        chosen = set.intersection(*(self._found[i] for i in self._required))
+        pairs = []
+        for uid in sorted(chosen):
+            at = bisect.bisect_left(uids, uid)
+            if at < len(uids) and uids[at] == uid:  # in the session's view
+                pairs.append((at + 1, uid))
+        return pairs
 
 
 class ParsedSearch:
