@@ -260,6 +260,16 @@ class IFolderStore(Interface):
         order: all of the folder's, or those C{uids} names.
         """
 
+    def search(userId, name, field, text):
+        """
+        Deferred set of the UIDs in the folder whose C{field} holds C{text}
+        (L{mailraven.store.foldersearch}): C{"subject"}, C{"from"}, C{"to"}:
+        a case-insensitive substring of the decoded header value; C{"text"},
+        C{"body"}: a word of the search index beginning with C{text}, which
+        must be one word (L{mailraven.store.foldersearch.isIndexWord}), else
+        ValueError. Reads no message file.
+        """
+
     def setFlags(userId, name, uids, flags, mode, unchangedSince=None):
         """
         Add, remove or replace (C{mode}) C{flags} (system flags, any case,

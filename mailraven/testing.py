@@ -59,7 +59,14 @@ from mailraven.store.folders import (
     splitFlags,
     uidsIn,
 )
+from mailraven.store.foldersearch import (
+    HEADER_FIELDS,
+    INDEX_FIELDS,
+    holdsWordPrefix,
+    isIndexWord,
+)
 from mailraven.store.messages import MAILBOXES
+from mailraven.store.metadata import extractMetadata
 from mailraven.store.schema import STANDARD_FOLDERS
 from mailraven.store.users import BadAddress, UserExists, normaliseAddress
 
@@ -698,6 +705,24 @@ class MemoryFolderStore:
     def messages(self, userId: int, name: str, uids: UidSet | None = None) -> Deferred:
         return maybeDeferred(self._list, userId, name, uids)
 
+    def _search(self, userId: int, name: str, field: str, text: str) -> set[int]:
+        if field not in HEADER_FIELDS and (
+            field not in INDEX_FIELDS or not isIndexWord(text)
+        ):
+            raise ValueError(f"the index cannot answer {field} {text!r}")
+        folder = self._byName(userId, name)
+        found = set()
+        for entryId, state in self._inside(userId, folder, None):
+            envelope, raw = self._messages.messages[
+                self._messages.entries[entryId]["file_id"]
+            ]
+            if _holds(envelope, extractMetadata(raw), field, text):
+                found.add(state["uid"])
+        return found
+
+    def search(self, userId: int, name: str, field: str, text: str) -> Deferred:
+        return maybeDeferred(self._search, userId, name, field, text)
+
     def _setFlags(
         self,
         userId: int,
@@ -850,3 +875,21 @@ class RecordingChangeFeed(ChangeFeed):
     def publish(self, userId: int, kind: str) -> None:
         super().publish(userId, kind)
         self.published.append((userId, kind))
+
+
+def _holds(envelope: Envelope, meta: Any, field: str, text: str) -> bool:
+    """What the SQLite store's search index and message rows answer."""
+    if field in HEADER_FIELDS:
+        value = {"subject": meta.subject, "from": meta.headerFrom, "to": meta.headerTo}
+        return text.lower() in value[field].lower()
+    if field == "body":
+        return holdsWordPrefix(meta.text, text)
+    indexed = [
+        meta.headerFrom,
+        envelope.mailFrom,
+        meta.headerTo,
+        *(r.address for r in envelope.recipients),
+        meta.subject,
+        meta.text,
+    ]
+    return any(holdsWordPrefix(value, text) for value in indexed)

@@ -113,6 +113,55 @@ class FolderStoreContract:
         self.assertEqual((yield self.uids(userId=CAROL)), [])
 
     @inlineCallbacks
+    def deliverText(self, subject, body, userId=ALICE, sender="Bob <bob@example.org>"):
+        raw = (
+            f"From: {sender}\r\nTo: Team <u{userId}@example.test>\r\n"
+            f"Subject: {subject}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"\r\n{body}\r\n"
+        ).encode()
+        recipient = Recipient(f"u{userId}@example.test", userId)
+        yield self.messages.deliver(envelope(recipient), memorySpool(raw))
+
+    @inlineCallbacks
+    def test_searchFindsWordsInItsFolderOfItsAccountOnly(self):
+        yield self.deliverText("Quarterly budget", "see the attached invoices")
+        yield self.deliverText(
+            "Lunch", "Bücher and budgeting", sender="Zed Quill <z@q.org>"
+        )
+        yield self.deliverText("Budget draft", "nothing else")  # moved
+        yield self.deliverText("Old budget", "expunged invoice")  # expunged
+        yield self.deliverText("Budget", "carol's invoice", userId=CAROL)
+        yield self.folders.move(ALICE, "INBOX", [(3, 3)], "Archive")
+        yield self.folders.setFlags(ALICE, "INBOX", [(4, 4)], ["\\Deleted"], "add")
+        yield self.folders.expunge(ALICE, "INBOX")
+
+        def search(field, text, name="INBOX", userId=ALICE):
+            return self.folders.search(userId, name, field, text)
+
+        for field, text, expected in [
+            ("text", "budget", {1, 2}),  # subject of 1, a prefix of "budgeting"
+            ("body", "budget", {2}),  # not in 1's body
+            ("body", "INVOICE", {1}),  # prefix, any case
+            ("body", "bucher", {2}),  # accents ignored
+            ("body", "bücher", {2}),
+            ("body", "voice", set()),  # not the start of a word
+            ("text", "quill", {2}),
+            ("text", "carol", set()),
+            ("subject", "udget", {1}),  # a substring of the header
+            ("subject", "lunch", {2}),
+            ("from", "zed q", {2}),
+            ("from", "bob@", {1}),
+            ("to", "TEAM", {1, 2}),
+        ]:
+            self.assertEqual((yield search(field, text)), expected, (field, text))
+        self.assertEqual((yield search("text", "budget", "Archive")), {1})
+        self.assertEqual((yield search("body", "invoice", userId=CAROL)), {1})
+        self.assertEqual((yield search("text", "budget", "Sent")), set())
+        for field, text in [("body", "two words"), ("text", "@example"), ("cc", "x")]:
+            yield self.assertFailure(search(field, text), ValueError)
+        yield self.assertFailure(search("text", "budget", "Nowhere"), NoSuchFolder)
+
+    @inlineCallbacks
     def test_uidSetsSelectMessages(self):
         yield self.deliver(5)
         for uids, expected in [

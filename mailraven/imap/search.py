@@ -3,14 +3,18 @@
 twisted.mail.imap4's own SEARCH failed on SUBJECT/FROM/HEADER (str/bytes),
 never matched KEYWORD and walked the messages five per reactor turn. Here
 the criteria are parsed once into predicates; flags, UIDs, sequence sets,
-sizes and internal dates come from the folder listing; only the header and
-text criteria read messages (each once), matching case-insensitively in the
-raw header (RFC 2047 words decoded) or text, without decoding
-Content-Transfer-Encoding. The per-account search index is not used yet.
+sizes and internal dates come from the folder listing. SUBJECT, FROM, TO,
+and TEXT or BODY with one word, are asked of the folder store
+(L{mailraven.store.foldersearch}: message rows and the search index, in its
+read pool), once per key before the walk. Only the other text keys (CC, BCC,
+HEADER, SENT*, TEXT/BODY with more than a word) read messages (each once),
+matching case-insensitively in the raw header (RFC 2047 words decoded) or
+text, without decoding Content-Transfer-Encoding.
 """
 
 from __future__ import annotations
 
+import bisect
 from datetime import date, datetime
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
@@ -21,6 +25,7 @@ from twisted.mail import imap4
 
 from mailraven.imap.mailbox import parseInternalDate
 from mailraven.imap.message import selectHeaders, splitHeader
+from mailraven.store.foldersearch import HEADER_FIELDS, isIndexWord
 
 Predicate = Callable[[int, int, Any, Any], bool]
 FLAG_KEYS = {
@@ -80,11 +85,23 @@ class Search:
         self.needsContent = False
         self.usesModseq = False
         self._depth = 0
+        # (field, text) asked of the folder store, and the UIDs each found
+        self._lookups: list[tuple[str, str]] = []
+        self._found: list[set[int]] = []
+        # lookups every match is in (keys ANDed at the top): the walk
+        # visits only their UIDs
+        self._required: list[int] = []
 
     def parse(self, tokens: list) -> Predicate:
+        top = self._depth == 0
         predicates = []
         while tokens:
             predicates.append(self._one(tokens))
+            lookup = getattr(predicates[-1], "lookup", None)
+            if top and lookup is not None:
+                self._required.append(lookup)
+        if len(predicates) == 1:
+            return predicates[0]
         return lambda *a: all(p(*a) for p in predicates)
 
     def _one(self, tokens: list) -> Predicate:
@@ -208,12 +225,27 @@ class Search:
 
         return match
 
+    def _stored(self, field: str, text: str) -> Predicate:
+        """A key the folder store answers: a set lookup per message."""
+        index = len(self._lookups)
+        self._lookups.append((field, text))
+
+        def found(seq: int, uid: int, row: Any, msg: Any) -> bool:
+            return uid in self._found[index]
+
+        found.lookup = index  # type: ignore[attr-defined]
+        return found
+
     def _header(self, name: str, text: str) -> Predicate:
+        if name.lower() in HEADER_FIELDS:
+            return self._stored(name.lower(), text)
         self.needsContent = True
         needle, field = text.lower(), name.lower()
         return lambda seq, uid, row, msg: needle in headerValue(msg.raw, field).lower()
 
     def _content(self, key: str, text: str) -> Predicate:
+        if isIndexWord(text):
+            return self._stored(key.lower(), text)
         self.needsContent = True
         needle = text.lower().encode("utf-8")
 
@@ -225,8 +257,12 @@ class Search:
 
     @inlineCallbacks
     def run(self, predicate: Predicate):
+        self._found = []
+        for field, text in self._lookups:
+            found = yield self.mbox.account._call("search", self.mbox.name, field, text)
+            self._found.append(found)
         matches = []
-        for seq, uid in enumerate(list(self.mbox.uids), 1):
+        for seq, uid in self._candidates():
             row = self.mbox.rows.get(uid)
             if row is None:
                 continue
@@ -237,6 +273,19 @@ class Search:
             if predicate(seq, uid, row, msg):
                 matches.append((seq, uid))
         return matches
+
+    def _candidates(self) -> list[tuple[int, int]]:
+        """(sequence number, UID) of the messages the walk looks at."""
+        uids = list(self.mbox.uids)
+        if not self._required:
+            return list(enumerate(uids, 1))
+        chosen = set.intersection(*(self._found[i] for i in self._required))
+        pairs = []
+        for uid in sorted(chosen):
+            at = bisect.bisect_left(uids, uid)
+            if at < len(uids) and uids[at] == uid:  # in the session's view
+                pairs.append((at + 1, uid))
+        return pairs
 
 
 class ParsedSearch:

@@ -28,6 +28,7 @@ from zope.interface import implementer
 from mailraven.interfaces import IFolderStore
 from mailraven.store.db import Database
 from mailraven.store.files import newMessageId
+from mailraven.store.foldersearch import folderSearch
 from mailraven.store.purge import purgeUnreferenced
 from mailraven.store.rows import enterFolder, utcNow
 from mailraven.store.schema import NEXT_UIDVALIDITY
@@ -550,6 +551,12 @@ def folderMessages(
     return [_message(row) for row in _entriesIn(conn, userId, mailbox, uids)]
 
 
+def searchFolderText(
+    conn: sqlite3.Connection, userId: int, name: str, field: str, text: str
+) -> set[int]:
+    return folderSearch(conn, userId, _mailboxOf(conn, userId, name), field, text)
+
+
 def setFolderFlags(
     conn: sqlite3.Connection,
     userId: int,
@@ -773,6 +780,11 @@ class SQLiteFolderStore:
 
     def messages(self, userId: int, name: str, uids: UidSet | None = None) -> Deferred:
         return self._db.read(lambda conn: folderMessages(conn, userId, name, uids))
+
+    def search(self, userId: int, name: str, field: str, text: str) -> Deferred:
+        return self._db.read(
+            lambda conn: searchFolderText(conn, userId, name, field, text)
+        )
 
     def setFlags(
         self,
