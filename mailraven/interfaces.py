@@ -173,6 +173,23 @@ class IDomainStore(Interface):
         """Deferred firing with the frozenset of names: what the resolver holds."""
 
 
+class IMTASTSPolicyCache(Interface):
+    """
+    The last MTA-STS policy fetched for each recipient domain, kept so an
+    enforced policy outlives a restart during which it cannot be fetched
+    (RFC 8461 5.1). Domains are as the queue names them.
+    """
+
+    def load(domain):
+        """
+        Deferred firing with the L{mailraven.outbound.mtasts.STSPolicy} last
+        saved for C{domain}, expired or not, or None.
+        """
+
+    def save(domain, policy):
+        """Deferred firing once C{policy} replaces what C{domain} had."""
+
+
 class IFolderStore(Interface):
     """
     An account's folders as IMAP sees them (RFC 3501, UIDPLUS, MOVE,

@@ -60,6 +60,7 @@ from mailraven.store.domains import SQLiteDomainStore, domainSelector
 from mailraven.store.files import SYNCER, Syncer
 from mailraven.store.folders import SQLiteFolderStore
 from mailraven.store.messages import SQLiteMessageStore
+from mailraven.store.mtasts import SQLiteMTASTSPolicyCache
 from mailraven.store.quotas import SQLiteQuotaStore
 from mailraven.store.users import SQLiteUserStore
 from mailraven.store.worker import WorkerSettings
@@ -459,7 +460,7 @@ def makeService(
             reactor,
             trustRootFrom(config["queue.ca_bundle"]),
             config["queue.mta_sts_port"],
-            db,
+            SQLiteMTASTSPolicyCache(db),
         )
         if config["queue.mta_sts"]
         else None,

@@ -23,6 +23,7 @@ from mailraven.interfaces import (
     IDomainStore,
     IFolderStore,
     IMessageStore,
+    IMTASTSPolicyCache,
     IPolicyCheck,
     IQuotaStore,
     IUserStore,
@@ -817,3 +818,18 @@ class MemoryFolderStore:
 
     def expunge(self, userId: int, name: str, uids: UidSet | None = None) -> Deferred:
         return maybeDeferred(self._expunge, userId, name, uids)
+
+
+@implementer(IMTASTSPolicyCache)
+class MemoryMTASTSPolicyCache:
+    """Policies in a dict: an L{IMTASTSPolicyCache} that forgets on restart."""
+
+    def __init__(self) -> None:
+        self.policies: dict[str, Any] = {}
+
+    def load(self, domain: str) -> Deferred:
+        return succeed(self.policies.get(domain))
+
+    def save(self, domain: str, policy: Any) -> Deferred:
+        self.policies[domain] = policy
+        return succeed(None)
