@@ -173,6 +173,22 @@ class IDomainStore(Interface):
         """Deferred firing with the frozenset of names: what the resolver holds."""
 
 
+class ISenderListStore(Interface):
+    """
+    Each account's trained sender lists: addresses or domains it marked as
+    spam ('block') or not ('allow'), which then decide junk or inbox for it.
+    """
+
+    def lists():
+        """Deferred firing with {user id: {sender or domain: kind}}."""
+
+    def train(userId, sender, kind):
+        """
+        Deferred firing once C{sender} (lower-cased) is listed as C{kind}
+        for the account, replacing what it was.
+        """
+
+
 class IMTASTSPolicyCache(Interface):
     """
     The last MTA-STS policy fetched for each recipient domain, kept so an

@@ -26,6 +26,7 @@ from mailraven.interfaces import (
     IMTASTSPolicyCache,
     IPolicyCheck,
     IQuotaStore,
+    ISenderListStore,
     IUserStore,
 )
 from mailraven.spool import Spool
@@ -832,4 +833,19 @@ class MemoryMTASTSPolicyCache:
 
     def save(self, domain: str, policy: Any) -> Deferred:
         self.policies[domain] = policy
+        return succeed(None)
+
+
+@implementer(ISenderListStore)
+class MemorySenderListStore:
+    """Sender lists in a dict, as L{ISenderListStore} promises them."""
+
+    def __init__(self) -> None:
+        self._lists: dict[int, dict[str, str]] = {}
+
+    def lists(self) -> Deferred:
+        return succeed({u: dict(m) for u, m in self._lists.items()})
+
+    def train(self, userId: int, sender: str, kind: str) -> Deferred:
+        self._lists.setdefault(userId, {})[sender.lower()] = kind
         return succeed(None)
