@@ -173,6 +173,37 @@ class IDomainStore(Interface):
         """Deferred firing with the frozenset of names: what the resolver holds."""
 
 
+class IOutboundQueueStore(Interface):
+    """
+    The durable state of outbound delivery: recipients still 'queued' or
+    'deferred', each with the time of its next attempt. Entries are queued
+    with the message that is sent (L{IMessageStore.deliver}).
+    """
+
+    def nextDue():
+        """Deferred firing with the earliest next attempt time, or None."""
+
+    def due(now, limit):
+        """
+        Deferred firing with at most C{limit}
+        L{mailraven.outbound.state.DueRecipient}s whose attempt time is at
+        or before C{now}, earliest first.
+        """
+
+    def pendingCount():
+        """Deferred firing with how many recipients are queued or deferred."""
+
+    def record(outcomes):
+        """
+        Deferred firing once every L{mailraven.outbound.state.Outcome} is
+        stored (status, reply, one more attempt, next attempt) and each
+        touched entry's summary status follows its recipients.
+        """
+
+    def markDelayNotified(queueId, rcpts):
+        """Deferred firing once the recipients are marked as told of delay."""
+
+
 class ISenderListStore(Interface):
     """
     Each account's trained sender lists: addresses or domains it marked as

@@ -61,6 +61,7 @@ from mailraven.store.files import SYNCER, Syncer
 from mailraven.store.folders import SQLiteFolderStore
 from mailraven.store.messages import SQLiteMessageStore
 from mailraven.store.mtasts import SQLiteMTASTSPolicyCache
+from mailraven.store.outbound import SQLiteOutboundQueueStore
 from mailraven.store.quotas import SQLiteQuotaStore
 from mailraven.store.users import SQLiteUserStore
 from mailraven.store.worker import WorkerSettings
@@ -441,7 +442,7 @@ def makeService(
             reactor, description, site, onListenFailure, tlsCreator, key="api.listen"
         ).setServiceParent(api)
     outbound = OutboundQueue(
-        db,
+        SQLiteOutboundQueueStore(db),
         root.store,
         smtpArgs["resolver"],
         mx,
