@@ -17,10 +17,8 @@ PACKAGE = Path(mailraven.__file__).parent
 KNOWN = {
     # The API's read queries: they move behind the store next.
     "api/queries.py",
-    # Online backup/restore and the startup schema and integrity checks move
-    # whole into store/ (store/backup.py, store/startup.py).
+    # Online backup and restore move whole into store/ (store/backup.py).
     "backup.py",
-    "startup.py",
     # Offline CLI commands run store functions on their own connection.
     "cli.py",
     # RecordingSyncer fakes the store's Syncer, which commits a connection.
