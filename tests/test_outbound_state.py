@@ -1,11 +1,11 @@
-"""The outbound queue's durable state (IOutboundQueueStore) in SQLite, fed by
-the message store as sending does."""
+"""The outbound queue's durable state (IOutboundQueueStore): one contract,
+run against the in-memory fake and SQLite fed by the message store."""
 
 from __future__ import annotations
 
 import time
 
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import inlineCallbacks, succeed
 from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
@@ -14,21 +14,18 @@ from mailraven.interfaces import IOutboundQueueStore
 from mailraven.outbound.state import DeliveryReply, Outcome
 from mailraven.spool import memorySpool
 from mailraven.store.outbound import SQLiteOutboundQueueStore
+from mailraven.testing import MemoryOutboundQueueStore
 from tests.test_store import MESSAGE, SQLiteFixture, envelope
 
 RCPTS = ["dave@remote.test", "erin@remote.test"]
 
 
-class SQLiteOutboundQueueStoreTests(SQLiteFixture, TestCase):
-    def setUp(self):
-        self.setUpStore()
-        self.queue = SQLiteOutboundQueueStore(self.db)
+class OutboundQueueStoreContract:
+    """What every IOutboundQueueStore does; send() queues RCPTS as sending
+    one message does."""
 
-    @inlineCallbacks
-    def send(self):
-        sent = envelope(Recipient("alice@example.test", 1))
-        sent.outbound = list(RCPTS)
-        yield self.sqliteStore().deliver(sent, memorySpool(MESSAGE))
+    def setUp(self):
+        self.queue = self.makeQueue()
 
     def test_providesTheInterface(self):
         self.assertTrue(verifyObject(IOutboundQueueStore, self.queue))
@@ -85,3 +82,26 @@ class SQLiteOutboundQueueStoreTests(SQLiteFixture, TestCase):
             {r.rcpt: r.delayNotified for r in due},
             {first.rcpt: True, next(r for r in RCPTS if r != first.rcpt): False},
         )
+
+
+class MemoryOutboundQueueStoreTests(OutboundQueueStoreContract, TestCase):
+    def makeQueue(self):
+        return MemoryOutboundQueueStore()
+
+    def send(self):
+        self.queue.enqueue("q1", "m1", 1, "alice@example.test", list(RCPTS))
+        return succeed(None)
+
+
+class SQLiteOutboundQueueStoreTests(
+    OutboundQueueStoreContract, SQLiteFixture, TestCase
+):
+    def makeQueue(self):
+        self.setUpStore()
+        return SQLiteOutboundQueueStore(self.db)
+
+    @inlineCallbacks
+    def send(self):
+        sent = envelope(Recipient("alice@example.test", 1))
+        sent.outbound = list(RCPTS)
+        yield self.sqliteStore().deliver(sent, memorySpool(MESSAGE))
