@@ -196,6 +196,70 @@ class IDomainStore(Interface):
         """Deferred firing with the frozenset of names: what the resolver holds."""
 
 
+class IOutboundQueueStore(Interface):
+    """
+    The durable state of outbound delivery: recipients still 'queued' or
+    'deferred', each with the time of its next attempt. Entries are queued
+    with the message that is sent (L{IMessageStore.deliver}).
+    """
+
+    def nextDue():
+        """Deferred firing with the earliest next attempt time, or None."""
+
+    def due(now, limit):
+        """
+        Deferred firing with at most C{limit}
+        L{mailraven.outbound.state.DueRecipient}s whose attempt time is at
+        or before C{now}, earliest first.
+        """
+
+    def pendingCount():
+        """Deferred firing with how many recipients are queued or deferred."""
+
+    def record(outcomes):
+        """
+        Deferred firing once every L{mailraven.outbound.state.Outcome} is
+        stored (status, reply, one more attempt, next attempt) and each
+        touched entry's summary status follows its recipients.
+        """
+
+    def markDelayNotified(queueId, rcpts):
+        """Deferred firing once the recipients are marked as told of delay."""
+
+
+class ISenderListStore(Interface):
+    """
+    Each account's trained sender lists: addresses or domains it marked as
+    spam ('block') or not ('allow'), which then decide junk or inbox for it.
+    """
+
+    def lists():
+        """Deferred firing with {user id: {sender or domain: kind}}."""
+
+    def train(userId, sender, kind):
+        """
+        Deferred firing once C{sender} (lower-cased) is listed as C{kind}
+        for the account, replacing what it was.
+        """
+
+
+class IMTASTSPolicyCache(Interface):
+    """
+    The last MTA-STS policy fetched for each recipient domain, kept so an
+    enforced policy outlives a restart during which it cannot be fetched
+    (RFC 8461 5.1). Domains are as the queue names them.
+    """
+
+    def load(domain):
+        """
+        Deferred firing with the L{mailraven.outbound.mtasts.STSPolicy} last
+        saved for C{domain}, expired or not, or None.
+        """
+
+    def save(domain, policy):
+        """Deferred firing once C{policy} replaces what C{domain} had."""
+
+
 class IFolderStore(Interface):
     """
     An account's folders as IMAP sees them (RFC 3501, UIDPLUS, MOVE,

@@ -60,6 +60,8 @@ from mailraven.store.domains import SQLiteDomainStore, domainSelector
 from mailraven.store.files import SYNCER, Syncer
 from mailraven.store.folders import SQLiteFolderStore
 from mailraven.store.messages import SQLiteMessageStore
+from mailraven.store.mtasts import SQLiteMTASTSPolicyCache
+from mailraven.store.outbound import SQLiteOutboundQueueStore
 from mailraven.store.purge import removeFiles
 from mailraven.store.quotas import SQLiteQuotaStore
 from mailraven.store.users import SQLiteUserStore
@@ -456,7 +458,7 @@ def makeService(
         ).setServiceParent(api)
     mobile.events.setServiceParent(api)  # after the listeners: stopped first
     outbound = OutboundQueue(
-        db,
+        SQLiteOutboundQueueStore(db),
         notifying,
         smtpArgs["resolver"],
         mx,
@@ -475,7 +477,7 @@ def makeService(
             reactor,
             trustRootFrom(config["queue.ca_bundle"]),
             config["queue.mta_sts_port"],
-            db,
+            SQLiteMTASTSPolicyCache(db),
         )
         if config["queue.mta_sts"]
         else None,

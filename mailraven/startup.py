@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import sqlite3
 import time
 from typing import Any
 
@@ -23,7 +22,7 @@ from mailraven.store.integrity import (
     removeSpares,
     removeTemporaryFiles,
 )
-from mailraven.store.schema import SCHEMA_VERSION
+from mailraven.store.schema import SCHEMA_VERSION, schemaVersionOf
 
 log = Logger()
 LAYOUT = ("messages", "tmp", "certs", "dkim", "backups")
@@ -117,22 +116,11 @@ def lockDataDir(dataDir: str) -> DataDirLock:
     return lock
 
 
-def _schemaOf(path: str) -> int:
-    """The schema version of the database at C{path}; 0 when there is none."""
-    if not os.path.exists(path):
-        return 0
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute("PRAGMA user_version").fetchone()[0]
-    finally:
-        conn.close()
-
-
 def prepareDataDir(dataDir: str) -> None:
     ensureLayout(dataDir)
     path = databasePath(dataDir)
     try:
-        old = _schemaOf(path)
+        old = schemaVersionOf(path)
         if 0 < old < SCHEMA_VERSION:
             # says why nothing listens yet: rebuilding the search index (9)
             # takes about a minute per 200,000 messages on a small machine

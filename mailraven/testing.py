@@ -10,6 +10,7 @@ import os
 import sqlite3
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any, Callable, Iterable
 
 from scramp import ScramMechanism
@@ -24,10 +25,14 @@ from mailraven.interfaces import (
     IDomainStore,
     IFolderStore,
     IMessageStore,
+    IMTASTSPolicyCache,
+    IOutboundQueueStore,
     IPolicyCheck,
     IQuotaStore,
+    ISenderListStore,
     IUserStore,
 )
+from mailraven.outbound.state import DueRecipient
 from mailraven.spool import Spool
 from mailraven.store.aliases import AliasIsAccount, UnknownMember, normaliseAlias
 from mailraven.store.domains import (
@@ -893,3 +898,106 @@ def _holds(envelope: Envelope, meta: Any, field: str, text: str) -> bool:
         meta.text,
     ]
     return any(holdsWordPrefix(value, text) for value in indexed)
+
+
+@implementer(IMTASTSPolicyCache)
+class MemoryMTASTSPolicyCache:
+    """Policies in a dict: an L{IMTASTSPolicyCache} that forgets on restart."""
+
+    def __init__(self) -> None:
+        self.policies: dict[str, Any] = {}
+
+    def load(self, domain: str) -> Deferred:
+        return succeed(self.policies.get(domain))
+
+    def save(self, domain: str, policy: Any) -> Deferred:
+        self.policies[domain] = policy
+        return succeed(None)
+
+
+@implementer(ISenderListStore)
+class MemorySenderListStore:
+    """Sender lists in a dict, as L{ISenderListStore} promises them."""
+
+    def __init__(self) -> None:
+        self._lists: dict[int, dict[str, str]] = {}
+
+    def lists(self) -> Deferred:
+        return succeed({u: dict(m) for u, m in self._lists.items()})
+
+    def train(self, userId: int, sender: str, kind: str) -> Deferred:
+        self._lists.setdefault(userId, {})[sender.lower()] = kind
+        return succeed(None)
+
+
+@implementer(IOutboundQueueStore)
+class MemoryOutboundQueueStore:
+    """Outbound recipients in a dict; L{enqueue} stands in for sending."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[str, int, str, str]] = {}
+        self._recipients: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def enqueue(
+        self, queueId: str, messageId: str, userId: int, mailFrom: str, rcpts: list
+    ) -> None:
+        """Queue C{rcpts} as the message store does for sent mail."""
+        self._entries[queueId] = (
+            messageId,
+            userId,
+            mailFrom,
+            datetime.now(UTC).isoformat(timespec="microseconds"),
+        )
+        for rcpt in rcpts:
+            self._recipients.setdefault(
+                (queueId, rcpt),
+                {"status": "queued", "attempts": 0, "next": 0.0, "notified": False},
+            )
+
+    def _pending(self) -> list[tuple[tuple[str, str], dict[str, Any]]]:
+        return sorted(
+            (
+                (key, r)
+                for key, r in self._recipients.items()
+                if r["status"] in ("queued", "deferred")
+            ),
+            key=lambda item: item[1]["next"],
+        )
+
+    def nextDue(self) -> Deferred:
+        pending = self._pending()
+        return succeed(pending[0][1]["next"] if pending else None)
+
+    def due(self, now: float, limit: int) -> Deferred:
+        found = []
+        for (queueId, rcpt), r in self._pending():
+            if r["next"] <= now and len(found) < limit:
+                messageId, userId, mailFrom, createdAt = self._entries[queueId]
+                found.append(
+                    DueRecipient(
+                        queueId,
+                        messageId,
+                        userId,
+                        mailFrom,
+                        rcpt,
+                        r["attempts"],
+                        createdAt,
+                        r["notified"],
+                    )
+                )
+        return succeed(found)
+
+    def pendingCount(self) -> Deferred:
+        return succeed(len(self._pending()))
+
+    def record(self, outcomes: list) -> Deferred:
+        for o in outcomes:
+            r = self._recipients[(o.queueId, o.rcpt)]
+            r["status"], r["next"] = o.status, o.nextAttempt
+            r["attempts"] += 1
+        return succeed(None)
+
+    def markDelayNotified(self, queueId: str, rcpts: list) -> Deferred:
+        for rcpt in rcpts:
+            self._recipients[(queueId, rcpt)]["notified"] = True
+        return succeed(None)

@@ -20,7 +20,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from mailraven.envelope import Recipient
-from mailraven.policy.scoring import SenderLists, SpamRejected, SpamScorer, train
+from mailraven.policy.scoring import SenderLists, SpamRejected, SpamScorer
 from mailraven.spool import Spool, memorySpool
 from mailraven.startup import prepareDataDir
 from mailraven.store.db import openDatabase
@@ -34,6 +34,7 @@ from mailraven.store.files import (
 )
 from mailraven.store.integrity import LOST_AND_FOUND, checkIntegrity
 from mailraven.store.messages import SQLiteMessageStore
+from mailraven.store.senderlists import train
 from mailraven.store.worker import Preparer, WorkerSettings
 from mailraven.store.workers import (
     FILL_BYTES,

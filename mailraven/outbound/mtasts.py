@@ -11,7 +11,6 @@ forget them); a failed refresh keeps using a cached one, as the RFC asks.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,6 +24,8 @@ from twisted.names import dns, error
 from twisted.web.client import Agent, readBody
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
+
+from mailraven.interfaces import IMTASTSPolicyCache
 
 MAX_POLICY = 65536
 FETCH_TIMEOUT = 20.0
@@ -114,13 +115,13 @@ class MTASTS:
         reactor: Any,
         trustRoot: Any = None,
         port: int = 443,
-        db: Any = None,
+        policies: IMTASTSPolicyCache | None = None,
     ) -> None:
         self._resolver = resolver
         self._reactor = reactor
         self._trustRoot = trustRoot
         self._port = port
-        self._db = db  # persists policies across restarts (None: memory only)
+        self._policies = policies  # across restarts (None: memory only)
         self._cache: dict[str, STSPolicy] = {}
 
     def clientTLS(self, host: str) -> Any:
@@ -132,8 +133,8 @@ class MTASTS:
         """Deferred L{STSPolicy} (or None): the domain's current policy."""
         now = self._reactor.seconds()
         cached = self._cache.get(domain)
-        if cached is None and self._db is not None:
-            cached = yield self._db.read(lambda conn: loadPolicy(conn, domain))
+        if cached is None and self._policies is not None:
+            cached = yield self._policies.load(domain)
             if cached is not None:
                 self._cache[domain] = cached
         usable = cached if cached is not None and not cached.expired(now) else None
@@ -160,8 +161,8 @@ class MTASTS:
             )
             return usable
         self._cache[domain] = policy
-        if self._db is not None:
-            yield self._db.write(lambda conn: savePolicy(conn, domain, policy))
+        if self._policies is not None:
+            yield self._policies.save(domain, policy)
         return policy
 
     @inlineCallbacks
@@ -189,37 +190,6 @@ class MTASTS:
         return parsePolicy(
             body.decode("utf-8", "replace"), policyId, self._reactor.seconds()
         )
-
-
-def loadPolicy(conn: Any, domain: str) -> STSPolicy | None:
-    row = conn.execute(
-        "SELECT policy FROM mta_sts_policies WHERE domain = ?", (domain,)
-    ).fetchone()
-    if row is None:
-        return None
-    stored = json.loads(row[0])
-    return STSPolicy(
-        stored["id"],
-        stored["mode"],
-        tuple(stored["mx"]),
-        stored["max_age"],
-        stored["fetched_at"],
-    )
-
-
-def savePolicy(conn: Any, domain: str, policy: STSPolicy) -> None:
-    stored = {
-        "id": policy.id,
-        "mode": policy.mode,
-        "mx": list(policy.mx),
-        "max_age": policy.maxAge,
-        "fetched_at": policy.fetchedAt,
-    }
-    conn.execute(
-        "INSERT INTO mta_sts_policies (domain, policy) VALUES (?, ?)"
-        " ON CONFLICT (domain) DO UPDATE SET policy = excluded.policy",
-        (domain, json.dumps(stored)),
-    )
 
 
 def trustRootFrom(bundle: str) -> Any:

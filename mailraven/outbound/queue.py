@@ -29,6 +29,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from mailraven.envelope import Envelope, Recipient
+from mailraven.interfaces import IOutboundQueueStore
 from mailraven.outbound import state
 from mailraven.outbound.client import ConnectionProblem, TLSProblem, send
 from mailraven.outbound.dkimsign import UnsignableMessage
@@ -84,7 +85,7 @@ class OutboundQueue(Service):
 
     def __init__(
         self,
-        db: Any,
+        queueState: IOutboundQueueStore,
         store: Any,
         resolver: Any,
         mx: Any,
@@ -97,7 +98,7 @@ class OutboundQueue(Service):
         clock: Any = None,
         mtasts: Any = None,
     ) -> None:
-        self._db = db
+        self._state = queueState
         self._mtasts = mtasts
         self._store = store
         self._resolver = resolver
@@ -183,7 +184,7 @@ class OutboundQueue(Service):
             self._again = False
             self._schedule(0)
             return
-        nextDue = yield self._db.read(state.nextDue)
+        nextDue = yield self._state.nextDue()
         poll = self._settings["poll_interval"]
         delay = poll if nextDue is None else nextDue - self._clock.seconds()
         self._schedule(min(max(delay, 0.0), poll))
@@ -194,9 +195,7 @@ class OutboundQueue(Service):
     def runOnce(self):
         """Attempt every due recipient once; Deferred fires when recorded."""
         now = self._clock.seconds()
-        due = yield self._db.read(
-            lambda conn: state.dueRecipients(conn, now, self._settings["batch"])
-        )
+        due = yield self._state.due(now, self._settings["batch"])
         groups: dict[tuple[str, str], list[state.DueRecipient]] = defaultdict(list)
         for item in due:
             groups[(item.queueId, item.rcpt.rpartition("@")[2].lower())].append(item)
@@ -209,7 +208,7 @@ class OutboundQueue(Service):
                 consumeErrors=True,
             )
         if self._metrics is not None:
-            depth = yield self._db.read(state.pendingCount)
+            depth = yield self._state.pendingCount()
             self._metrics.outboundQueueDepth.set(depth)
         return len(due)
 
@@ -230,7 +229,7 @@ class OutboundQueue(Service):
             replies = {i.rcpt: LOCAL_ERROR for i in items}
             raw = b""
         outcomes = [self._outcome(item, replies[item.rcpt]) for item in items]
-        yield self._db.write(lambda conn: state.record(conn, outcomes))
+        yield self._state.record(outcomes)
         for item, outcome in zip(items, outcomes, strict=True):
             self._logOutcome(item, outcome)
         yield self._notify(first, items, outcomes, raw)
@@ -445,11 +444,7 @@ class OutboundQueue(Service):
             yield self._store.deliver(envelope, memorySpool(report))
             if reports is delayed:
                 rcpts = [r.address for r in reports]
-                yield self._db.write(
-                    lambda conn, r=rcpts: state.markDelayNotified(
-                        conn, first.queueId, r
-                    )
-                )
+                yield self._state.markDelayNotified(first.queueId, rcpts)
 
 
 def queueSettings(config: Any) -> dict[str, Any]:

@@ -9,7 +9,6 @@ written into the message as `X-Spam-Score` and `X-Spam-Status`.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -185,19 +184,6 @@ class SenderLists:
         self.generation += 1
 
 
-def loadSenderLists(conn: sqlite3.Connection) -> dict[int, dict[str, str]]:
-    lists: dict[int, dict[str, str]] = {}
-    for userId, value, kind in conn.execute(
-        "SELECT user_id, value, kind FROM sender_lists"
-    ):
-        lists.setdefault(userId, {})[value] = kind
-    return lists
-
-
-def train(conn: sqlite3.Connection, userId: int, sender: str, kind: str) -> None:
-    """The account marked mail from C{sender} as spam ('block') or not ('allow')."""
-    conn.execute(
-        "INSERT INTO sender_lists (user_id, value, kind) VALUES (?, ?, ?)"
-        " ON CONFLICT (user_id, value) DO UPDATE SET kind = excluded.kind",
-        (userId, sender.lower(), kind),
-    )
+# The mobile API trains through this name; it moves to ISenderListStore with
+# the rest of mailraven/api/ SQL.
+from mailraven.store.senderlists import train  # noqa: E402, F401

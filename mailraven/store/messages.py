@@ -12,12 +12,13 @@ from zope.interface import implementer
 
 from mailraven.envelope import Envelope
 from mailraven.interfaces import IMessageStore
-from mailraven.policy.scoring import SenderLists, SpamRejected, loadSenderLists
+from mailraven.policy.scoring import SenderLists, SpamRejected
 from mailraven.spool import Spool
 from mailraven.store.db import Database
 from mailraven.store.files import SYNCER, Syncer, readMessageFile, removeMessageFile
 from mailraven.store.prepare import PreparedMessage, prepareMessage
 from mailraven.store.rows import insertMessage, utcNow
+from mailraven.store.senderlists import loadSenderLists
 
 MAILBOXES = ("inbox", "archive", "junk", "trash", "sent", "drafts")
 _ENTRY_COLUMNS = """

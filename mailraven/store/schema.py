@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from itertools import groupby
 from typing import Callable, Iterator
@@ -506,6 +507,17 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 class SchemaTooNew(Exception):
     """The database was written by a newer MailRaven; refuse rather than damage it."""
+
+
+def schemaVersionOf(path: str) -> int:
+    """The schema version of the database at C{path}; 0 when there is none."""
+    if not os.path.exists(path):
+        return 0
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+    finally:
+        conn.close()
 
 
 def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:

@@ -32,7 +32,7 @@ import sys
 import traceback
 from typing import Any
 
-from mailraven.policy.scoring import SenderLists, SpamRejected, loadSenderLists
+from mailraven.policy.scoring import SenderLists, SpamRejected
 from mailraven.store.files import (
     SpareFiles,
     Syncer,
@@ -42,6 +42,7 @@ from mailraven.store.files import (
 )
 from mailraven.store.prepare import PreparedMessage, prepareMessage
 from mailraven.store.rows import insertMessage
+from mailraven.store.senderlists import loadSenderLists
 from mailraven.store.sqlite import commitBatch, connect
 
 HEADER = struct.Struct("!I")
