@@ -352,6 +352,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "compression_level": Key(_int, 6, "gzip level 1..9 for message files"),
         "disk_warn_percent": Key(_percent, 80.0, "log a warning above this"),
         "disk_reject_percent": Key(_percent, 95.0, "452 4.3.1 for new mail above"),
+        "backend": Key(
+            _choice("sqlite", "postgresql"), "sqlite", "sqlite | postgresql"
+        ),
+        "dsn": Key(_str, "", "libpq connection string for backend postgresql"),
     },
     "dns": {
         "nameservers": Key(_hostPorts, [], '"host:port" resolvers; [] = resolv.conf'),
@@ -492,13 +496,37 @@ def load(path: str | None = None, environ: Mapping[str, str] | None = None) -> C
             default = spec.default() if callable(spec.default) else spec.default
             values[f"{section}.{key}"] = default
     if path:
-        values.update(_fromFile(path))
+        fromFile = _fromFile(path)
+        _checkSecretDsn(path, fromFile.get("store.dsn", ""))
+        values.update(fromFile)
     values.update(_fromEnvironment(os.environ if environ is None else environ))
     _crossCheck(values)
     return Config(values)
 
 
+def _dsnHasPassword(dsn: str) -> bool:
+    """Whether a libpq DSN (key=value or URI form) carries a password."""
+    if "://" in dsn:
+        userinfo = dsn.split("://", 1)[1].split("@", 1)
+        return len(userinfo) == 2 and ":" in userinfo[0]
+    return re.search(r"(^|\s)password\s*=", dsn) is not None
+
+
+def _checkSecretDsn(path: str, dsn: str) -> None:
+    """
+    A password in the file's store.dsn is a secret: the file must then be
+    readable by its owner only, as other secrets are (a passfile is better).
+    """
+    if dsn and _dsnHasPassword(dsn) and os.stat(path).st_mode & 0o077:
+        raise ConfigError(
+            f"store.dsn in {path} holds a password: make the file mode 0600,"
+            " or use a passfile (passfile=... in the dsn, or PGPASSFILE)"
+        )
+
+
 def _crossCheck(values: dict[str, Any]) -> None:
+    if values["store.backend"] == "postgresql" and not values["store.dsn"]:
+        raise ConfigError("store.backend = postgresql needs store.dsn")
     if bool(values["tls.cert_file"]) != bool(values["tls.key_file"]):
         raise ConfigError("tls.cert_file and tls.key_file must be set together")
     if not 0 <= values["store.workers"] <= 64:

@@ -55,6 +55,7 @@ from mailraven.smtp.submission import (
 from mailraven.spool import MemoryBudget, Spool
 from mailraven.startup import lockDataDir, prepareDataDir
 from mailraven.store.aliases import SQLiteAliasStore
+from mailraven.store.backend import requireSupportedBackend
 from mailraven.store.db import Database
 from mailraven.store.domains import SQLiteDomainStore, domainSelector
 from mailraven.store.files import SYNCER, Syncer
@@ -167,6 +168,7 @@ def makeService(
     configFile: str | None = None,
     syncer: Syncer = SYNCER,
 ) -> MailRavenService:
+    requireSupportedBackend(config)
     if reactor is None:
         from twisted.internet import reactor
     dataDir = config.dataDir

@@ -1,0 +1,1 @@
+"""The PostgreSQL store (optional extra C{postgresql}): L{PostgresDatabase}."""

@@ -1,0 +1,1 @@
+"""SQL migrations of the PostgreSQL store, applied in order of their number."""
